@@ -1,0 +1,168 @@
+"""MNIST: loading it, checking that it is MNIST, and turning its images into model input.
+
+    from data import load_mnist, normalize_images
+    mnist = load_mnist()                      # datasets/mnist.npz, checked against its checksums
+    x_train = normalize_images(mnist.x_train) # float32 in [0, 1], shape (60000, 28, 28)
+
+`normalize_images` is the only preprocessing step between a uint8 digit and the network; training,
+evaluation and prediction on a user's own images all go through it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SIZE = 28
+NUM_CLASSES = 10
+DEFAULT_DATA_PATH = Path(__file__).resolve().parent / "datasets" / "mnist.npz"
+REBUILD_HINT = "restore it with `git checkout datasets/mnist.npz` or `python -m datasets.build_mnist`"
+
+EXPECTED_SHAPES = {
+    "x_train": (60000, IMAGE_SIZE, IMAGE_SIZE),
+    "y_train": (60000,),
+    "x_test": (10000, IMAGE_SIZE, IMAGE_SIZE),
+    "y_test": (10000,),
+}
+# sha256 of each uint8 array's bytes. Whatever the source (the shipped file, a user's npz or IDX
+# copy, Keras's download), the arrays must be exactly these, so results are comparable and a
+# damaged or different dataset is caught before a minute of training is spent on it.
+MNIST_SHA256 = {
+    "x_train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+    "y_train": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+    "x_test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+    "y_test": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
+}
+# The four files of the original distribution, as an `--data FOLDER` holds them (optionally .gz).
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+
+
+class DataError(Exception):
+    """A dataset that is missing, unreadable or not MNIST; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Mnist:
+    """The 60,000 training and 10,000 test digits as uint8 images (n, 28, 28) and labels (n,)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+
+
+def load_mnist(path: str | Path | None = None) -> Mnist:
+    """Load MNIST from a Keras-style .npz or an IDX folder (default: the shipped file), checked."""
+    if path is None and not DEFAULT_DATA_PATH.exists():
+        arrays, source, hint = _download_with_keras(), "keras.datasets.mnist", REBUILD_HINT
+    else:
+        path = Path(path) if path is not None else DEFAULT_DATA_PATH
+        hint = REBUILD_HINT if path == DEFAULT_DATA_PATH else "check the file or pass another --data"
+        if not path.exists():
+            raise DataError(f"no dataset at {path}: {hint}")
+        arrays = _read_idx_folder(path) if path.is_dir() else _read_npz(path, hint)
+        source = str(path)
+    check_mnist(arrays, source, hint)
+    return Mnist(**arrays, source=source)
+
+
+def check_mnist(arrays: dict[str, np.ndarray], source: str, hint: str) -> None:
+    """Raise DataError unless `arrays` hold exactly MNIST's four uint8 arrays."""
+    for name, shape in EXPECTED_SHAPES.items():
+        array = arrays[name]
+        if array.dtype != np.uint8 or array.shape != shape:
+            raise DataError(
+                f"{source}: {name} is {array.dtype} {array.shape}, expected uint8 {shape}: {hint}"
+            )
+    for name in ("y_train", "y_test"):
+        if arrays[name].max() >= NUM_CLASSES:
+            raise DataError(f"{source}: {name} has labels outside 0-9: {hint}")
+    for name, digest in array_checksums(arrays).items():
+        if digest != MNIST_SHA256[name]:
+            raise DataError(f"{source}: {name} does not match MNIST's checksum: {hint}")
+
+
+def array_checksums(arrays: dict[str, np.ndarray]) -> dict[str, str]:
+    """sha256 of each named array's bytes, the figures saved beside every model."""
+    return {name: hashlib.sha256(arrays[name].tobytes()).hexdigest() for name in EXPECTED_SHAPES}
+
+
+def normalize_images(images_uint8: np.ndarray) -> np.ndarray:
+    """uint8 images (..., 28, 28) in 0-255 -> float32 in [0, 1], same shape."""
+    images_uint8 = np.asarray(images_uint8)
+    if images_uint8.dtype != np.uint8 or images_uint8.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(f"expected uint8 images of 28x28, got {images_uint8.dtype} {images_uint8.shape}")
+    return images_uint8.astype(np.float32) / 255.0
+
+
+def split_validation(
+    x: np.ndarray, y: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Shuffle with `seed` and hold out `fraction` of (x, y): returns x_fit, y_fit, x_val, y_val."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    val_count = int(round(len(x) * fraction))
+    fit, val = order[val_count:], order[:val_count]
+    return x[fit], y[fit], x[val], y[val]
+
+
+def _read_npz(path: Path, hint: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = set(EXPECTED_SHAPES) - set(npz.files)
+            if missing:
+                raise DataError(f"{path} lacks {', '.join(sorted(missing))}: {hint}")
+            return {name: npz[name] for name in EXPECTED_SHAPES}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path} is not a readable .npz ({exc}): {hint}") from None
+
+
+def _read_idx_folder(folder: Path) -> dict[str, np.ndarray]:
+    arrays = {}
+    for name, stem in IDX_FILES.items():
+        candidates = [folder / stem, folder / f"{stem}.gz"]
+        found = next((path for path in candidates if path.exists()), None)
+        if found is None:
+            raise DataError(f"{folder} has no {stem}[.gz]: put the four MNIST IDX files there")
+        arrays[name] = _read_idx(found)
+    return arrays
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Parse one IDX file of unsigned bytes (magic 0x0000 08 ndim, big-endian sizes, data)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as stream:
+            raw = stream.read()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path} is unreadable ({exc}): replace it with an intact copy") from None
+    ndim = raw[3] if len(raw) >= 4 else 0
+    header_size = 4 + 4 * ndim
+    if len(raw) < header_size or raw[:3] != b"\x00\x00\x08" or ndim not in (1, 3):
+        raise DataError(f"{path} is not an IDX file of unsigned bytes: replace it with an intact copy")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if len(raw) - header_size != int(np.prod(shape)):
+        raise DataError(f"{path} is truncated or padded: replace it with an intact copy")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(shape)
+
+
+def _download_with_keras() -> dict[str, np.ndarray]:
+    import keras  # only this fallback needs it; loading the shipped file stays TensorFlow-free
+
+    try:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+    except Exception as exc:  # get_file raises bare Exception for any network failure
+        raise DataError(
+            f"{DEFAULT_DATA_PATH} is missing and downloading MNIST failed ({exc}): {REBUILD_HINT}"
+        ) from None
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}

@@ -1,0 +1,129 @@
+"""Measure a trained model on the 10,000 MNIST test digits and show where it fails.
+
+    python evaluate.py                               # artifacts/model.keras
+    python evaluate.py --model artifacts/softmax/model.keras --out artifacts/softmax
+
+Prints test accuracy and loss, a per-digit report and the most confused pairs; writes
+confusion_matrix.png, confusion_matrix_normalized.png, misclassified.png and metrics.json beside
+the model (or into --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix
+
+from data import NUM_CLASSES, DataError, load_mnist, normalize_images
+from model import ModelError, atomic_path, load_trained_model, probability_model, write_json
+
+DIGITS = list(range(NUM_CLASSES))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, default=Path("artifacts/model.keras"))
+    parser.add_argument("--data", type=Path, help="mnist.npz or a folder of IDX files [datasets/mnist.npz]")
+    parser.add_argument("--out", type=Path, help="output folder [the model's folder]")
+    parser.add_argument("--top-pairs", type=int, default=5, help="confused pairs to list")
+    return parser.parse_args(argv)
+
+
+def most_confused_pairs(matrix: np.ndarray, count: int) -> list[dict]:
+    """The digit pairs (a < b) mistaken for each other most often, both directions added."""
+    pairs = [
+        {"digits": [a, b], "errors": int(matrix[a, b] + matrix[b, a]),
+         f"{a}_as_{b}": int(matrix[a, b]), f"{b}_as_{a}": int(matrix[b, a])}
+        for a in DIGITS for b in DIGITS if a < b
+    ]
+    pairs.sort(key=lambda pair: -pair["errors"])
+    return [pair for pair in pairs[:count] if pair["errors"]]
+
+
+def save_figure(figure: Figure, path: Path) -> None:
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110)
+
+
+def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, normalize: str | None, path: Path) -> None:
+    figure = Figure(figsize=(7.5, 6.5), layout="constrained")
+    ax = figure.subplots()
+    ConfusionMatrixDisplay.from_predictions(
+        y_true, y_pred, labels=DIGITS, normalize=normalize, ax=ax, cmap="Blues",
+        values_format=".2f" if normalize else "d", colorbar=True,
+    )
+    kind = "share of each true digit" if normalize else "counts"
+    accuracy = np.mean(y_true == y_pred)
+    ax.set_title(f"MNIST test confusion matrix ({kind}); accuracy {accuracy:.2%}")
+    save_figure(figure, path)
+
+
+def plot_misclassified(
+    images: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray, path: Path, count: int = 36
+) -> None:
+    """A grid of the errors the model was most sure of: true label, prediction, confidence."""
+    y_pred = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(y_pred != y_true)
+    worst = wrong[np.argsort(-probabilities[wrong, y_pred[wrong]])][:count]
+    columns = 9
+    rows = max(1, -(-len(worst) // columns))
+    figure = Figure(figsize=(columns * 1.3, rows * 1.55), layout="constrained")
+    figure.suptitle(f"The {len(worst)} most confident of {len(wrong)} errors (true → predicted)")
+    for ax in figure.subplots(rows, columns, squeeze=False).flat:
+        ax.axis("off")
+    for ax, index in zip(figure.axes, worst):
+        ax.imshow(images[index], cmap="gray_r")
+        confidence = probabilities[index, y_pred[index]]
+        ax.set_title(f"{y_true[index]} → {y_pred[index]} ({confidence:.0%})", fontsize=9, color="firebrick")
+    save_figure(figure, path)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    out = args.out or args.model.parent
+    try:
+        model = load_trained_model(args.model)
+        mnist = load_mnist(args.data)
+    except (ModelError, DataError) as exc:
+        raise SystemExit(f"error: {exc}")
+
+    images = normalize_images(mnist.x_test)
+    probabilities = probability_model(model).predict(images, batch_size=1000, verbose=0)
+    y_true, y_pred = mnist.y_test.astype(int), probabilities.argmax(axis=1)
+    accuracy = float(np.mean(y_pred == y_true))
+    # The training loss, categorical cross-entropy, which Keras computes from the same logits.
+    loss = float(-np.mean(np.log(np.maximum(probabilities[np.arange(len(y_true)), y_true], 1e-7))))
+    matrix = confusion_matrix(y_true, y_pred, labels=DIGITS)
+    report = classification_report(y_true, y_pred, labels=DIGITS, digits=4, output_dict=True)
+    pairs = most_confused_pairs(matrix, args.top_pairs)
+
+    print(classification_report(y_true, y_pred, labels=DIGITS, digits=4))
+    print("most confused pairs: " + ", ".join(
+        f"{a}/{b} {pair['errors']} ({pair[f'{a}_as_{b}']}+{pair[f'{b}_as_{a}']})"
+        for pair in pairs for a, b in [pair["digits"]]
+    ))
+    plot_confusion(y_true, y_pred, None, out / "confusion_matrix.png")
+    plot_confusion(y_true, y_pred, "true", out / "confusion_matrix_normalized.png")
+    plot_misclassified(mnist.x_test, y_true, probabilities, out / "misclassified.png")
+    metrics = {
+        "model": str(args.model),
+        "test_images": len(y_true),
+        "accuracy": accuracy,
+        "loss": loss,
+        "per_class": {str(digit): report[str(digit)] for digit in DIGITS},
+        "most_confused_pairs": pairs,
+        "confusion_matrix": matrix.tolist(),
+    }
+    write_json(out / "metrics.json", metrics)
+    correct = int(np.sum(y_pred == y_true))
+    print(f"test accuracy {accuracy:.4f} ({correct}/{len(y_true)}), loss {loss:.4f}; plots in {out}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

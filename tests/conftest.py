@@ -1,0 +1,35 @@
+"""Shared fixtures: the real MNIST, loaded once, and one tiny real training run for the session."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from data import load_mnist
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Small enough to train in seconds, large enough that the loss visibly falls.
+TINY_TRAINING = ["--limit", "3000", "--epochs", "2", "--hidden", "64", "--batch-size", "64"]
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    return load_mnist()
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """(model, record, folder) of a tiny real run of train.py on the first 3,000 digits."""
+    import train
+
+    folder = tmp_path_factory.mktemp("run")
+    model, record = train.main(TINY_TRAINING + ["--out", str(folder)])
+    return model, record, folder
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    """Run one of the project's scripts as a user would, capturing its output."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
+    )

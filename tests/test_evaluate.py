@@ -1,0 +1,57 @@
+import json
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+import evaluate
+from conftest import run_script
+
+
+@pytest.fixture(scope="module")
+def evaluation(trained_run):
+    folder = trained_run[2]
+    return evaluate.main(["--model", str(folder / "model.keras")]), folder
+
+
+def test_confusion_matrix_sums_to_test_set_size(evaluation):
+    matrix = np.array(evaluation[0]["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == 10000
+    assert matrix.sum(axis=1).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_metrics_json_agrees_with_its_confusion_matrix(evaluation):
+    metrics, folder = evaluation
+    assert json.loads((folder / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    matrix = np.array(metrics["confusion_matrix"])
+    assert metrics["accuracy"] == pytest.approx(np.trace(matrix) / 10000)
+    assert metrics["per_class"]["4"]["recall"] == pytest.approx(matrix[4, 4] / matrix[4].sum())
+    assert 0.8 < metrics["accuracy"] < 1 and metrics["loss"] > 0
+    top = metrics["most_confused_pairs"][0]
+    a, b = top["digits"]
+    assert top["errors"] == matrix[a, b] + matrix[b, a] == max(
+        matrix[i, j] + matrix[j, i] for i in range(10) for j in range(i + 1, 10)
+    )
+
+
+def test_plots_are_png_images(evaluation):
+    folder = evaluation[1]
+    for name in ("confusion_matrix.png", "confusion_matrix_normalized.png", "misclassified.png"):
+        image = matplotlib.image.imread(folder / name)
+        assert image.ndim == 3 and min(image.shape[:2]) > 300, name
+
+
+def test_accuracy_is_printed(trained_run, capsys, tmp_path):
+    metrics = evaluate.main(["--model", str(trained_run[2] / "model.keras"), "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert f"test accuracy {metrics['accuracy']:.4f} ({round(metrics['accuracy'] * 10000)}/10000)" in out
+    assert "most confused pairs: " in out and "precision" in out
+
+
+def test_missing_model_prints_one_line_and_exits_nonzero(tmp_path):
+    result = run_script("evaluate.py", "--model", str(tmp_path / "model.keras"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: no trained model at {tmp_path / 'model.keras'}: run `python train.py` first"
+    )

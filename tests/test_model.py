@@ -1,0 +1,95 @@
+import keras
+import numpy as np
+import pytest
+
+from data import normalize_images
+from model import (
+    ModelConfig,
+    ModelError,
+    atomic_path,
+    build_model,
+    load_trained_model,
+    model_config,
+    probability_model,
+)
+
+
+def layer_types(model):
+    return [type(layer).__name__ for layer in model.layers]
+
+
+def test_default_is_dense_relu_network_with_sigmoid_output():
+    model = build_model(model_config())
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert [layer.units for layer in dense] == [1024, 512, 10]
+    assert all(layer.activation.__name__ == "relu" for layer in dense[:-1])
+    assert model.layers[-1].activation.__name__ == "sigmoid"
+    assert "Conv2D" not in layer_types(model)
+    assert model.input_shape == (None, 28, 28) and model.output_shape == (None, 10)
+
+
+def test_options_change_output_activation_widths_and_dropout():
+    model = build_model(model_config(hidden=(32, 16, 8), dropout=0.0, output_activation="softmax"))
+    assert [layer.units for layer in model.layers if isinstance(layer, keras.layers.Dense)] == [32, 16, 8, 10]
+    assert model.layers[-1].activation.__name__ == "softmax"
+    assert "Dropout" not in layer_types(model)
+
+
+def test_cnn_has_convolutions_batch_norm_and_augmentation():
+    model = build_model(model_config("cnn"))
+    types = layer_types(model)
+    assert types.count("Conv2D") == 4 and "BatchNormalization" in types
+    assert "RandomTranslation" in types and "RandomRotation" in types
+    assert model.input_shape == (None, 28, 28) and model.output_shape == (None, 10)
+
+
+def test_invalid_configs_are_refused():
+    for bad in ({"arch": "rnn"}, {"dropout": 1.0}, {"hidden": (0,)}, {"output_activation": "tanh"}):
+        with pytest.raises(ValueError):
+            ModelConfig(**bad)
+
+
+def test_probabilities_sum_to_one_and_keep_the_sigmoid_ranking(mnist):
+    model = build_model(model_config(hidden=(32,)))
+    images = normalize_images(mnist.x_test[:50])
+    scores = model.predict(images, verbose=0)
+    probabilities = probability_model(model).predict(images, verbose=0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+    assert np.array_equal(probabilities.argmax(axis=1), scores.argmax(axis=1))
+
+
+def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as temporary:
+            temporary.write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old"
+    assert [path.name for path in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_missing_model_says_to_train_first(tmp_path):
+    with pytest.raises(ModelError, match="run `python train.py` first"):
+        load_trained_model(tmp_path / "model.keras")
+
+
+def test_garbage_and_truncated_models_are_model_errors(tmp_path, trained_run):
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_bytes(b"not a model at all")
+    with pytest.raises(ModelError, match="cannot load"):
+        load_trained_model(garbage)
+    truncated = tmp_path / "truncated.keras"
+    saved = (trained_run[2] / "model.keras").read_bytes()
+    truncated.write_bytes(saved[: len(saved) // 2])
+    with pytest.raises(ModelError, match="cannot load"):
+        load_trained_model(truncated)
+
+
+def test_model_of_another_shape_is_refused(tmp_path):
+    inputs = keras.Input((32, 32))
+    other = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
+    path = tmp_path / "other.keras"
+    other.save(path)
+    with pytest.raises(ModelError, match="not a digit classifier"):
+        load_trained_model(path)

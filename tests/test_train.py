@@ -1,0 +1,89 @@
+import json
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+import train
+from conftest import TINY_TRAINING, run_script
+from data import MNIST_SHA256, normalize_images
+from model import load_trained_model
+
+
+def test_training_lowers_loss_on_a_real_slice(trained_run):
+    history = json.loads((trained_run[2] / "history.json").read_text())
+    assert len(history["loss"]) == 2
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["val_accuracy"][-1] > 0.8  # chance is 0.1
+
+
+def test_saved_model_reloads_and_predicts_the_same(trained_run, mnist):
+    model, _, folder = trained_run
+    images = normalize_images(mnist.x_test[:200])
+    reloaded = load_trained_model(folder / "model.keras")
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+
+
+def test_run_record_holds_config_seed_checksums_and_versions(trained_run):
+    _, record, folder = trained_run
+    saved = json.loads((folder / "run.json").read_text())
+    assert saved == json.loads(json.dumps(record))
+    assert saved["model"]["hidden"] == [64] and saved["model"]["output_activation"] == "sigmoid"
+    assert saved["training"]["seed"] == 0 and saved["training"]["limit"] == 3000
+    assert saved["data"]["sha256"] == MNIST_SHA256
+    assert saved["data"]["train_images"] == 2700 and saved["data"]["validation_images"] == 300
+    assert {"tensorflow", "keras", "numpy", "scikit-learn"} <= set(saved["versions"])
+    assert saved["epochs_run"] == 2
+
+
+def test_training_curves_are_a_png(trained_run):
+    image = matplotlib.image.imread(trained_run[2] / "training_curves.png")
+    assert image.shape[0] > 200 and image.shape[1] > 500
+
+
+def test_same_seed_gives_the_same_training(tmp_path):
+    argv = ["--limit", "1000", "--epochs", "1", "--hidden", "32", "--val-split", "0.2"]
+    first = train.main(argv + ["--out", str(tmp_path / "a")])[1]["final"]
+    second = train.main(argv + ["--out", str(tmp_path / "b")])[1]["final"]
+    assert first == pytest.approx(second, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--epochs", "0", "must be a positive integer"),
+        ("--batch-size", "-3", "must be a positive integer"),
+        ("--hidden", "128,0", "must be a positive integer, got 0"),
+        ("--hidden", "wide", "expected comma-separated widths"),
+        ("--dropout", "1", "must be in [0, 1)"),
+        ("--arch", "rnn", "invalid choice"),
+        ("--output-activation", "tanh", "invalid choice"),
+        ("--lr", "0", "must be positive"),
+    ],
+)
+def test_bad_flags_exit_with_a_usage_error(capsys, flag, value, message):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main([flag, value])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_limit_beyond_the_data_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="--limit 70000 exceeds the 60000 training images"):
+        train.main(["--limit", "70000", "--out", str(tmp_path)])
+
+
+def test_unwritable_output_fails_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit, match="cannot write to .*choose another --out"):
+        train.main(TINY_TRAINING + ["--out", str(blocker / "run")])
+
+
+def test_bad_dataset_is_one_line_without_traceback(tmp_path):
+    broken = tmp_path / "mnist.npz"
+    broken.write_bytes(b"garbage")
+    result = run_script("train.py", "--data", str(broken), "--out", str(tmp_path / "run"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {broken} is not a readable .npz")

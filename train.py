@@ -1,0 +1,179 @@
+"""Train a digit classifier on MNIST and save it, with everything needed to trust it, in artifacts/.
+
+    python train.py                                   # the default: dense ReLU net, sigmoid output
+    python train.py --arch cnn                        # a small convolutional network
+    python train.py --output-activation softmax --epochs 5 --out artifacts/softmax
+
+Writes model.keras, run.json (config, seed, data checksums, versions, results), history.json and
+training_curves.png into --out. Select settings on the validation split; evaluate.py alone touches
+the test set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import platform
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+from matplotlib.figure import Figure
+
+from data import MNIST_SHA256, NUM_CLASSES, DataError, load_mnist, normalize_images, split_validation
+from model import ARCHS, OUTPUT_ACTIVATIONS, atomic_path, build_model, model_config, save_model, write_json
+
+MODEL_NAME = "model.keras"
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def hidden_sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(positive_int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated widths like 512,256, got {text!r}")
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    model = parser.add_argument_group("model (defaults depend on --arch; see model.ARCH_DEFAULTS)")
+    model.add_argument("--arch", choices=ARCHS, default="mlp")
+    model.add_argument("--hidden", type=hidden_sizes, help="Dense widths, e.g. 512,256")
+    model.add_argument("--dropout", type=fraction, help="dropout after each hidden layer")
+    model.add_argument("--output-activation", choices=OUTPUT_ACTIVATIONS, default="sigmoid")
+    fitting = parser.add_argument_group("fitting")
+    fitting.add_argument("--epochs", type=positive_int, default=15)
+    fitting.add_argument("--batch-size", type=positive_int, default=256)
+    fitting.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate (cosine decay)")
+    fitting.add_argument("--seed", type=int, default=0, help="seeds Python, NumPy, TensorFlow and the split")
+    fitting.add_argument("--val-split", type=fraction, default=0.1, help="share of train held out")
+    fitting.add_argument("--limit", type=positive_int, help="use only the first N training images")
+    io = parser.add_argument_group("input/output")
+    io.add_argument("--data", type=Path, help="mnist.npz or a folder of IDX files [datasets/mnist.npz]")
+    io.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder")
+    args = parser.parse_args(argv)
+    if args.lr <= 0:
+        parser.error(f"argument --lr: must be positive, got {args.lr}")
+    return args
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before training, not after it, when the output folder cannot take files."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / ".write-check"):
+            pass
+    except OSError as exc:
+        raise SystemExit(f"error: cannot write to {folder} ({exc.strerror}): choose another --out")
+
+
+def plot_training_curves(history: dict[str, list[float]], path: Path) -> None:
+    """Loss and accuracy per epoch, training vs validation, as a PNG."""
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    for ax, metric in zip(figure.subplots(1, 2), ("loss", "accuracy")):
+        ax.plot(epochs, history[metric], marker="o", label="training")
+        if f"val_{metric}" in history:
+            ax.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
+        ax.set(title=metric, xlabel="epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100)
+
+
+def library_versions() -> dict[str, str]:
+    import matplotlib
+    import sklearn
+    import tensorflow
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tensorflow.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "matplotlib": matplotlib.__version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
+    args = parse_args(argv)
+    config = model_config(
+        args.arch, hidden=args.hidden, dropout=args.dropout, output_activation=args.output_activation
+    )
+    check_writable(args.out)
+    try:
+        mnist = load_mnist(args.data)
+    except DataError as exc:
+        raise SystemExit(f"error: {exc}")
+    if args.limit and args.limit > len(mnist.x_train):
+        raise SystemExit(f"error: --limit {args.limit} exceeds the {len(mnist.x_train)} training images")
+
+    keras.utils.set_random_seed(args.seed)
+    x = normalize_images(mnist.x_train[: args.limit])
+    y = keras.utils.to_categorical(mnist.y_train[: args.limit], NUM_CLASSES)
+    x_fit, y_fit, x_val, y_val = split_validation(x, y, args.val_split, args.seed)
+    validation = (x_val, y_val) if len(x_val) else None
+
+    model = build_model(config)
+    steps = args.epochs * -(-len(x_fit) // args.batch_size)
+    model.compile(
+        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(args.lr, steps)),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    started = time.perf_counter()
+    history = model.fit(
+        x_fit,
+        y_fit,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        validation_data=validation,
+        verbose=1 if sys.stdout.isatty() else 2,  # one line per epoch in logs and CI
+    ).history
+    wall_seconds = time.perf_counter() - started
+
+    record = {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": dataclasses.asdict(config),
+        "training": {
+            name: getattr(args, name)
+            for name in ("epochs", "batch_size", "lr", "seed", "val_split", "limit")
+        },
+        "data": {"source": mnist.source, "sha256": MNIST_SHA256, "train_images": len(x_fit),
+                 "validation_images": len(x_val)},
+        "versions": library_versions(),
+        "epochs_run": len(history["loss"]),
+        "wall_seconds": round(wall_seconds, 1),
+        "final": {name: values[-1] for name, values in history.items()},
+    }
+    save_model(model, args.out / MODEL_NAME, record)
+    write_json(args.out / "history.json", history)
+    plot_training_curves(history, args.out / "training_curves.png")
+    final = record["final"]
+    summary = f"val accuracy {final['val_accuracy']:.4f}" if validation else f"train accuracy {final['accuracy']:.4f}"
+    print(f"trained {config.arch} in {wall_seconds:.1f}s, {summary}; saved {args.out / MODEL_NAME}")
+    return model, record
+
+
+if __name__ == "__main__":
+    main()

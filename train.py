@@ -22,11 +22,14 @@ from pathlib import Path
 import keras
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from data import MNIST_SHA256, NUM_CLASSES, DataError, load_mnist, normalize_images, split_validation
 from model import ARCHS, OUTPUT_ACTIVATIONS, atomic_path, build_model, model_config, save_model, write_json
 
 MODEL_NAME = "model.keras"
+# The one fitting default that depends on --arch: a CNN epoch costs several MLP epochs.
+EPOCHS_BY_ARCH = {"mlp": 20, "cnn": 10}
 
 
 def positive_int(text: str) -> int:
@@ -59,8 +62,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     model.add_argument("--hidden", type=hidden_sizes, help="Dense widths, e.g. 512,256")
     model.add_argument("--dropout", type=fraction, help="dropout after each hidden layer")
     model.add_argument("--output-activation", choices=OUTPUT_ACTIVATIONS, default="sigmoid")
+    model.add_argument(
+        "--augment", action=argparse.BooleanOptionalAction, help="random shifts/rotations in training"
+    )
     fitting = parser.add_argument_group("fitting")
-    fitting.add_argument("--epochs", type=positive_int, default=15)
+    fitting.add_argument("--epochs", type=positive_int, help=f"default by --arch: {EPOCHS_BY_ARCH}")
     fitting.add_argument("--batch-size", type=positive_int, default=256)
     fitting.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate (cosine decay)")
     fitting.add_argument("--seed", type=int, default=0, help="seeds Python, NumPy, TensorFlow and the split")
@@ -70,6 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     io.add_argument("--data", type=Path, help="mnist.npz or a folder of IDX files [datasets/mnist.npz]")
     io.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder")
     args = parser.parse_args(argv)
+    args.epochs = args.epochs or EPOCHS_BY_ARCH[args.arch]
     if args.lr <= 0:
         parser.error(f"argument --lr: must be positive, got {args.lr}")
     return args
@@ -94,6 +101,7 @@ def plot_training_curves(history: dict[str, list[float]], path: Path) -> None:
         if f"val_{metric}" in history:
             ax.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
         ax.set(title=metric, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     with atomic_path(path) as temporary:
@@ -118,7 +126,11 @@ def library_versions() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
     args = parse_args(argv)
     config = model_config(
-        args.arch, hidden=args.hidden, dropout=args.dropout, output_activation=args.output_activation
+        args.arch,
+        hidden=args.hidden,
+        dropout=args.dropout,
+        output_activation=args.output_activation,
+        augment=args.augment,
     )
     check_writable(args.out)
     try:

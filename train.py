@@ -16,6 +16,7 @@ import dataclasses
 import datetime
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -86,8 +87,7 @@ def check_writable(folder: Path) -> None:
     """Fail before training, not after it, when the output folder cannot take files."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(folder / ".write-check"):
-            pass
+        tempfile.TemporaryFile(dir=folder).close()
     except OSError as exc:
         raise SystemExit(f"error: cannot write to {folder} ({exc.strerror}): choose another --out")
 

@@ -1,0 +1,74 @@
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import predict
+from conftest import run_script
+from data import normalize_images
+from model import probability_model
+
+
+@pytest.fixture(scope="module")
+def rerendered(tmp_path_factory, mnist):
+    """200 real MNIST test digits saved as dark-on-light 200x200 PNGs, as a user's scans would be."""
+    folder = tmp_path_factory.mktemp("scans")
+    for index in range(200):
+        image = Image.fromarray(255 - mnist.x_test[index]).resize((200, 200), Image.Resampling.BICUBIC)
+        image.save(folder / f"{index:03d}.png")
+    return folder
+
+
+def test_rerendered_mnist_digits_keep_their_labels(trained_run, rerendered, mnist, capsys):
+    model, _, folder = trained_run
+    results = predict.main([str(rerendered), "--model", str(folder / "model.keras"), "--json"])
+    assert len(results) == 200
+    predicted = np.array([result["digit"] for result in results])
+    truth = mnist.y_test[:200]
+    original = probability_model(model).predict(normalize_images(mnist.x_test[:200]), verbose=0)
+    # Re-rendering must not cost more than a few digits compared with the model's own test accuracy.
+    assert np.mean(predicted == truth) >= np.mean(original.argmax(axis=1) == truth) - 0.04
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["errors"] == [] and printed["predictions"][0]["file"].endswith("000.png")
+    top = printed["predictions"][0]["top"]
+    assert len(top) == 3 and top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
+
+
+def test_text_output_and_preprocessed_images(trained_run, rerendered, tmp_path, capsys):
+    seen = tmp_path / "seen"
+    image = rerendered / "000.png"
+    predict.main([str(image), "--model", str(trained_run[2] / "model.keras"), "--save-preprocessed", str(seen)])
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{image}: ") and "top: " in line
+    assert np.asarray(Image.open(seen / "000.png")).shape == (28, 28)
+
+
+def test_bad_files_are_reported_and_the_rest_still_predicted(trained_run, rerendered, tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.png").write_text("not an image")
+    Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
+    result = run_script(
+        "predict.py", str(rerendered / "001.png"), str(tmp_path / "empty.png"), str(tmp_path / "notes.png"),
+        str(tmp_path / "blank.png"), str(tmp_path / "missing.png"),
+        "--model", str(trained_run[2] / "model.keras"),
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stdout.startswith(f"{rerendered / '001.png'}: ")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert [line.split(": ")[1] for line in errors] == [
+        str(tmp_path / name) for name in ("empty.png", "notes.png", "blank.png", "missing.png")
+    ]
+
+
+def test_folder_without_images_is_an_error(trained_run, tmp_path):
+    result = run_script("predict.py", str(tmp_path), "--model", str(trained_run[2] / "model.keras"))
+    assert result.returncode == 1
+    assert "folder holds no PNG, JPEG, BMP or GIF files" in result.stderr
+
+
+def test_missing_model_says_to_train_first(tmp_path):
+    result = run_script("predict.py", "digit.png", "--model", str(tmp_path / "model.keras"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "run `python train.py` first" in result.stderr

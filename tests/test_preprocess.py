@@ -1,0 +1,97 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from preprocess import DIGIT_BOX, ImageError, mnist_style_digit, read_image
+
+
+def encode(image, format="PNG"):
+    buffer = io.BytesIO()
+    image.save(buffer, format=format)
+    return buffer.getvalue()
+
+
+def drawn_one(size=(300, 200), box=(40, 30, 70, 170), ink=0, paper=255, mode="L", width=8):
+    """A vertical stroke with a foot, off-centre, on a page of the given colours."""
+    image = Image.new(mode, size, paper)
+    draw = ImageDraw.Draw(image)
+    left, top, right, bottom = box
+    draw.line([(right, top), (right, bottom)], fill=ink, width=width)
+    draw.line([(left, bottom), (right + 20, bottom)], fill=ink, width=width)
+    return image
+
+
+def center_of_mass(digit):
+    total = digit.sum()
+    rows, cols = np.indices(digit.shape)
+    return (rows * digit).sum() / total, (cols * digit).sum() / total
+
+
+def bounding_box(digit):
+    rows = np.flatnonzero(digit.max(axis=1) > 0)
+    cols = np.flatnonzero(digit.max(axis=0) > 0)
+    return rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+
+
+def assert_mnist_style(digit):
+    assert digit.dtype == np.uint8 and digit.shape == (28, 28)
+    assert digit.max() == 255 and digit[0].max() == digit[-1].max() == 0  # white ink, black border
+    assert max(bounding_box(digit)) in (DIGIT_BOX, DIGIT_BOX + 1)  # Lanczos may bleed one pixel
+    cy, cx = center_of_mass(digit.astype(float))
+    assert abs(cy - 14) <= 0.6 and abs(cx - 14) <= 0.6  # where MNIST puts it
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        drawn_one(),  # dark ink on light paper, off-centre
+        drawn_one(size=(1000, 1000), box=(700, 700, 720, 760), width=3),  # small, in a corner
+        drawn_one(width=40),  # thick
+        drawn_one(ink=255, paper=0),  # light on dark
+        drawn_one(mode="RGB", ink=(20, 20, 120), paper=(250, 245, 230)),  # blue pen on cream
+    ],
+    ids=["off-centre", "small-in-corner", "thick", "inverted", "rgb"],
+)
+def test_digit_comes_out_centred_by_mass_in_a_20_pixel_box(image):
+    assert_mnist_style(mnist_style_digit(read_image(encode(image))))
+
+
+def test_transparent_background_is_paper_for_dark_and_light_ink():
+    for ink in ((0, 0, 0, 255), (255, 255, 255, 255)):
+        image = drawn_one(mode="RGBA", ink=ink, paper=(0, 0, 0, 0))
+        assert_mnist_style(mnist_style_digit(read_image(encode(image))))
+
+
+def test_jpeg_bmp_and_gif_decode_to_the_same_digit():
+    image = drawn_one()
+    reference = mnist_style_digit(read_image(encode(image)))
+    for format in ("JPEG", "BMP", "GIF"):
+        digit = mnist_style_digit(read_image(encode(image.convert("RGB") if format == "JPEG" else image, format)))
+        assert np.abs(digit.astype(int) - reference).mean() < 3, format
+
+
+def test_mnist_digit_survives_inversion_and_enlargement(mnist):
+    original = mnist.x_test[0]
+    enlarged = Image.fromarray(255 - original).resize((200, 200), Image.Resampling.BICUBIC)
+    digit = mnist_style_digit(read_image(encode(enlarged)))
+    assert np.abs(digit.astype(int) - original).mean() < 12
+
+
+def test_blank_page_is_an_error():
+    with pytest.raises(ImageError, match="no digit found"):
+        mnist_style_digit(read_image(encode(Image.new("L", (100, 100), 250))))
+
+
+def test_empty_and_non_image_bytes_are_errors():
+    with pytest.raises(ImageError, match="empty"):
+        read_image(b"")
+    with pytest.raises(ImageError, match="not an image"):
+        read_image(b"this is a text file")
+
+
+def test_truncated_image_is_an_error():
+    data = encode(drawn_one())
+    with pytest.raises(ImageError, match="damaged"):
+        read_image(data[: len(data) // 2])

@@ -35,13 +35,15 @@ LOGITS_LAYER = "logits"
 class ModelConfig:
     arch: str = "mlp"  # mlp | cnn
     hidden: tuple[int, ...] = (1024, 512)  # widths of the Dense ReLU layers (the CNN's head)
-    dropout: float = 0.4  # after each hidden layer; 0.4 beat 0.3 on validation (98.4% vs 98.2%)
+    dropout: float = 0.3  # after each hidden layer; 0 turns it off
     # The user's design: 10 independent sigmoid units. Categorical cross-entropy divides them by
     # their sum, so they train as a distribution; softmax is the textbook alternative.
     output_activation: str = "sigmoid"  # sigmoid | softmax
     filters: tuple[int, ...] = (32, 64)  # CNN only: one convolution + pooling block per entry
     kernel_size: int = 3  # CNN only
-    augment: bool = False  # random shifts and rotations while training (identity at inference)
+    # Random shifts and rotations while training (identity at inference): validation accuracy of
+    # the default MLP 98.4% -> 98.8% at the same cost (bench/NOTES.md).
+    augment: bool = True
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -56,7 +58,7 @@ class ModelConfig:
 
 ARCH_DEFAULTS = {
     "mlp": ModelConfig(),
-    "cnn": ModelConfig(arch="cnn", hidden=(128,), dropout=0.3, augment=True),
+    "cnn": ModelConfig(arch="cnn", hidden=(128,)),
 }
 
 

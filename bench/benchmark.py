@@ -1,0 +1,294 @@
+"""Benchmark: our configurations beside the peers, on the same data, each in its own clean process.
+
+    python bench/benchmark.py            # full run, about 15 minutes on 2 cores
+    python bench/benchmark.py --quick    # smoke run: 2,000 images, one epoch each
+
+Reports test accuracy, training seconds, training seconds until test accuracy first reaches 98% and
+99% (checked at epoch ends, with the clock stopped while checking), samples/s, achieved GFLOP/s as
+a share of a float32 matmul ceiling measured in the same run, and evaluate.py's wall time. Writes
+bench/results.json and bench/results.md (or --out DIR). Hyperparameters are never chosen here:
+these test-set figures are measurements of settings chosen on the validation split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))  # bench/ imports the project; nothing imports bench/
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import train  # noqa: E402
+from data import NUM_CLASSES, load_mnist, normalize_images  # noqa: E402
+from model import probability_model  # noqa: E402
+
+QUICK_LIMIT = 2000
+# name -> (what it is, which of ours it is compared with); ours first.
+CONTENDERS = {
+    "ours-mlp": ("train.py defaults: MLP 1024-512, sigmoid output", None),
+    "ours-mlp-softmax": ("train.py --output-activation softmax", None),
+    "ours-cnn": ("train.py --arch cnn", None),
+    "seed-mlp": ("peer: Dense(128, ReLU) -> Dense(10, sigmoid), Adam, batch 32, 5 epochs", "ours-mlp"),
+    "sklearn-mlp": ("peer: scikit-learn MLPClassifier((128,)), 10 epochs", "ours-mlp"),
+    "keras-convnet": ("peer: Keras example mnist_convnet, batch 128, 15 epochs", "ours-cnn"),
+}
+TARGETS = [  # (what, contender, field, comparison, bound)
+    ("default MLP test accuracy >= 98.7%", "ours-mlp", "test_accuracy", ">=", 0.987),
+    ("default MLP training <= 90 s", "ours-mlp", "train_seconds", "<=", 90),
+    ("CNN test accuracy >= 99.6%", "ours-cnn", "test_accuracy", ">=", 0.996),
+    ("CNN training <= 300 s", "ours-cnn", "train_seconds", "<=", 300),
+    ("MLP reaches 98% test accuracy in <= 10 s", "ours-mlp", "seconds_to_98", "<=", 10),
+    ("CNN reaches 99% test accuracy in <= 60 s", "ours-cnn", "seconds_to_99", "<=", 60),
+    ("default MLP at >= 0.6 of the matmul ceiling", "ours-mlp", "ceiling_fraction", ">=", 0.6),
+    ("evaluate.py start to PNGs <= 10 s", "ours-mlp", "evaluate_seconds", "<=", 10),
+    ("predicting 10,000 test images <= 1 s", "ours-mlp", "predict_10k_seconds", "<=", 1),
+]
+
+
+class TestAccuracyClock(keras.callbacks.Callback):
+    """Training seconds per epoch end, the clock stopped while test accuracy is measured."""
+
+    def __init__(self, x_test: np.ndarray, y_test: np.ndarray):
+        super().__init__()
+        self.x_test, self.y_test = x_test, y_test
+        self.points: list[tuple[float, float]] = []  # (training seconds, test accuracy)
+
+    def on_train_begin(self, logs=None):
+        self.started, self.paused = time.perf_counter(), 0.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        scores = self.model.predict(self.x_test, batch_size=1000, verbose=0)
+        self.points.append((now - self.started - self.paused, float(np.mean(scores.argmax(1) == self.y_test))))
+        self.paused += time.perf_counter() - now
+
+
+def flops_per_sample(model: keras.Model) -> float:
+    """Forward + backward multiply-adds x2 of Dense and Conv2D layers (backward ~ 2x forward)."""
+    forward = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dense):
+            forward += 2 * layer.kernel.shape[0] * layer.units
+        elif isinstance(layer, keras.layers.Conv2D):
+            height, width = layer.output.shape[1:3]
+            forward += 2 * height * width * int(np.prod(layer.kernel.shape))
+    return 3.0 * forward
+
+
+def seconds_to(points: list[tuple[float, float]], accuracy: float) -> float | None:
+    return next((seconds for seconds, reached in points if reached >= accuracy), None)
+
+
+def keras_result(model: keras.Model, clock: TestAccuracyClock, samples: int, epochs: int) -> dict:
+    seconds, accuracy = clock.points[-1]
+    return {
+        "test_accuracy": accuracy,
+        "train_seconds": seconds,
+        "epochs": epochs,
+        "seconds_to_98": seconds_to(clock.points, 0.98),
+        "seconds_to_99": seconds_to(clock.points, 0.99),
+        "samples_per_second": samples * epochs / seconds,
+        "flops_per_sample": flops_per_sample(model),
+        "curve": clock.points,
+    }
+
+
+def run_ours(name: str, quick: bool, data: dict, workdir: Path) -> dict:
+    flags = {"ours-mlp": [], "ours-mlp-softmax": ["--output-activation", "softmax"], "ours-cnn": ["--arch", "cnn"]}
+    argv = flags[name] + ["--out", str(workdir)] + (["--limit", str(QUICK_LIMIT), "--epochs", "1"] if quick else [])
+    args = train.parse_args(argv)
+    x_fit, y_fit, x_val, y_val = data["split"](args)
+    clock = TestAccuracyClock(data["x_test"], data["y_test"])
+    model, _ = train.fit(args, x_fit, y_fit, (x_val, y_val), callbacks=[clock])
+    result = keras_result(model, clock, len(x_fit), args.epochs)
+    if name == "ours-mlp":
+        predictor = probability_model(model)
+        timings = []
+        for _ in range(3):
+            started = time.perf_counter()
+            predictor.predict(data["x_test"], batch_size=1000, verbose=0)
+            timings.append(time.perf_counter() - started)
+        result["predict_10k_seconds"] = min(timings)
+        model.save(workdir / "model.keras")
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "evaluate.py", "--model", str(workdir / "model.keras")],
+            cwd=PROJECT_ROOT, check=True, capture_output=True,
+        )
+        result["evaluate_seconds"] = time.perf_counter() - started
+    return result
+
+
+def run_peer(name: str, quick: bool, data: dict) -> dict:
+    args = train.parse_args(["--limit", str(QUICK_LIMIT)] if quick else [])
+    x_fit, y_fit, _, _ = data["split"](args)
+    if name == "sklearn-mlp":
+        from sklearn.neural_network import MLPClassifier
+
+        classifier = MLPClassifier(hidden_layer_sizes=(128,), random_state=0)
+        x_flat, labels = x_fit.reshape(len(x_fit), -1), y_fit.argmax(1)
+        test_flat = data["x_test"].reshape(len(data["x_test"]), -1)
+        points, trained = [], 0.0
+        epochs = 1 if quick else 10
+        for _ in range(epochs):  # partial_fit is one pass over the data
+            started = time.perf_counter()
+            classifier.partial_fit(x_flat, labels, classes=np.arange(NUM_CLASSES))
+            trained += time.perf_counter() - started
+            points.append((trained, float(np.mean(classifier.predict(test_flat) == data["y_test"]))))
+        return {
+            "test_accuracy": points[-1][1], "train_seconds": trained, "epochs": epochs,
+            "seconds_to_98": seconds_to(points, 0.98), "seconds_to_99": seconds_to(points, 0.99),
+            "samples_per_second": len(x_fit) * epochs / trained,
+            "flops_per_sample": 3.0 * 2 * (784 * 128 + 128 * 10), "curve": points,
+        }
+    keras.utils.set_random_seed(0)
+    if name == "seed-mlp":
+        model = keras.Sequential([
+            keras.Input((28, 28)), keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10, activation="sigmoid"),
+        ])
+        batch_size, epochs = 32, 5
+    else:  # keras-convnet, as in keras-io examples/vision/mnist_convnet.py
+        model = keras.Sequential([
+            keras.Input((28, 28)), keras.layers.Reshape((28, 28, 1)),
+            keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(), keras.layers.Dropout(0.5), keras.layers.Dense(10, activation="softmax"),
+        ])
+        batch_size, epochs = 128, 15
+    epochs = 1 if quick else epochs
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    clock = TestAccuracyClock(data["x_test"], data["y_test"])
+    model.fit(x_fit, y_fit, batch_size=batch_size, epochs=epochs, callbacks=[clock], verbose=2)
+    return keras_result(model, clock, len(x_fit), epochs)
+
+
+def matmul_ceiling(size: int) -> float:
+    """float32 GFLOP/s of a size x size matrix multiply in TensorFlow, best of 5."""
+    import tensorflow as tf
+
+    a = tf.random.normal((size, size))
+    tf.matmul(a, a).numpy()
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        tf.matmul(a, a).numpy()
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+def worker(name: str, quick: bool, result_path: Path) -> None:
+    """Run one contender in this (fresh) process and write its result as JSON."""
+    if name == "matmul-ceiling":
+        result = {"gflops": matmul_ceiling(1024 if quick else 4096)}
+    else:
+        mnist = load_mnist()
+        data = {
+            "x_test": normalize_images(mnist.x_test),
+            "y_test": mnist.y_test,
+            "split": lambda args: train.training_split(args, mnist),
+        }
+        with tempfile.TemporaryDirectory() as workdir:
+            if name.startswith("ours"):
+                result = run_ours(name, quick, data, Path(workdir))
+            else:
+                result = run_peer(name, quick, data)
+    result_path.write_text(json.dumps(result))
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), **train.library_versions()}
+
+
+def fmt(value, pattern: str) -> str:
+    return "—" if value is None else format(value, pattern)
+
+
+def markdown(results: dict, ceiling: float, info: dict, quick: bool) -> str:
+    lines = [
+        f"Benchmark{' (quick smoke run)' if quick else ''}, {time.strftime('%Y-%m-%d')}: {info['cpu']}, "
+        f"{info['cores']} cores; TensorFlow {info['tensorflow']}, Keras {info['keras']}, "
+        f"scikit-learn {info['scikit-learn']}, Python {info['python']}. Matmul ceiling: {ceiling:.0f} GFLOP/s.",
+        "",
+        "| contender | test acc. | train s | s to 98% | s to 99% | samples/s | GFLOP/s | of ceiling |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, result in results.items():
+        gflops = result["gflops"]
+        lines.append(
+            f"| {name} | {result['test_accuracy']:.2%} | {result['train_seconds']:.1f} | "
+            f"{fmt(result['seconds_to_98'], '.1f')} | {fmt(result['seconds_to_99'], '.1f')} | "
+            f"{result['samples_per_second']:,.0f} | {gflops:.1f} | {result['ceiling_fraction']:.2f} |"
+        )
+    lines += ["", "| ours vs peer | accuracy gain | training time ratio |", "|---|---|---|"]
+    for name, (_, ours) in CONTENDERS.items():
+        if ours and name in results and ours in results:
+            gain = results[ours]["test_accuracy"] - results[name]["test_accuracy"]
+            ratio = results[ours]["train_seconds"] / results[name]["train_seconds"]
+            lines.append(f"| {ours} vs {name} | {gain * 100:+.2f} points | {ratio:.2f}x |")
+    lines += ["", "| target | measured | met |", "|---|---|---|"]
+    for what, name, field, comparison, bound in TARGETS:
+        value = results.get(name, {}).get(field)
+        met = value is not None and (value >= bound if comparison == ">=" else value <= bound)
+        shown = fmt(value, ".2%") if field == "test_accuracy" else fmt(value, ".2f")
+        lines.append(f"| {what} | {shown} | {'yes' if met else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2,000 images, one epoch: a smoke run")
+    parser.add_argument("--only", nargs="+", choices=CONTENDERS, help="run these contenders only")
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench", help="folder for results.*")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args.worker, args.quick, args.result)
+
+    outputs = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name in ["matmul-ceiling", *(args.only or CONTENDERS)]:
+            result_path = Path(folder) / f"{name}.json"
+            print(f"running {name} ...", flush=True)
+            subprocess.run(
+                [sys.executable, __file__, "--worker", name, "--result", str(result_path)]
+                + (["--quick"] if args.quick else []),
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            outputs[name] = json.loads(result_path.read_text())
+    ceiling = outputs.pop("matmul-ceiling")["gflops"]
+    results = outputs
+    for result in results.values():
+        result["gflops"] = result["samples_per_second"] * result["flops_per_sample"] / 1e9
+        result["ceiling_fraction"] = result["gflops"] / ceiling
+    info = machine()
+    table = markdown(results, ceiling, info, args.quick)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    suffix = "-quick" if args.quick else ""
+    (args.out / f"results{suffix}.md").write_text(table)
+    report = {"machine": info, "matmul_ceiling_gflops": ceiling, "quick": args.quick, "results": results}
+    (args.out / f"results{suffix}.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -76,10 +76,10 @@ def build_model(config: ModelConfig) -> keras.Model:
         x = keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant")(x)
         x = keras.layers.RandomRotation(0.04, fill_mode="constant")(x)
     if config.arch == "cnn":
+        # No batch norm: with it, validation accuracy lagged far behind training on 2-core budgets
+        # (34% vs 93% after 3 short epochs; bench/NOTES.md).
         for filters in config.filters:
-            x = keras.layers.Conv2D(filters, config.kernel_size, padding="same", use_bias=False)(x)
-            x = keras.layers.BatchNormalization()(x)
-            x = keras.layers.ReLU()(x)
+            x = keras.layers.Conv2D(filters, config.kernel_size, padding="same", activation="relu")(x)
             x = keras.layers.MaxPooling2D()(x)
     x = keras.layers.Flatten()(x)
     for width in config.hidden:

@@ -6,7 +6,8 @@
 
 Writes model.keras, run.json (config, seed, data checksums, versions, results), history.json and
 training_curves.png into --out. Select settings on the validation split; evaluate.py alone touches
-the test set.
+the test set. An interrupted run (Ctrl-C, kill, power loss) resumes from its last completed epoch
+when the same command is run again; --fresh starts over.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
 import platform
+import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -39,6 +43,8 @@ from model import (
 )
 
 MODEL_NAME = "model.keras"
+BACKUP_NAME = ".backup"  # in --out: the state of an unfinished run, removed when it completes
+MIN_FREE_BYTES = 200_000_000  # a model, its backup and the plots, with room to spare
 # The one fitting default that depends on --arch: a CNN epoch costs several MLP epochs.
 EPOCHS_BY_ARCH = {"mlp": 20, "cnn": 10}
 
@@ -86,6 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     io = parser.add_argument_group("input/output")
     io.add_argument("--data", type=Path, help="mnist.npz or a folder of IDX files [datasets/mnist.npz]")
     io.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder")
+    io.add_argument("--fresh", action="store_true", help="discard an interrupted run's backup in --out")
     args = parser.parse_args(argv)
     args.epochs = args.epochs or EPOCHS_BY_ARCH[args.arch]
     if args.lr <= 0:
@@ -98,8 +105,40 @@ def check_writable(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
+        free = shutil.disk_usage(folder).free
     except OSError as exc:
         raise SystemExit(f"error: cannot write to {folder} ({exc.strerror}): choose another --out")
+    if free < MIN_FREE_BYTES:
+        raise SystemExit(
+            f"error: only {free / 1e6:.0f} MB free in {folder}, {MIN_FREE_BYTES / 1e6:.0f} MB needed: "
+            "free some space or choose another --out"
+        )
+
+
+class EpochHistory(keras.callbacks.Callback):
+    """Every epoch's metrics in a JSON file, so the history survives an interruption and resume."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_begin(self, logs=None):
+        self.rows = json.loads(self.path.read_text()) if self.path.exists() else []
+
+    def on_epoch_end(self, epoch, logs=None):
+        # `epoch` counts from the run's start, resumed or not: rows past it belong to lost work.
+        self.rows = self.rows[:epoch] + [{name: float(value) for name, value in logs.items()}]
+        write_json(self.path, self.rows)
+
+    def history(self) -> dict[str, list[float]]:
+        return {name: [row[name] for row in self.rows] for name in self.rows[0]}
+
+
+def completed_epochs(backup: Path) -> int:
+    """Epochs that Keras's BackupAndRestore has saved in `backup` (0 if none)."""
+    metadata = backup / "training_metadata.json"
+    return json.loads(metadata.read_text())["epoch"] if metadata.exists() else 0
 
 
 def plot_training_curves(history: dict[str, list[float]], path: Path) -> None:
@@ -164,8 +203,13 @@ def fit(
     y_fit: np.ndarray,
     validation: tuple[np.ndarray, np.ndarray] | None,
     callbacks: list[keras.callbacks.Callback] = (),
+    backup: Path | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
-    """Build the model `args` describe and fit it on normalized images and one-hot labels."""
+    """Build the model `args` describe and fit it on normalized images and one-hot labels.
+
+    With `backup`, every epoch's weights, optimizer state and metrics are saved there, a fit that
+    finds them resumes after the last saved epoch, and they are removed when the fit completes.
+    """
     keras.utils.set_random_seed(args.seed)
     model = build_model(config_from_args(args))
     steps = args.epochs * -(-len(x_fit) // args.batch_size)
@@ -174,16 +218,22 @@ def fit(
         loss="categorical_crossentropy",
         metrics=["accuracy"],
     )
+    callbacks = list(callbacks)
+    if backup is not None:
+        epoch_history = EpochHistory(backup / "history.json")
+        # double_checkpoint keeps the previous epoch's files while the next are being written.
+        restore = keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)
+        callbacks = [epoch_history, restore, *callbacks]  # history first: restore deletes the folder
     history = model.fit(
         training_batches(x_fit, y_fit, args.batch_size, args.seed),
         steps_per_epoch=-(-len(x_fit) // args.batch_size),
         shuffle=False,  # training_batches shuffles
         epochs=args.epochs,
         validation_data=validation,
-        callbacks=list(callbacks),
+        callbacks=callbacks,
         verbose=1 if sys.stdout.isatty() else 2,  # one line per epoch in logs and CI
     ).history
-    return model, history
+    return model, epoch_history.history() if backup is not None else history
 
 
 def training_split(args: argparse.Namespace, mnist: Mnist) -> tuple[np.ndarray, ...]:
@@ -191,6 +241,24 @@ def training_split(args: argparse.Namespace, mnist: Mnist) -> tuple[np.ndarray, 
     x = normalize_images(mnist.x_train[: args.limit])
     y = keras.utils.to_categorical(mnist.y_train[: args.limit], NUM_CLASSES)
     return split_validation(x, y, args.val_split, args.seed)
+
+
+def resume_or_start(args: argparse.Namespace, settings: dict) -> int:
+    """Epochs an interrupted run of the same settings left in --out (0 to start afresh)."""
+    backup = args.out / BACKUP_NAME
+    if args.fresh:
+        shutil.rmtree(backup, ignore_errors=True)
+    saved = backup / "settings.json"
+    if saved.exists() and json.loads(saved.read_text()) != settings:
+        raise SystemExit(
+            f"error: {args.out} holds an unfinished run with other settings: rerun that command to "
+            "resume it, add --fresh to discard it, or choose another --out"
+        )
+    done = completed_epochs(backup)
+    if done:
+        print(f"resuming after epoch {done} of {args.epochs} from {backup} (--fresh starts over)")
+    write_json(saved, settings)
+    return done
 
 
 def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
@@ -203,24 +271,39 @@ def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
     if args.limit and args.limit > len(mnist.x_train):
         raise SystemExit(f"error: --limit {args.limit} exceeds the {len(mnist.x_train)} training images")
 
-    x_fit, y_fit, x_val, y_val = training_split(args, mnist)
-    validation = (x_val, y_val) if len(x_val) else None
-    started = time.perf_counter()
-    model, history = fit(args, x_fit, y_fit, validation)
-    wall_seconds = time.perf_counter() - started
-
-    record = {
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    settings = {
         "model": dataclasses.asdict(config_from_args(args)),
         "training": {
             name: getattr(args, name)
             for name in ("epochs", "batch_size", "lr", "seed", "val_split", "limit")
         },
+    }
+    resumed_from = resume_or_start(args, json.loads(json.dumps(settings)))
+    x_fit, y_fit, x_val, y_val = training_split(args, mnist)
+    validation = (x_val, y_val) if len(x_val) else None
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill stops like Ctrl-C
+    started = time.perf_counter()
+    try:
+        model, history = fit(args, x_fit, y_fit, validation, backup=args.out / BACKUP_NAME)
+    except KeyboardInterrupt:
+        done = completed_epochs(args.out / BACKUP_NAME)
+        print(
+            f"\ninterrupted with {done} of {args.epochs} epochs saved in {args.out / BACKUP_NAME}: run "
+            "the same command again to resume, or add --fresh to start over",
+            file=sys.stderr,
+        )
+        raise SystemExit(130)
+    wall_seconds = time.perf_counter() - started
+
+    record = {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **settings,
         "data": {"source": mnist.source, "sha256": MNIST_SHA256, "train_images": len(x_fit),
                  "validation_images": len(x_val)},
         "versions": library_versions(),
         "epochs_run": len(history["loss"]),
-        "wall_seconds": round(wall_seconds, 1),
+        "resumed_from_epoch": resumed_from,
+        "wall_seconds": round(wall_seconds, 1),  # this session's, when resumed
         "final": {name: values[-1] for name, values in history.items()},
     }
     save_model(model, args.out / MODEL_NAME, record)

@@ -269,11 +269,13 @@ def main(argv: list[str] | None = None) -> None:
         for name in ["matmul-ceiling", *(args.only or CONTENDERS)]:
             result_path = Path(folder) / f"{name}.json"
             print(f"running {name} ...", flush=True)
-            subprocess.run(
+            worker_run = subprocess.run(  # its epoch lines show progress; TensorFlow's log only on failure
                 [sys.executable, __file__, "--worker", name, "--result", str(result_path)]
                 + (["--quick"] if args.quick else []),
-                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, text=True,
             )
+            if worker_run.returncode:
+                raise SystemExit(f"error: {name} failed:\n{worker_run.stderr[-3000:]}")
             outputs[name] = json.loads(result_path.read_text())
     ceiling = outputs.pop("matmul-ceiling")["gflops"]
     results = outputs

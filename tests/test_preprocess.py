@@ -95,3 +95,24 @@ def test_truncated_image_is_an_error():
     data = encode(drawn_one())
     with pytest.raises(ImageError, match="damaged"):
         read_image(data[: len(data) // 2])
+
+
+def test_cmyk_jpeg_16_bit_png_and_animated_gif_are_read():
+    reference = mnist_style_digit(read_image(encode(drawn_one())))
+    cmyk = encode(drawn_one(mode="RGB", ink=(0, 0, 0), paper=(255, 255, 255)).convert("CMYK"), "JPEG")
+    sixteen_bit = Image.fromarray((np.asarray(drawn_one(), dtype=np.uint16) * 257))
+    assert sixteen_bit.mode.startswith("I")
+    frames = [drawn_one(), Image.new("L", (300, 200), 255)]
+    animated = io.BytesIO()
+    frames[0].save(animated, format="GIF", save_all=True, append_images=frames[1:], duration=100)
+    for data in (cmyk, encode(sixteen_bit), animated.getvalue()):
+        digit = mnist_style_digit(read_image(data))
+        assert np.abs(digit.astype(int) - reference).mean() < 3
+
+
+def test_huge_dimensions_are_refused_before_decoding():
+    # A 20000x20000 PNG of one colour compresses to a few hundred kB but would take 400 MB.
+    bomb = encode(Image.new("1", (20000, 20000), 1))
+    assert len(bomb) < 1_000_000
+    with pytest.raises(ImageError, match="too large"):
+        read_image(bomb)

@@ -1,11 +1,16 @@
 import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import matplotlib.image
 import numpy as np
 import pytest
 
 import train
-from conftest import TINY_TRAINING, run_script
+from conftest import PROJECT_ROOT, TINY_TRAINING, run_script
 from data import MNIST_SHA256, normalize_images
 from model import load_trained_model
 
@@ -87,3 +92,48 @@ def test_bad_dataset_is_one_line_without_traceback(tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {broken} is not a readable .npz")
+
+
+def start_and_stop_after_first_epoch(argv, stop_signal):
+    """Start train.py and send `stop_signal` once its first epoch is backed up."""
+    process = subprocess.Popen([sys.executable, "train.py", *argv], cwd=PROJECT_ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metadata = Path(argv[argv.index("--out") + 1]) / ".backup" / "training_metadata.json"
+    deadline = time.monotonic() + 120
+    while not metadata.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert process.poll() is None, "training ended before it could be stopped"
+    process.send_signal(stop_signal)
+    stdout, stderr = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+RESUMABLE = ["--limit", "3000", "--epochs", "6", "--hidden", "64", "--no-augment", "--batch-size", "32"]
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "term"])
+def test_stopped_training_resumes_and_ends_with_all_epochs(tmp_path, stop_signal):
+    argv = RESUMABLE + ["--out", str(tmp_path)]
+    stopped = start_and_stop_after_first_epoch(argv, stop_signal)
+    assert not (tmp_path / "model.keras").exists()
+    if stop_signal == signal.SIGTERM:
+        assert stopped.returncode == 130
+        assert "run the same command again to resume" in stopped.stderr.splitlines()[-1]
+    result = run_script("train.py", *argv)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming after epoch" in result.stdout
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["epochs_run"] == 6 and 1 <= record["resumed_from_epoch"] < 6
+    assert len(json.loads((tmp_path / "history.json").read_text())["loss"]) == 6
+    assert not (tmp_path / ".backup").exists()
+    load_trained_model(tmp_path / "model.keras")
+
+
+def test_other_settings_refuse_to_resume_until_fresh(tmp_path):
+    argv = RESUMABLE + ["--out", str(tmp_path)]
+    start_and_stop_after_first_epoch(argv, signal.SIGKILL)
+    other = run_script("train.py", *argv, "--lr", "0.01")
+    assert other.returncode == 1 and "holds an unfinished run with other settings" in other.stderr
+    fresh = run_script("train.py", *argv, "--epochs", "1", "--fresh")
+    assert fresh.returncode == 0 and "resuming" not in fresh.stdout
+    assert json.loads((tmp_path / "run.json").read_text())["resumed_from_epoch"] == 0

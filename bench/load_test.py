@@ -1,0 +1,134 @@
+"""Load test of the prediction API: many requests at a fixed concurrency, on this machine only.
+
+    python bench/load_test.py                        # 5,000 requests, 16 at a time
+    python bench/load_test.py --requests 200 --concurrency 4 --model artifacts/model.keras
+
+Starts serve.py on a free 127.0.0.1 port, sends real MNIST test digits as PNGs, and reports
+throughput, p50/p99 latency, errors and 5xx answers. Bounded in count and in time (--timeout), and
+it never targets anything but the server it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import http.client
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))  # bench/ imports the project; nothing imports bench/
+
+from data import load_mnist  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def digit_pngs(count: int) -> list[tuple[bytes, int]]:
+    """The first `count` MNIST test digits as dark-on-light 140x140 PNGs, with their labels."""
+    mnist = load_mnist()
+    pngs = []
+    for image, label in zip(mnist.x_test[:count], mnist.y_test[:count]):
+        buffer = io.BytesIO()
+        Image.fromarray(255 - image).resize((140, 140)).save(buffer, format="PNG")
+        pngs.append((buffer.getvalue(), int(label)))
+    return pngs
+
+
+def start_server(model: Path, port: int) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "serve.py", "--port", str(port), "--model", str(model)],
+        cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            connection.request("GET", "/healthz")
+            if connection.getresponse().status == 200:
+                return process
+        except OSError:
+            if process.poll() is not None:
+                raise SystemExit("error: serve.py exited at start-up; run it by hand to see why")
+            time.sleep(0.3)
+    process.terminate()
+    raise SystemExit("error: serve.py did not answer /healthz within 60 s")
+
+
+def client(port: int, jobs: list[tuple[bytes, int]], deadline: float) -> list[tuple[float, int, bool]]:
+    """Send `jobs` over one keep-alive connection: (seconds, status, digit correct) per request."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    results = []
+    for png, label in jobs:
+        if time.monotonic() > deadline:
+            break
+        started = time.perf_counter()
+        try:
+            connection.request("POST", "/api/predict", body=png, headers={"Content-Type": "image/png"})
+            response = connection.getresponse()
+            body = response.read()
+            status = response.status
+        except OSError:
+            connection.close()
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            status, body = 0, b"{}"
+        correct = status == 200 and json.loads(body)["digit"] == label
+        results.append((time.perf_counter() - started, status, correct))
+    connection.close()
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--timeout", type=float, default=600, help="stop sending after this many seconds")
+    parser.add_argument("--model", type=Path, default=PROJECT_ROOT / "artifacts" / "model.keras")
+    args = parser.parse_args(argv)
+
+    pngs = digit_pngs(200)
+    port = free_port()
+    server = start_server(args.model, port)
+    try:
+        jobs = [pngs[i % len(pngs)] for i in range(args.requests)]
+        shares = [jobs[i :: args.concurrency] for i in range(args.concurrency)]
+        deadline = time.monotonic() + args.timeout
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
+            outcomes = [r for share in pool.map(lambda s: client(port, s, deadline), shares) for r in share]
+        elapsed = time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+    latencies = np.array([seconds for seconds, _, _ in outcomes]) * 1000
+    statuses = [status for _, status, _ in outcomes]
+    report = {
+        "requests": len(outcomes),
+        "concurrency": args.concurrency,
+        "seconds": round(elapsed, 2),
+        "requests_per_second": round(len(outcomes) / elapsed, 1),
+        "p50_ms": round(float(np.percentile(latencies, 50)), 1),
+        "p99_ms": round(float(np.percentile(latencies, 99)), 1),
+        "errors": sum(status != 200 for status in statuses),
+        "server_errors_5xx": sum(status >= 500 for status in statuses),
+        "digits_correct": round(float(np.mean([correct for _, _, correct in outcomes])), 4),
+    }
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Property tests: nothing a client sends to /api/predict can produce a 5xx or stop the server."""
+
+import io
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from serve import create_app
+
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def client(trained_run):
+    with TestClient(create_app(trained_run[0]), raise_server_exceptions=False) as client:
+        yield client
+
+
+@st.composite
+def images(draw):
+    """Random pixels of a random size and mode, encoded in a random format."""
+    mode = draw(st.sampled_from(["L", "RGB", "RGBA", "P", "1", "CMYK", "I;16"]))
+    width, height = draw(st.integers(1, 300)), draw(st.integers(1, 300))
+    seed = draw(st.integers(0, 2**32 - 1))
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    image = image.convert("L").convert(mode) if mode == "I;16" else image.convert(mode)
+    format = draw(st.sampled_from(["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP"]))
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, format=format)
+    except (OSError, ValueError, KeyError):  # this mode cannot be written in this format
+        image.convert("RGB").save(buffer, format="PNG")
+    data = buffer.getvalue()
+    cut = draw(st.integers(0, len(data)))  # often a truncated file
+    return data[: cut] if draw(st.booleans()) else data
+
+
+CONTENT_TYPES = st.sampled_from([
+    "image/png", "image/jpeg", "application/octet-stream", "text/plain", "application/json",
+    "multipart/form-data", "multipart/form-data; boundary=xyz", "application/x-www-form-urlencoded", "",
+])
+
+
+def assert_handled(client, response):
+    assert response.status_code < 500, response.text
+    assert "detail" in response.json() or "digit" in response.json()
+
+
+@FUZZ
+@given(body=st.binary(max_size=5000) | images(), content_type=CONTENT_TYPES)
+def test_any_raw_body_gets_an_answer_not_a_crash(client, body, content_type):
+    response = client.post("/api/predict", content=body, headers={"content-type": content_type})
+    assert_handled(client, response)
+
+
+@FUZZ
+@given(body=st.binary(max_size=5000) | images(), field=st.sampled_from(["file", "image", "f"]),
+       filename=st.text(max_size=30), part_type=CONTENT_TYPES)
+def test_any_multipart_upload_gets_an_answer_not_a_crash(client, body, field, filename, part_type):
+    response = client.post("/api/predict", files={field: (filename, body, part_type or "image/png")})
+    assert_handled(client, response)
+
+
+@FUZZ
+@given(prefix=st.binary(max_size=200), boundary=st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=20))
+def test_malformed_multipart_bodies_get_4xx(client, prefix, boundary):
+    body = prefix + f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n".encode()
+    response = client.post(
+        "/api/predict", content=body, headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+    )
+    assert response.status_code < 500
+
+
+def test_server_still_healthy_after_fuzzing(client):
+    assert client.get("/healthz").json()["status"] == "ok"

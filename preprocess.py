@@ -12,7 +12,6 @@ Used by predict.py, serve.py and the tests.
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -33,18 +32,22 @@ def read_image(raw: bytes) -> Image.Image:
     """Decode image bytes (PNG, JPEG, BMP, GIF, ...) into a PIL image, refusing oversized ones."""
     if not raw:
         raise ImageError("the file is empty")
+    # Pillow's decoders raise many exception types on malformed bytes (OSError, SyntaxError,
+    # struct.error, ...); from untrusted input each one means "not a readable image".
     try:
         image = Image.open(io.BytesIO(raw))  # reads the header only
     except UnidentifiedImageError:
         raise ImageError("not an image (PNG, JPEG, BMP or GIF expected)") from None
+    except Image.DecompressionBombError:  # Pillow's own check of the header's size
+        raise ImageError(f"too large; send at most {MAX_PIXELS:,} pixels") from None
+    except Exception as exc:
+        raise ImageError(f"the image header is damaged ({exc})") from None
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise ImageError(f"{width}x{height} pixels is too large; send at most {MAX_PIXELS:,} pixels")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.load()  # first frame only, for animated GIFs
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as exc:
+        image.load()  # first frame only, for animated GIFs
+    except Exception as exc:
         raise ImageError(f"the image data is damaged ({exc})") from None
     return image
 

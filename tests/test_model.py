@@ -93,3 +93,14 @@ def test_model_of_another_shape_is_refused(tmp_path):
     other.save(path)
     with pytest.raises(ModelError, match="not a digit classifier"):
         load_trained_model(path)
+
+
+def test_model_carrying_code_is_refused_not_run(tmp_path):
+    inputs = keras.Input((28, 28))
+    flat = keras.layers.Flatten()(inputs)
+    # A Lambda's Python code is stored in the file; safe_mode must refuse to deserialize it.
+    outputs = keras.layers.Lambda(lambda x: x[:, :10] * 2)(keras.layers.Dense(10, name="logits")(flat))
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(ModelError, match="cannot load"):
+        load_trained_model(path)

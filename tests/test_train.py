@@ -111,12 +111,14 @@ def start_and_stop_after_first_epoch(argv, stop_signal):
 RESUMABLE = ["--limit", "3000", "--epochs", "6", "--hidden", "64", "--no-augment", "--batch-size", "32"]
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "term"])
+@pytest.mark.parametrize(
+    "stop_signal", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["kill", "term", "ctrl-c"]
+)
 def test_stopped_training_resumes_and_ends_with_all_epochs(tmp_path, stop_signal):
     argv = RESUMABLE + ["--out", str(tmp_path)]
     stopped = start_and_stop_after_first_epoch(argv, stop_signal)
     assert not (tmp_path / "model.keras").exists()
-    if stop_signal == signal.SIGTERM:
+    if stop_signal != signal.SIGKILL:
         assert stopped.returncode == 130
         assert "run the same command again to resume" in stopped.stderr.splitlines()[-1]
     result = run_script("train.py", *argv)

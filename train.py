@@ -281,7 +281,9 @@ def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
     resumed_from = resume_or_start(args, json.loads(json.dumps(settings)))
     x_fit, y_fit, x_val, y_val = training_split(args, mnist)
     validation = (x_val, y_val) if len(x_val) else None
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill stops like Ctrl-C
+    # A kill stops like Ctrl-C, and Ctrl-C works even where the shell started us with SIGINT ignored.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, signal.default_int_handler)
     started = time.perf_counter()
     try:
         model, history = fit(args, x_fit, y_fit, validation, backup=args.out / BACKUP_NAME)

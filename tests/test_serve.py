@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import PROJECT_ROOT
-from serve import MAX_UPLOAD_BYTES, create_app
+from serve import MAX_UPLOAD_BYTES, create_app, parse_args
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -82,6 +82,10 @@ def test_page_static_files_and_api_docs_are_served(client):
     assert client.get("/static/../serve.py").status_code == 404
     schema = client.get("/openapi.json").json()
     assert "softmax" in schema["paths"]["/api/predict"]["post"]["description"]
+
+
+def test_server_binds_loopback_unless_told_otherwise():
+    assert parse_args([]).host == "127.0.0.1"
 
 
 def free_port():

@@ -85,6 +85,13 @@ def test_unwritable_output_fails_before_training(tmp_path):
         train.main(TINY_TRAINING + ["--out", str(blocker / "run")])
 
 
+def test_nearly_full_output_folder_fails_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "MIN_FREE_BYTES", 10**18)  # more than any disk has free
+    with pytest.raises(SystemExit, match="MB free in .*free some space or choose another --out"):
+        train.main(TINY_TRAINING + ["--out", str(tmp_path)])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_dataset_is_one_line_without_traceback(tmp_path):
     broken = tmp_path / "mnist.npz"
     broken.write_bytes(b"garbage")

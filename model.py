@@ -124,7 +124,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.remove(temporary)
 
 
-def write_json(path: str | Path, value: dict) -> None:
+def write_json(path: str | Path, value: dict | list) -> None:
     """Write `value` as indented JSON, atomically."""
     with atomic_path(path) as temporary:
         temporary.write_text(json.dumps(value, indent=2) + "\n")

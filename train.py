@@ -212,9 +212,11 @@ def fit(
     """
     keras.utils.set_random_seed(args.seed)
     model = build_model(config_from_args(args))
-    steps = args.epochs * -(-len(x_fit) // args.batch_size)
+    steps_per_epoch = -(-len(x_fit) // args.batch_size)
     model.compile(
-        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(args.lr, steps)),
+        optimizer=keras.optimizers.Adam(
+            keras.optimizers.schedules.CosineDecay(args.lr, args.epochs * steps_per_epoch)
+        ),
         loss="categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -226,7 +228,7 @@ def fit(
         callbacks = [epoch_history, restore, *callbacks]  # history first: restore deletes the folder
     history = model.fit(
         training_batches(x_fit, y_fit, args.batch_size, args.seed),
-        steps_per_epoch=-(-len(x_fit) // args.batch_size),
+        steps_per_epoch=steps_per_epoch,
         shuffle=False,  # training_batches shuffles
         epochs=args.epochs,
         validation_data=validation,
@@ -243,9 +245,8 @@ def training_split(args: argparse.Namespace, mnist: Mnist) -> tuple[np.ndarray, 
     return split_validation(x, y, args.val_split, args.seed)
 
 
-def resume_or_start(args: argparse.Namespace, settings: dict) -> int:
-    """Epochs an interrupted run of the same settings left in --out (0 to start afresh)."""
-    backup = args.out / BACKUP_NAME
+def resume_or_start(args: argparse.Namespace, backup: Path, settings: dict) -> int:
+    """Epochs an interrupted run of the same settings left in `backup` (0 to start afresh)."""
     if args.fresh:
         shutil.rmtree(backup, ignore_errors=True)
     saved = backup / "settings.json"
@@ -278,23 +279,27 @@ def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
             for name in ("epochs", "batch_size", "lr", "seed", "val_split", "limit")
         },
     }
-    resumed_from = resume_or_start(args, json.loads(json.dumps(settings)))
+    backup = args.out / BACKUP_NAME
+    resumed_from = resume_or_start(args, backup, json.loads(json.dumps(settings)))
     x_fit, y_fit, x_val, y_val = training_split(args, mnist)
     validation = (x_val, y_val) if len(x_val) else None
-    # A kill stops like Ctrl-C, and Ctrl-C works even where the shell started us with SIGINT ignored.
-    for stop_signal in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop_signal, signal.default_int_handler)
+    # While fitting, a kill stops like Ctrl-C, and Ctrl-C works even where the shell started us
+    # with SIGINT ignored; the caller's handlers come back afterwards.
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    previous_handlers = [signal.signal(stop, signal.default_int_handler) for stop in stop_signals]
     started = time.perf_counter()
     try:
-        model, history = fit(args, x_fit, y_fit, validation, backup=args.out / BACKUP_NAME)
+        model, history = fit(args, x_fit, y_fit, validation, backup=backup)
     except KeyboardInterrupt:
-        done = completed_epochs(args.out / BACKUP_NAME)
         print(
-            f"\ninterrupted with {done} of {args.epochs} epochs saved in {args.out / BACKUP_NAME}: run "
-            "the same command again to resume, or add --fresh to start over",
+            f"\ninterrupted with {completed_epochs(backup)} of {args.epochs} epochs saved in {backup}: "
+            "run the same command again to resume, or add --fresh to start over",
             file=sys.stderr,
         )
         raise SystemExit(130)
+    finally:
+        for stop, handler in zip(stop_signals, previous_handlers):
+            signal.signal(stop, handler)
     wall_seconds = time.perf_counter() - started
 
     record = {

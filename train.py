@@ -135,6 +135,30 @@ class EpochHistory(keras.callbacks.Callback):
         return {name: [row[name] for row in self.rows] for name in self.rows[0]}
 
 
+class StopOnSignal(keras.callbacks.Callback):
+    """Turns Ctrl-C or a kill into a KeyboardInterrupt at the next batch end.
+
+    Python raises KeyboardInterrupt wherever the signal lands, and inside TensorFlow's iterator
+    clean-up it can be printed and swallowed, leaving training running. Raising it from a callback
+    stops `fit` reliably; a second signal stops at once.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.requested = False
+
+    def request_stop(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.requested:
+            raise KeyboardInterrupt
+
+    on_test_batch_end = on_train_batch_end
+
+
 def completed_epochs(backup: Path) -> int:
     """Epochs that Keras's BackupAndRestore has saved in `backup` (0 if none)."""
     metadata = backup / "training_metadata.json"
@@ -285,11 +309,12 @@ def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
     validation = (x_val, y_val) if len(x_val) else None
     # While fitting, a kill stops like Ctrl-C, and Ctrl-C works even where the shell started us
     # with SIGINT ignored; the caller's handlers come back afterwards.
+    stopper = StopOnSignal()
     stop_signals = (signal.SIGINT, signal.SIGTERM)
-    previous_handlers = [signal.signal(stop, signal.default_int_handler) for stop in stop_signals]
+    previous_handlers = [signal.signal(stop, stopper.request_stop) for stop in stop_signals]
     started = time.perf_counter()
     try:
-        model, history = fit(args, x_fit, y_fit, validation, backup=backup)
+        model, history = fit(args, x_fit, y_fit, validation, callbacks=[stopper], backup=backup)
     except KeyboardInterrupt:
         print(
             f"\ninterrupted with {completed_epochs(backup)} of {args.epochs} epochs saved in {backup}: "

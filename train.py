@@ -3,19 +3,24 @@
     python train.py                                   # the default: dense ReLU net, sigmoid output
     python train.py --arch cnn                        # a small convolutional network
     python train.py --output-activation softmax --epochs 5 --out artifacts/softmax
+    python train.py --config artifacts/tuning/best_config.json   # tune.py's best settings
 
 Writes model.keras, run.json (config, seed, data checksums, versions, results), history.json and
 training_curves.png into --out. Select settings on the validation split; evaluate.py alone touches
 the test set. An interrupted run (Ctrl-C, kill, power loss) resumes from its last completed epoch
-when the same command is run again; --fresh starts over.
+when the same command is run again; --fresh starts over. --strategy mirrored spreads each batch over
+all local GPUs, --strategy multiworker over several machines (TF_CONFIG; README).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
+import hashlib
 import json
+import os
 import platform
 import shutil
 import signal
@@ -23,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import keras
 import numpy as np
@@ -47,6 +53,13 @@ BACKUP_NAME = ".backup"  # in --out: the state of an unfinished run, removed whe
 MIN_FREE_BYTES = 200_000_000  # a model, its backup and the plots, with room to spare
 # The one fitting default that depends on --arch: a CNN epoch costs several MLP epochs.
 EPOCHS_BY_ARCH = {"mlp": 20, "cnn": 10}
+VAL_SPLIT = 0.1  # share of the training images held out for validation
+STRATEGIES = ("default", "mirrored", "multiworker")
+# The settings a --config file may hold: the model's and the fitting's, as the flags spell them.
+CONFIG_SETTINGS = (
+    "arch", "hidden", "dropout", "output_activation", "augment", "filters", "kernel_size",
+    "epochs", "batch_size", "lr", "seed", "val_split", "limit",
+)
 
 
 def positive_int(text: str) -> int:
@@ -56,11 +69,18 @@ def positive_int(text: str) -> int:
     return value
 
 
-def hidden_sizes(text: str) -> tuple[int, ...]:
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def layer_sizes(text: str) -> tuple[int, ...]:
     try:
         return tuple(positive_int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated widths like 512,256, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated sizes like 512,256, got {text!r}")
 
 
 def fraction(text: str) -> float:
@@ -76,28 +96,65 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     model = parser.add_argument_group("model (defaults depend on --arch; see model.ARCH_DEFAULTS)")
     model.add_argument("--arch", choices=ARCHS, default="mlp")
-    model.add_argument("--hidden", type=hidden_sizes, help="Dense widths, e.g. 512,256")
+    model.add_argument("--hidden", type=layer_sizes, help="Dense widths, e.g. 512,256")
     model.add_argument("--dropout", type=fraction, help="dropout after each hidden layer")
     model.add_argument("--output-activation", choices=OUTPUT_ACTIVATIONS, default="sigmoid")
     model.add_argument(
         "--augment", action=argparse.BooleanOptionalAction, help="random shifts/rotations in training"
     )
+    model.add_argument("--filters", type=layer_sizes, help="cnn: filters per convolution block, e.g. 32,64")
+    model.add_argument("--kernel-size", type=positive_int, help="cnn: convolution kernel size")
     fitting = parser.add_argument_group("fitting")
     fitting.add_argument("--epochs", type=positive_int, help=f"default by --arch: {EPOCHS_BY_ARCH}")
     fitting.add_argument("--batch-size", type=positive_int, default=256)
     fitting.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (cosine decay)")
-    fitting.add_argument("--seed", type=int, default=0, help="seeds Python, NumPy, TensorFlow and the split")
-    fitting.add_argument("--val-split", type=fraction, default=0.1, help="share of train held out")
+    fitting.add_argument("--seed", type=non_negative_int, default=0, help="seeds Python, NumPy, TensorFlow and the split")
+    fitting.add_argument("--val-split", type=fraction, default=VAL_SPLIT, help="share of train held out")
     fitting.add_argument("--limit", type=positive_int, help="use only the first N training images")
+    fitting.add_argument(
+        "--strategy", choices=STRATEGIES, default="default",
+        help="tf.distribute strategy; --batch-size is then per replica",
+    )
     io = parser.add_argument_group("input/output")
+    io.add_argument("--config", type=Path, help="JSON of settings, e.g. tune.py's best_config.json; flags override it")
     io.add_argument("--data", type=Path, help="mnist.npz or a folder of IDX files [datasets/mnist.npz]")
     io.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder")
     io.add_argument("--fresh", action="store_true", help="discard an interrupted run's backup in --out")
     args = parser.parse_args(argv)
+    if args.config:
+        given = sys.argv[1:] if argv is None else list(argv)
+        args = parser.parse_args(config_flags(parser, args.config) + given)  # later flags win
     args.epochs = args.epochs or EPOCHS_BY_ARCH[args.arch]
     if args.lr <= 0:
         parser.error(f"argument --lr: must be positive, got {args.lr}")
     return args
+
+
+def config_flags(parser: argparse.ArgumentParser, path: Path) -> list[str]:
+    """The settings in a JSON config file as command-line flags, checked like the flags themselves."""
+    try:
+        settings = json.loads(path.read_text())
+        if not isinstance(settings, dict):
+            raise ValueError("it must hold a JSON object of settings")
+        return settings_as_flags(settings)
+    except (OSError, ValueError) as exc:
+        parser.error(f"argument --config: cannot use {path}: {exc}")
+
+
+def settings_as_flags(settings: dict) -> list[str]:
+    """{"hidden": [512, 256], "augment": False, ...} -> ["--hidden", "512,256", "--no-augment", ...]"""
+    flags = []
+    for name, value in settings.items():
+        if name not in CONFIG_SETTINGS:
+            raise ValueError(f"{name!r} is not one of the settings {', '.join(CONFIG_SETTINGS)}")
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else f"--no-{flag[2:]}")
+        elif isinstance(value, list):
+            flags += [flag, ",".join(str(item) for item in value)]
+        elif value is not None:
+            flags += [flag, str(value)]
+    return flags
 
 
 def check_writable(folder: Path) -> None:
@@ -203,7 +260,18 @@ def config_from_args(args: argparse.Namespace) -> ModelConfig:
         dropout=args.dropout,
         output_activation=args.output_activation,
         augment=args.augment,
+        filters=args.filters,
+        kernel_size=args.kernel_size,
     )
+
+
+def compile_for_training(model: keras.Model, lr: float, total_steps: int) -> None:
+    """The loss, optimizer and metric every training run uses: Adam from `lr` on a cosine decay."""
+    model.compile(optimizer=cosine_adam(lr, total_steps), loss="categorical_crossentropy", metrics=["accuracy"])
+
+
+def cosine_adam(lr: float, total_steps: int) -> keras.optimizers.Optimizer:
+    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, total_steps))
 
 
 def training_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
@@ -212,13 +280,42 @@ def training_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -
     One endless iterator for the whole fit, not Keras's one per epoch: on 2 cores re-creating the
     input pipeline cost up to 2 s of a 3-5 s MLP epoch (bench/NOTES.md).
     """
+    options = tf.data.Options()
+    # Across workers, each takes its share of every batch: arrays in memory have no files to split.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return (
         tf.data.Dataset.from_tensor_slices((x, y))
         .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         .repeat()
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
+        .with_options(options)
     )
+
+
+def distribution_strategy(name: str) -> tf.distribute.Strategy:
+    """The tf.distribute strategy --strategy names; create it before TensorFlow does anything else."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise SystemExit(
+                "error: --strategy multiworker needs TF_CONFIG naming the workers and this one's "
+                "index: see the README's scale-out section"
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def task_name(strategy: tf.distribute.Strategy) -> str:
+    """'worker 1' in a multi-worker cluster, '' elsewhere."""
+    resolver = strategy.cluster_resolver
+    return f"{resolver.task_type} {resolver.task_id}" if resolver and resolver.task_type else ""
+
+
+def weights_sha256(model: keras.Model) -> str:
+    """A fingerprint of the trained weights: equal on every worker of a synchronous run."""
+    return hashlib.sha256(b"".join(weight.tobytes() for weight in model.get_weights())).hexdigest()
 
 
 def fit(
@@ -226,6 +323,7 @@ def fit(
     x_fit: np.ndarray,
     y_fit: np.ndarray,
     validation: tuple[np.ndarray, np.ndarray] | None,
+    strategy: tf.distribute.Strategy,
     callbacks: list[keras.callbacks.Callback] = (),
     backup: Path | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
@@ -235,15 +333,11 @@ def fit(
     finds them resumes after the last saved epoch, and they are removed when the fit completes.
     """
     keras.utils.set_random_seed(args.seed)
-    model = build_model(config_from_args(args))
-    steps_per_epoch = -(-len(x_fit) // args.batch_size)
-    model.compile(
-        optimizer=keras.optimizers.Adam(
-            keras.optimizers.schedules.CosineDecay(args.lr, args.epochs * steps_per_epoch)
-        ),
-        loss="categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    batch_size = args.batch_size * strategy.num_replicas_in_sync
+    steps_per_epoch = -(-len(x_fit) // batch_size)
+    with strategy.scope():
+        model = build_model(config_from_args(args))
+        compile_for_training(model, args.lr, args.epochs * steps_per_epoch)
     callbacks = list(callbacks)
     if backup is not None:
         epoch_history = EpochHistory(backup / "history.json")
@@ -251,7 +345,7 @@ def fit(
         restore = keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)
         callbacks = [epoch_history, restore, *callbacks]  # history first: restore deletes the folder
     history = model.fit(
-        training_batches(x_fit, y_fit, args.batch_size, args.seed),
+        training_batches(x_fit, y_fit, batch_size, args.seed),
         steps_per_epoch=steps_per_epoch,
         shuffle=False,  # training_batches shuffles
         epochs=args.epochs,
@@ -262,6 +356,79 @@ def fit(
     return model, epoch_history.history() if backup is not None else history
 
 
+def fit_multiworker(
+    args: argparse.Namespace,
+    x_fit: np.ndarray,
+    y_fit: np.ndarray,
+    validation: tuple[np.ndarray, np.ndarray] | None,
+    strategy: tf.distribute.MultiWorkerMirroredStrategy,
+    stopper: StopOnSignal,
+) -> tuple[keras.Model, dict[str, list[float]]]:
+    """`fit` for several workers, as tf.distribute's custom training loop.
+
+    Keras 3.15's Model.fit fails under MultiWorkerMirroredStrategy: it reduces per-replica input
+    batches and scalar logs along an axis they lack. Same model, loss, optimizer and input
+    pipeline; each step's gradients are summed across workers by the optimizer, and every worker
+    ends with the same weights. No backup: an interrupted multi-worker run starts over.
+    """
+    keras.utils.set_random_seed(args.seed)
+    batch_size = args.batch_size * strategy.num_replicas_in_sync
+    steps_per_epoch = -(-len(x_fit) // batch_size)
+    with strategy.scope():
+        model = build_model(config_from_args(args))
+        optimizer = cosine_adam(args.lr, args.epochs * steps_per_epoch)
+        optimizer.build(model.trainable_variables)
+
+    def loss_and_correct(x, y, training):
+        # Sums over the batch; the scores keep the logits that the loss is computed from.
+        scores = model(x, training=training)
+        losses = keras.losses.categorical_crossentropy(y, scores)
+        correct = tf.cast(tf.argmax(scores, axis=-1) == tf.argmax(y, axis=-1), tf.float32)
+        return losses, tf.reduce_sum(correct)
+
+    def replica_step(x, y):
+        with tf.GradientTape() as tape:
+            losses, correct = loss_and_correct(x, y, training=True)
+            loss = tf.nn.compute_average_loss(losses, global_batch_size=batch_size)
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return tf.reduce_sum(losses), correct
+
+    @tf.function
+    def train_step(batches):
+        sums = strategy.run(replica_step, args=next(batches))
+        return [strategy.reduce("SUM", value, axis=None) for value in sums]
+
+    @tf.function
+    def validation_sums(x, y):
+        losses, correct = loss_and_correct(x, y, training=False)
+        return tf.reduce_sum(losses), correct
+
+    batches = iter(strategy.experimental_distribute_dataset(training_batches(x_fit, y_fit, batch_size, args.seed)))
+    metrics = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if validation else [])
+    history = {name: [] for name in metrics}
+    for epoch in range(args.epochs):
+        print(f"Epoch {epoch + 1}/{args.epochs}")
+        progress = keras.utils.Progbar(
+            steps_per_epoch, verbose=1 if sys.stdout.isatty() else 2, stateful_metrics=metrics
+        )
+        loss_sum = correct = 0.0
+        for step in range(1, steps_per_epoch + 1):
+            step_loss, step_correct = train_step(batches)
+            loss_sum, correct = loss_sum + float(step_loss), correct + float(step_correct)
+            if stopper.requested:
+                raise KeyboardInterrupt
+            logs = {"loss": loss_sum / (step * batch_size), "accuracy": correct / (step * batch_size)}
+            if step == steps_per_epoch and validation:
+                batches_of_validation = tf.data.Dataset.from_tensor_slices(validation).batch(1000)
+                sums = np.sum([validation_sums(x, y) for x, y in batches_of_validation], axis=0)
+                logs.update(val_loss=sums[0] / len(validation[0]), val_accuracy=sums[1] / len(validation[0]))
+            progress.update(step, list(logs.items()))
+        for name in metrics:
+            history[name].append(float(logs[name]))
+    return model, history
+
+
 def training_split(args: argparse.Namespace, mnist: Mnist) -> tuple[np.ndarray, ...]:
     """x_fit, y_fit, x_val, y_val from the first --limit training images, split by --seed."""
     x = normalize_images(mnist.x_train[: args.limit])
@@ -269,62 +436,87 @@ def training_split(args: argparse.Namespace, mnist: Mnist) -> tuple[np.ndarray, 
     return split_validation(x, y, args.val_split, args.seed)
 
 
+def keep_settings(saved: Path, settings: dict, out: Path) -> None:
+    """Record `settings` in `saved`, refusing to continue unfinished work of other settings in `out`."""
+    settings = json.loads(json.dumps(settings))  # tuples as JSON gives them back
+    if saved.exists() and json.loads(saved.read_text()) != settings:
+        raise SystemExit(
+            f"error: {out} holds work done with other settings: rerun that command to "
+            "resume or reuse it, add --fresh to discard it, or choose another --out"
+        )
+    write_json(saved, settings)
+
+
 def resume_or_start(args: argparse.Namespace, backup: Path, settings: dict) -> int:
     """Epochs an interrupted run of the same settings left in `backup` (0 to start afresh)."""
     if args.fresh:
         shutil.rmtree(backup, ignore_errors=True)
-    saved = backup / "settings.json"
-    if saved.exists() and json.loads(saved.read_text()) != settings:
-        raise SystemExit(
-            f"error: {args.out} holds an unfinished run with other settings: rerun that command to "
-            "resume it, add --fresh to discard it, or choose another --out"
-        )
+    keep_settings(backup / "settings.json", settings, args.out)
     done = completed_epochs(backup)
     if done:
         print(f"resuming after epoch {done} of {args.epochs} from {backup} (--fresh starts over)")
-    write_json(saved, settings)
     return done
 
 
-def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
-    args = parse_args(argv)
-    check_writable(args.out)
+def load_training_data(args: argparse.Namespace) -> Mnist:
+    """MNIST from --data, or a one-line exit naming the problem."""
     try:
         mnist = load_mnist(args.data)
     except DataError as exc:
         raise SystemExit(f"error: {exc}")
     if args.limit and args.limit > len(mnist.x_train):
         raise SystemExit(f"error: --limit {args.limit} exceeds the {len(mnist.x_train)} training images")
+    return mnist
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[StopOnSignal]:
+    """While inside, Ctrl-C or SIGTERM stops training at the next batch end, even where the shell
+    started us with SIGINT ignored; the caller's handlers come back afterwards."""
+    stopper = StopOnSignal()
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    previous_handlers = [signal.signal(stop, stopper.request_stop) for stop in stop_signals]
+    try:
+        yield stopper
+    finally:
+        for stop, handler in zip(stop_signals, previous_handlers):
+            signal.signal(stop, handler)
+
+
+def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
+    args = parse_args(argv)
+    check_writable(args.out)
+    mnist = load_training_data(args)
+    strategy = distribution_strategy(args.strategy)
+    multiworker = args.strategy == "multiworker"
+    is_chief = strategy.extended.should_checkpoint  # the one process that saves
 
     settings = {
         "model": dataclasses.asdict(config_from_args(args)),
         "training": {
             name: getattr(args, name)
-            for name in ("epochs", "batch_size", "lr", "seed", "val_split", "limit")
+            for name in ("epochs", "batch_size", "lr", "seed", "val_split", "limit", "strategy")
         },
     }
+    settings["training"]["replicas"] = strategy.num_replicas_in_sync
     backup = args.out / BACKUP_NAME
-    resumed_from = resume_or_start(args, backup, json.loads(json.dumps(settings)))
+    resumed_from = 0 if multiworker else resume_or_start(args, backup, settings)
     x_fit, y_fit, x_val, y_val = training_split(args, mnist)
     validation = (x_val, y_val) if len(x_val) else None
-    # While fitting, a kill stops like Ctrl-C, and Ctrl-C works even where the shell started us
-    # with SIGINT ignored; the caller's handlers come back afterwards.
-    stopper = StopOnSignal()
-    stop_signals = (signal.SIGINT, signal.SIGTERM)
-    previous_handlers = [signal.signal(stop, stopper.request_stop) for stop in stop_signals]
     started = time.perf_counter()
     try:
-        model, history = fit(args, x_fit, y_fit, validation, callbacks=[stopper], backup=backup)
+        with stop_on_signals() as stopper:
+            if multiworker:
+                model, history = fit_multiworker(args, x_fit, y_fit, validation, strategy, stopper)
+            else:
+                model, history = fit(args, x_fit, y_fit, validation, strategy, callbacks=[stopper], backup=backup)
     except KeyboardInterrupt:
-        print(
-            f"\ninterrupted with {completed_epochs(backup)} of {args.epochs} epochs saved in {backup}: "
-            "run the same command again to resume, or add --fresh to start over",
-            file=sys.stderr,
+        saved = "nothing saved: a multi-worker run starts over" if multiworker else (
+            f"{completed_epochs(backup)} of {args.epochs} epochs saved in {backup}: run the same command "
+            "again to resume, or add --fresh to start over"
         )
+        print(f"\ninterrupted with {saved}", file=sys.stderr)
         raise SystemExit(130)
-    finally:
-        for stop, handler in zip(stop_signals, previous_handlers):
-            signal.signal(stop, handler)
     wall_seconds = time.perf_counter() - started
 
     record = {
@@ -337,13 +529,17 @@ def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
         "resumed_from_epoch": resumed_from,
         "wall_seconds": round(wall_seconds, 1),  # this session's, when resumed
         "final": {name: values[-1] for name, values in history.items()},
+        "weights_sha256": weights_sha256(model),
     }
-    save_model(model, args.out / MODEL_NAME, record)
-    write_json(args.out / "history.json", history)
-    plot_training_curves(history, args.out / "training_curves.png")
     final = record["final"]
     summary = f"val accuracy {final['val_accuracy']:.4f}" if validation else f"train accuracy {final['accuracy']:.4f}"
-    print(f"trained {args.arch} in {wall_seconds:.1f}s, {summary}; saved {args.out / MODEL_NAME}")
+    worker = f" on {task_name(strategy)} of {strategy.num_replicas_in_sync} replicas" if multiworker else ""
+    print(f"trained {args.arch}{worker} in {wall_seconds:.1f}s, {summary}; weights sha256 {record['weights_sha256'][:16]}")
+    if is_chief:
+        save_model(model, args.out / MODEL_NAME, record)
+        write_json(args.out / "history.json", history)
+        plot_training_curves(history, args.out / "training_curves.png")
+        print(f"saved {args.out / MODEL_NAME}")
     return model, record
 
 

@@ -1,5 +1,7 @@
 """Shared fixtures: the real MNIST, loaded once, and one tiny real training run for the session."""
 
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -33,3 +35,22 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
     )
+
+
+def start_script(*args: str, **environment: str) -> subprocess.Popen:
+    """Start one of the project's scripts in the background with extra environment variables."""
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=PROJECT_ROOT, env={**os.environ, **environment},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports on 127.0.0.1 that nothing listens on right now."""
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports

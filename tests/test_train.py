@@ -59,7 +59,7 @@ def test_same_seed_gives_the_same_training(tmp_path):
         ("--epochs", "0", "must be a positive integer"),
         ("--batch-size", "-3", "must be a positive integer"),
         ("--hidden", "128,0", "must be a positive integer, got 0"),
-        ("--hidden", "wide", "expected comma-separated widths"),
+        ("--hidden", "wide", "expected comma-separated sizes"),
         ("--dropout", "1", "must be in [0, 1)"),
         ("--arch", "rnn", "invalid choice"),
         ("--output-activation", "tanh", "invalid choice"),
@@ -142,7 +142,7 @@ def test_other_settings_refuse_to_resume_until_fresh(tmp_path):
     argv = RESUMABLE + ["--out", str(tmp_path)]
     start_and_stop_after_first_epoch(argv, signal.SIGKILL)
     other = run_script("train.py", *argv, "--lr", "0.01")
-    assert other.returncode == 1 and "holds an unfinished run with other settings" in other.stderr
+    assert other.returncode == 1 and "holds work done with other settings" in other.stderr
     fresh = run_script("train.py", *argv, "--epochs", "1", "--fresh")
     assert fresh.returncode == 0 and "resuming" not in fresh.stdout
     assert json.loads((tmp_path / "run.json").read_text())["resumed_from_epoch"] == 0

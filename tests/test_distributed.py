@@ -1,0 +1,70 @@
+"""Scale-out: a KerasTuner search shared by a chief and two workers, and train.py on two
+MultiWorkerMirroredStrategy workers, each a separate process on 127.0.0.1."""
+
+import csv
+import json
+
+import pytest
+
+import train
+from conftest import TINY_TRAINING, free_ports, run_script, start_script
+
+
+def finish(processes, timeout=600):
+    """Wait for every process; return their (stdout, stderr), failing on any non-zero exit."""
+    outputs = [process.communicate(timeout=timeout) for process in processes]
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-3000:]
+    return outputs
+
+
+def test_chief_and_two_workers_share_one_search(tmp_path):
+    argv = ["tune.py", "--limit", "1000", "--max-epochs", "3", "--out", str(tmp_path)]
+    oracle = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_ports(1)[0])}
+    chief = start_script(*argv, KERASTUNER_TUNER_ID="chief", **oracle)
+    workers = [start_script(*argv, KERASTUNER_TUNER_ID=f"tuner{index}", **oracle) for index in range(2)]
+    (chief_out, _), *worker_outputs = finish([chief, *workers])
+    for index, (stdout, _) in enumerate(worker_outputs):
+        assert "Epoch 1/" in stdout, f"worker {index} trained nothing"
+        assert f"tuner{index}: the search is finished" in stdout
+    with open(tmp_path / "trials.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 6 and {row["status"] for row in rows} == {"COMPLETED"}
+    assert "best of 6 trials" in chief_out
+    assert set(json.loads((tmp_path / "best_config.json").read_text())) <= set(train.CONFIG_SETTINGS)
+
+
+def test_two_workers_train_the_same_weights_and_only_the_chief_saves(tmp_path):
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    workers = [
+        start_script(
+            "train.py", "--strategy", "multiworker", *TINY_TRAINING, "--out", str(tmp_path / f"worker{index}"),
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        )
+        for index in range(2)
+    ]
+    outputs = finish(workers)
+    fingerprints = [line.rsplit(" ", 1)[-1] for stdout, _ in outputs for line in stdout.splitlines()
+                    if line.startswith("trained mlp on worker")]
+    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
+    record = json.loads((tmp_path / "worker0" / "run.json").read_text())
+    assert record["weights_sha256"].startswith(fingerprints[0])
+    assert record["training"]["replicas"] == 2 and record["epochs_run"] == 2
+    assert record["final"]["val_accuracy"] > 0.7  # chance is 0.1
+    assert not (tmp_path / "worker1" / "model.keras").exists()
+    evaluation = run_script("evaluate.py", "--model", str(tmp_path / "worker0" / "model.keras"))
+    assert evaluation.returncode == 0, evaluation.stderr[-2000:]
+
+
+def test_mirrored_strategy_trains_and_saves(tmp_path):
+    _, record = train.main(TINY_TRAINING + ["--strategy", "mirrored", "--out", str(tmp_path)])
+    assert record["training"]["strategy"] == "mirrored" and record["training"]["replicas"] >= 1
+    assert record["final"]["val_accuracy"] > 0.7
+    assert (tmp_path / "model.keras").exists()
+
+
+def test_multiworker_without_tf_config_says_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(SystemExit, match="--strategy multiworker needs TF_CONFIG"):
+        train.main(TINY_TRAINING + ["--strategy", "multiworker", "--out", str(tmp_path)])

@@ -1,0 +1,116 @@
+"""tune.py: a real KerasTuner search on a slice of MNIST, what it writes, and train.py --config."""
+
+import csv
+import json
+import signal
+import time
+
+import matplotlib.image
+import pytest
+
+import train
+import tune
+from conftest import run_script, start_script
+
+# Hyperband with 3 epochs at most runs 6 trials of 1 to 3 epochs: seconds on 1,500 images.
+SMALL_SEARCH = ["--limit", "1500", "--max-epochs", "3"]
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tuning")
+    return tune.main(SMALL_SEARCH + ["--out", str(folder)]), folder
+
+
+def read_trials(folder):
+    with open(folder / "trials.csv", newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_search_writes_its_best_trial_as_a_train_config(search):
+    best, folder = search
+    assert json.loads((folder / "best_config.json").read_text()) == best
+    assert set(best) <= set(train.CONFIG_SETTINGS)
+    assert best["output_activation"] == "sigmoid" and best["epochs"] == 3
+    rows = read_trials(folder)
+    assert len(rows) == 6 and {row["status"] for row in rows} == {"COMPLETED"}
+    top_score = max(float(row["val_accuracy"]) for row in rows)
+    assert top_score > 0.5  # chance is 0.1
+    assert any(
+        float(row["val_accuracy"]) == top_score
+        and row["hidden"] == ",".join(map(str, best["hidden"]))
+        and float(row["lr"]) == best["lr"]
+        and int(row["batch_size"]) == best["batch_size"]
+        for row in rows
+    )
+
+
+def test_search_writes_a_markdown_table_and_a_plot(search):
+    _, folder = search
+    table = (folder / "trials.md").read_text().splitlines()
+    assert table[0].startswith("# hyperband search over the mlp: 6 trials on 1,350 images")
+    assert len([line for line in table if line.startswith("| 0")]) == 6
+    image = matplotlib.image.imread(folder / "trials.png")
+    assert image.shape[0] > 300 and image.shape[1] > 600
+
+
+def test_train_takes_the_best_config_and_flags_override_it(search, tmp_path):
+    best, folder = search
+    _, record = train.main(
+        ["--config", str(folder / "best_config.json"), "--epochs", "1", "--limit", "1000", "--out", str(tmp_path)]
+    )
+    assert list(record["model"]["hidden"]) == best["hidden"] and record["model"]["dropout"] == best["dropout"]
+    assert record["training"]["lr"] == best["lr"] and record["training"]["batch_size"] == best["batch_size"]
+    assert record["epochs_run"] == 1  # the flag, not the config's 3
+    evaluation = run_script("evaluate.py", "--model", str(tmp_path / "model.keras"))
+    assert evaluation.returncode == 0, evaluation.stderr[-2000:]
+    assert "test accuracy" in evaluation.stdout
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("not json", "cannot use"),
+        ("[1, 2]", "must hold a JSON object of settings"),
+        ('{"depth": 3}', "'depth' is not one of the settings"),
+        ('{"dropout": 1.5}', "argument --dropout: must be in [0, 1), got 1.5"),
+    ],
+)
+def test_bad_config_is_a_usage_error(tmp_path, capsys, content, message):
+    config = tmp_path / "config.json"
+    config.write_text(content)
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--config", str(config), "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_other_search_settings_are_refused_in_the_same_folder(search):
+    _, folder = search
+    with pytest.raises(SystemExit, match="holds work done with other settings.*--fresh"):
+        tune.main(["--limit", "1500", "--max-epochs", "4", "--out", str(folder)])
+
+
+def test_interrupted_search_resumes_where_it_stopped(tmp_path):
+    argv = ["tune.py", "--tuner", "bayesian", "--trials", "3", "--max-epochs", "2", "--limit", "1000",
+            "--out", str(tmp_path)]
+    process = start_script(*argv)
+    first_trial = tmp_path / "search" / "trial_0" / "trial.json"
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if first_trial.exists() and json.loads(first_trial.read_text())["status"] == "COMPLETED":
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the search ended before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "run the same command again to resume it" in stderr.splitlines()[-1]
+    assert not (tmp_path / "best_config.json").exists()
+
+    resumed = run_script(*argv)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Reloading Tuner" in resumed.stdout
+    rows = read_trials(tmp_path)
+    assert [row["trial"] for row in rows] == ["0", "1", "2"]
+    assert {row["status"] for row in rows} == {"COMPLETED"}

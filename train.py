@@ -323,15 +323,17 @@ def fit(
     x_fit: np.ndarray,
     y_fit: np.ndarray,
     validation: tuple[np.ndarray, np.ndarray] | None,
-    strategy: tf.distribute.Strategy,
     callbacks: list[keras.callbacks.Callback] = (),
     backup: Path | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Build the model `args` describe and fit it on normalized images and one-hot labels.
 
     With `backup`, every epoch's weights, optimizer state and metrics are saved there, a fit that
     finds them resumes after the last saved epoch, and they are removed when the fit completes.
+    With a `strategy`, the model lives in its scope and --batch-size is per replica.
     """
+    strategy = strategy or tf.distribute.get_strategy()
     keras.utils.set_random_seed(args.seed)
     batch_size = args.batch_size * strategy.num_replicas_in_sync
     steps_per_epoch = -(-len(x_fit) // batch_size)
@@ -509,7 +511,7 @@ def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
             if multiworker:
                 model, history = fit_multiworker(args, x_fit, y_fit, validation, strategy, stopper)
             else:
-                model, history = fit(args, x_fit, y_fit, validation, strategy, callbacks=[stopper], backup=backup)
+                model, history = fit(args, x_fit, y_fit, validation, [stopper], backup, strategy)
     except KeyboardInterrupt:
         saved = "nothing saved: a multi-worker run starts over" if multiworker else (
             f"{completed_epochs(backup)} of {args.epochs} epochs saved in {backup}: run the same command "

@@ -293,6 +293,11 @@ def training_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -
     )
 
 
+def progress_mode() -> int:
+    """Keras's verbosity: its progress bar on a terminal, one line per epoch in logs and CI."""
+    return 1 if sys.stdout.isatty() else 2
+
+
 def distribution_strategy(name: str) -> tf.distribute.Strategy:
     """The tf.distribute strategy --strategy names; create it before TensorFlow does anything else."""
     if name == "mirrored":
@@ -353,7 +358,7 @@ def fit(
         epochs=args.epochs,
         validation_data=validation,
         callbacks=callbacks,
-        verbose=1 if sys.stdout.isatty() else 2,  # one line per epoch in logs and CI
+        verbose=progress_mode(),
     ).history
     return model, epoch_history.history() if backup is not None else history
 
@@ -411,9 +416,7 @@ def fit_multiworker(
     history = {name: [] for name in metrics}
     for epoch in range(args.epochs):
         print(f"Epoch {epoch + 1}/{args.epochs}")
-        progress = keras.utils.Progbar(
-            steps_per_epoch, verbose=1 if sys.stdout.isatty() else 2, stateful_metrics=metrics
-        )
+        progress = keras.utils.Progbar(steps_per_epoch, verbose=progress_mode(), stateful_metrics=metrics)
         loss_sum = correct = 0.0
         for step in range(1, steps_per_epoch + 1):
             step_loss, step_correct = train_step(batches)

@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             hypermodel = DigitHyperModel(args, len(x_fit), stopper)
             tuner = make_tuner(args, hypermodel)
             tuner.search(x_fit, y_fit, validation_data=(x_val, y_val), epochs=args.max_epochs,
-                         verbose=1 if sys.stdout.isatty() else 2)
+                         verbose=train.progress_mode())
     except KeyboardInterrupt:
         print(f"\ninterrupted: the search so far is kept in {project}: run the same command again to "
               "resume it, or add --fresh to start over", file=sys.stderr)

@@ -5,12 +5,14 @@ import json
 import signal
 import time
 
+import keras_tuner
 import matplotlib.image
 import pytest
 
 import train
 import tune
 from conftest import run_script, start_script
+from model import build_model, model_config
 
 # Hyperband with 3 epochs at most runs 6 trials of 1 to 3 epochs: seconds on 1,500 images.
 SMALL_SEARCH = ["--limit", "1500", "--max-epochs", "3"]
@@ -114,3 +116,14 @@ def test_interrupted_search_resumes_where_it_stopped(tmp_path):
     rows = read_trials(tmp_path)
     assert [row["trial"] for row in rows] == ["0", "1", "2"]
     assert {row["status"] for row in rows} == {"COMPLETED"}
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_default_point_of_the_search_space_is_train_pys_default(arch):
+    hypermodel = tune.DigitHyperModel(tune.parse_args(["--arch", arch]), 1000, train.StopOnSignal())
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    assert model.count_params() == build_model(model_config(arch)).count_params()
+    settings = hypermodel.settings(hp)
+    assert settings["epochs"] == train.EPOCHS_BY_ARCH[arch]
+    assert settings["batch_size"] == 256 and settings["lr"] == 0.002 and settings["dropout"] == 0.3

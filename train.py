@@ -52,7 +52,7 @@ MODEL_NAME = "model.keras"
 BACKUP_NAME = ".backup"  # in --out: the state of an unfinished run, removed when it completes
 MIN_FREE_BYTES = 200_000_000  # a model, its backup and the plots, with room to spare
 # The one fitting default that depends on --arch: a CNN epoch costs several MLP epochs.
-EPOCHS_BY_ARCH = {"mlp": 20, "cnn": 10}
+EPOCHS_BY_ARCH = {"mlp": 20, "cnn": 25}
 VAL_SPLIT = 0.1  # share of the training images held out for validation
 STRATEGIES = ("default", "mirrored", "multiworker")
 # The settings a --config file may hold: the model's and the fitting's, as the flags spell them.

@@ -25,7 +25,7 @@ def test_chief_and_two_workers_share_one_search(tmp_path):
     workers = [start_script(*argv, KERASTUNER_TUNER_ID=f"tuner{index}", **oracle) for index in range(2)]
     (chief_out, _), *worker_outputs = finish([chief, *workers])
     for index, (stdout, _) in enumerate(worker_outputs):
-        assert "Epoch 1/" in stdout, f"worker {index} trained nothing"
+        assert "val_accuracy:" in stdout, f"worker {index} trained nothing"  # an epoch's line
         assert f"tuner{index}: the search is finished" in stdout
     with open(tmp_path / "trials.csv", newline="") as stream:
         rows = list(csv.DictReader(stream))

@@ -93,6 +93,14 @@ def test_other_search_settings_are_refused_in_the_same_folder(search):
         tune.main(["--limit", "1500", "--max-epochs", "4", "--out", str(folder)])
 
 
+def trial_status(path):
+    """A trial's status from KerasTuner's trial.json, None while it is missing or half-written."""
+    try:
+        return json.loads(path.read_text())["status"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
 def test_interrupted_search_resumes_where_it_stopped(tmp_path):
     argv = ["tune.py", "--tuner", "bayesian", "--trials", "3", "--max-epochs", "2", "--limit", "1000",
             "--out", str(tmp_path)]
@@ -100,7 +108,7 @@ def test_interrupted_search_resumes_where_it_stopped(tmp_path):
     first_trial = tmp_path / "search" / "trial_0" / "trial.json"
     deadline = time.monotonic() + 120
     while process.poll() is None and time.monotonic() < deadline:
-        if first_trial.exists() and json.loads(first_trial.read_text())["status"] == "COMPLETED":
+        if trial_status(first_trial) == "COMPLETED":
             break
         time.sleep(0.05)
     assert process.poll() is None, "the search ended before it could be interrupted"

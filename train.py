@@ -283,12 +283,15 @@ def training_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -
     options = tf.data.Options()
     # Across workers, each takes its share of every batch: arrays in memory have no files to split.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # No autotuning thread: destroying the iterator at the end of fit waited on it for up to a
+    # minute in about half of the runs (bench/NOTES.md); two batches ahead is all this needs.
+    options.autotune.enabled = False
     return (
         tf.data.Dataset.from_tensor_slices((x, y))
         .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         .repeat()
         .batch(batch_size)
-        .prefetch(tf.data.AUTOTUNE)
+        .prefetch(2)
         .with_options(options)
     )
 

@@ -20,6 +20,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -265,6 +266,11 @@ def config_from_args(args: argparse.Namespace) -> ModelConfig:
     )
 
 
+def steps_per_epoch(train_images: int, batch_size: int) -> int:
+    """Batches in one pass over the training images, the last one partial."""
+    return math.ceil(train_images / batch_size)
+
+
 def compile_for_training(model: keras.Model, lr: float, total_steps: int) -> None:
     """The loss, optimizer and metric every training run uses: Adam from `lr` on a cosine decay."""
     model.compile(optimizer=cosine_adam(lr, total_steps), loss="categorical_crossentropy", metrics=["accuracy"])
@@ -344,10 +350,10 @@ def fit(
     strategy = strategy or tf.distribute.get_strategy()
     keras.utils.set_random_seed(args.seed)
     batch_size = args.batch_size * strategy.num_replicas_in_sync
-    steps_per_epoch = -(-len(x_fit) // batch_size)
+    steps = steps_per_epoch(len(x_fit), batch_size)
     with strategy.scope():
         model = build_model(config_from_args(args))
-        compile_for_training(model, args.lr, args.epochs * steps_per_epoch)
+        compile_for_training(model, args.lr, args.epochs * steps)
     callbacks = list(callbacks)
     if backup is not None:
         epoch_history = EpochHistory(backup / "history.json")
@@ -356,7 +362,7 @@ def fit(
         callbacks = [epoch_history, restore, *callbacks]  # history first: restore deletes the folder
     history = model.fit(
         training_batches(x_fit, y_fit, batch_size, args.seed),
-        steps_per_epoch=steps_per_epoch,
+        steps_per_epoch=steps,
         shuffle=False,  # training_batches shuffles
         epochs=args.epochs,
         validation_data=validation,
@@ -383,10 +389,10 @@ def fit_multiworker(
     """
     keras.utils.set_random_seed(args.seed)
     batch_size = args.batch_size * strategy.num_replicas_in_sync
-    steps_per_epoch = -(-len(x_fit) // batch_size)
+    steps = steps_per_epoch(len(x_fit), batch_size)
     with strategy.scope():
         model = build_model(config_from_args(args))
-        optimizer = cosine_adam(args.lr, args.epochs * steps_per_epoch)
+        optimizer = cosine_adam(args.lr, args.epochs * steps)
         optimizer.build(model.trainable_variables)
 
     def loss_and_correct(x, y, training):
@@ -419,15 +425,15 @@ def fit_multiworker(
     history = {name: [] for name in metrics}
     for epoch in range(args.epochs):
         print(f"Epoch {epoch + 1}/{args.epochs}")
-        progress = keras.utils.Progbar(steps_per_epoch, verbose=progress_mode(), stateful_metrics=metrics)
+        progress = keras.utils.Progbar(steps, verbose=progress_mode(), stateful_metrics=metrics)
         loss_sum = correct = 0.0
-        for step in range(1, steps_per_epoch + 1):
+        for step in range(1, steps + 1):
             step_loss, step_correct = train_step(batches)
             loss_sum, correct = loss_sum + float(step_loss), correct + float(step_correct)
             if stopper.requested:
                 raise KeyboardInterrupt
             logs = {"loss": loss_sum / (step * batch_size), "accuracy": correct / (step * batch_size)}
-            if step == steps_per_epoch and validation:
+            if step == steps and validation:
                 batches_of_validation = tf.data.Dataset.from_tensor_slices(validation).batch(1000)
                 sums = np.sum([validation_sums(x, y) for x, y in batches_of_validation], axis=0)
                 logs.update(val_loss=sums[0] / len(validation[0]), val_accuracy=sums[1] / len(validation[0]))

@@ -76,15 +76,15 @@ class DigitHyperModel(keras_tuner.HyperModel):
         args = self.training_args(hp)
         keras.utils.set_random_seed(args.seed)
         model = build_model(train.config_from_args(args))
-        steps_per_epoch = -(-self.train_images // args.batch_size)
-        train.compile_for_training(model, args.lr, args.epochs * steps_per_epoch)
+        steps = train.steps_per_epoch(self.train_images, args.batch_size)
+        train.compile_for_training(model, args.lr, args.epochs * steps)
         return model
 
     def fit(self, hp, model, x, y, validation_data, callbacks=(), **kwargs):
         args = self.training_args(hp)
         return model.fit(
             train.training_batches(x, y, args.batch_size, args.seed),
-            steps_per_epoch=-(-len(x) // args.batch_size),
+            steps_per_epoch=train.steps_per_epoch(len(x), args.batch_size),
             shuffle=False,  # training_batches shuffles
             validation_data=validation_data,
             callbacks=[*callbacks, self.stopper],

@@ -10,6 +10,10 @@ the model (or into --out).
 
 from __future__ import annotations
 
+from startup import import_tensorflow_quietly
+
+import_tensorflow_quietly()
+
 import argparse
 from pathlib import Path
 
@@ -18,7 +22,8 @@ from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix
 
 from data import NUM_CLASSES, DataError, load_mnist, normalize_images
-from model import ModelError, atomic_path, load_trained_model, probability_model, write_json
+from model import ModelError, load_trained_model, probability_model
+from outputs import save_figure, write_json
 
 DIGITS = list(range(NUM_CLASSES))
 
@@ -43,11 +48,6 @@ def most_confused_pairs(matrix: np.ndarray, count: int) -> list[dict]:
     ]
     pairs.sort(key=lambda pair: -pair["errors"])
     return [pair for pair in pairs[:count] if pair["errors"]]
-
-
-def save_figure(figure: Figure, path: Path) -> None:
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=110)
 
 
 def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, normalize: str | None, path: Path) -> None:

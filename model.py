@@ -1,25 +1,20 @@
-"""The network: its configuration, one builder for every variant, and saving/loading it safely.
+"""The network: its configuration, one builder for every variant, and loading a saved one safely.
 
-    from model import model_config, build_model
-    model = build_model(model_config("mlp"))          # 784 -> 1024 -> 512 -> 10 sigmoid
-    model = build_model(model_config("cnn", output_activation="softmax"))
+    from model import ModelConfig, build_model
+    model = build_model(ModelConfig())                # 784 -> 1024 -> 512 -> 10 sigmoid
+    model = build_model(ModelConfig(arch="cnn", hidden=(128,), output_activation="softmax"))
 
 Every variant takes float32 images (n, 28, 28) from data.normalize_images and returns 10 scores.
-A saved model travels with a run record (run.json) that holds this config, the training settings,
-the data checksums and the library versions.
+It is the inference network only: augmentation belongs to training (training.py). The per-arch
+defaults live in settings.py; a saved model travels with a run record (run.json, outputs.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import json
-import os
-import uuid
+import hashlib
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import keras
 
@@ -27,54 +22,45 @@ from data import IMAGE_SIZE, NUM_CLASSES
 
 ARCHS = ("mlp", "cnn")
 OUTPUT_ACTIVATIONS = ("sigmoid", "softmax")
-RECORD_NAME = "run.json"
 LOGITS_LAYER = "logits"
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "mlp"  # mlp | cnn
-    hidden: tuple[int, ...] = (1024, 512)  # widths of the Dense ReLU layers (the CNN's head)
-    dropout: float = 0.3  # after each hidden layer; 0 turns it off
+    """The network's settings. Each field is a flag of train.py; its metadata holds the help."""
+
+    arch: str = field(default="mlp", metadata={"choices": ARCHS, "help": "dense network, or convolution blocks first"})
+    hidden: tuple[int, ...] = field(default=(1024, 512), metadata={"help": "widths of the Dense ReLU layers"})
+    dropout: float = field(default=0.3, metadata={"help": "dropout after each hidden layer; 0 turns it off"})
     # The user's design: 10 independent sigmoid units. Categorical cross-entropy divides them by
     # their sum, so they train as a distribution; softmax is the textbook alternative.
-    output_activation: str = "sigmoid"  # sigmoid | softmax
-    filters: tuple[int, ...] = (32, 64)  # CNN only: one convolution + pooling block per entry
-    kernel_size: int = 3  # CNN only
-    # Random shifts and rotations while training (identity at inference): validation accuracy of
-    # the default MLP 98.4% -> 98.8% at the same cost (bench/NOTES.md).
-    augment: bool = True
+    output_activation: str = field(
+        default="sigmoid", metadata={"choices": OUTPUT_ACTIVATIONS, "help": "the output layer's activation"}
+    )
+    filters: tuple[int, ...] = field(default=(32, 64), metadata={"help": "cnn: filters of each convolution block"})
+    kernel_size: int = field(default=3, metadata={"help": "cnn: convolution kernel size"})
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+            raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         if self.output_activation not in OUTPUT_ACTIVATIONS:
-            raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}")
-        if not 0 <= self.dropout < 1:
+            raise ValueError(
+                f"output_activation must be one of {', '.join(OUTPUT_ACTIVATIONS)}, got {self.output_activation!r}"
+            )
+        if not 0 <= self.dropout < 1:  # NaN fails this too
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if min(self.hidden + self.filters + (self.kernel_size,), default=1) < 1:
-            raise ValueError("layer sizes must be positive")
-
-
-ARCH_DEFAULTS = {
-    "mlp": ModelConfig(),
-    "cnn": ModelConfig(arch="cnn", hidden=(128,)),
-}
-
-
-def model_config(arch: str = "mlp", **overrides) -> ModelConfig:
-    """The defaults for `arch`, with every override that is not None applied."""
-    given = {name: value for name, value in overrides.items() if value is not None}
-    return dataclasses.replace(ARCH_DEFAULTS[arch], **given)
+        for name in ("hidden", "filters"):
+            sizes = getattr(self, name)
+            if not sizes or min(sizes) < 1:
+                raise ValueError(f"{name} must be one or more positive sizes, got {sizes}")
+        if self.kernel_size < 1:
+            raise ValueError(f"kernel_size must be a positive integer, got {self.kernel_size}")
 
 
 def build_model(config: ModelConfig) -> keras.Model:
     """An uncompiled Keras model: float32 (n, 28, 28) in [0, 1] -> (n, 10) class scores."""
     inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE), name="image")
     x = keras.layers.Reshape((IMAGE_SIZE, IMAGE_SIZE, 1))(inputs)
-    if config.augment:
-        x = keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant")(x)
-        x = keras.layers.RandomRotation(0.04, fill_mode="constant")(x)
     if config.arch == "cnn":
         # No batch norm: with it, validation accuracy lagged far behind training on 2-core budgets
         # (34% vs 93% after 3 short epochs; bench/NOTES.md).
@@ -103,38 +89,13 @@ def probability_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, keras.layers.Softmax()(logits), name=f"{model.name}_probabilities")
 
 
+def weights_sha256(model: keras.Model) -> str:
+    """A fingerprint of the weights: equal for equal training, and on every worker of a run."""
+    return hashlib.sha256(b"".join(weight.tobytes() for weight in model.get_weights())).hexdigest()
+
+
 class ModelError(Exception):
     """A saved model that is missing, unreadable or not a digit classifier; says how to fix it."""
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path` (same suffix) and move it onto `path` on success.
-
-    A crash or kill mid-write leaves the previous file whole; readers never see half a file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def write_json(path: str | Path, value: dict | list) -> None:
-    """Write `value` as indented JSON, atomically."""
-    with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(value, indent=2) + "\n")
-
-
-def save_model(model: keras.Model, path: str | Path, record: dict) -> None:
-    """Save `model` to `path` (.keras) and `record` as run.json beside it, each atomically."""
-    with atomic_path(path) as temporary:
-        model.save(temporary)
-    write_json(Path(path).with_name(RECORD_NAME), record)
 
 
 def load_trained_model(path: str | Path) -> keras.Model:

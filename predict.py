@@ -11,6 +11,10 @@ the exit code is 1 if any failed.
 
 from __future__ import annotations
 
+from startup import import_tensorflow_quietly
+
+import_tensorflow_quietly()
+
 import argparse
 import json
 import sys
@@ -20,10 +24,9 @@ import numpy as np
 from PIL import Image
 
 from data import normalize_images
-from model import ModelError, atomic_path, load_trained_model, probability_model
-from preprocess import ImageError, mnist_style_digit, read_image
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+from model import ModelError, load_trained_model, probability_model
+from outputs import atomic_path
+from preprocess import FORMAT_NAMES, IMAGE_SUFFIXES, ImageError, mnist_style_digit, read_image
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,7 +48,7 @@ def image_paths(paths: list[Path]) -> tuple[list[Path], list[dict]]:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             if not found:
-                failures.append({"file": str(path), "error": "folder holds no PNG, JPEG, BMP or GIF files"})
+                failures.append({"file": str(path), "error": f"folder holds no {FORMAT_NAMES} files"})
             files.extend(found)
         else:
             files.append(path)

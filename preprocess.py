@@ -22,6 +22,13 @@ DIGIT_BOX = 20  # MNIST fits each digit's longer side to 20 px, leaving a 4 px m
 MAX_PIXELS = 25_000_000  # refuse larger images before decoding them (decompression bombs)
 MIN_CONTRAST = 40  # of 255: less difference between ink and paper than this is a blank page
 INK_THRESHOLD = 0.25  # share of full ink that counts towards the bounding box, above paper noise
+# The formats the project names and predict.py looks for in a folder (Pillow reads a few more).
+IMAGE_FORMATS = {
+    "PNG": (".png",), "JPEG": (".jpg", ".jpeg"), "BMP": (".bmp",), "GIF": (".gif",),
+    "WebP": (".webp",), "TIFF": (".tif", ".tiff"),
+}
+IMAGE_SUFFIXES = {suffix for suffixes in IMAGE_FORMATS.values() for suffix in suffixes}
+FORMAT_NAMES = ", ".join(list(IMAGE_FORMATS)[:-1]) + " or " + list(IMAGE_FORMATS)[-1]
 
 
 class ImageError(Exception):
@@ -29,7 +36,7 @@ class ImageError(Exception):
 
 
 def read_image(raw: bytes) -> Image.Image:
-    """Decode image bytes (PNG, JPEG, BMP, GIF, ...) into a PIL image, refusing oversized ones."""
+    """Decode image bytes (any of IMAGE_FORMATS) into a PIL image, refusing oversized ones."""
     if not raw:
         raise ImageError("the file is empty")
     # Pillow's decoders raise many exception types on malformed bytes (OSError, SyntaxError,
@@ -37,7 +44,7 @@ def read_image(raw: bytes) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(raw))  # reads the header only
     except UnidentifiedImageError:
-        raise ImageError("not an image (PNG, JPEG, BMP or GIF expected)") from None
+        raise ImageError(f"not an image ({FORMAT_NAMES} expected)") from None
     except Image.DecompressionBombError:  # Pillow's own check of the header's size
         raise ImageError(f"too large; send at most {MAX_PIXELS:,} pixels") from None
     except Exception as exc:

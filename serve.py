@@ -10,6 +10,10 @@ Uploads stay in memory and are never written to disk.
 
 from __future__ import annotations
 
+from startup import import_tensorflow_quietly
+
+import_tensorflow_quietly()
+
 import argparse
 import base64
 import io
@@ -26,16 +30,25 @@ from starlette.concurrency import run_in_threadpool
 
 from data import normalize_images
 from model import ModelError, load_trained_model, probability_model
-from preprocess import ImageError, mnist_style_digit, read_image
+from preprocess import FORMAT_NAMES, ImageError, mnist_style_digit, read_image
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD_BYTES = 1_000_000
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")  # FastAPI parses these
-PROBABILITIES_NOTE = (
-    "Probabilities are softmax of the output layer's logits: the distribution that categorical "
-    "cross-entropy trained. A sigmoid output layer's own 10 scores are independent and do not sum "
-    "to 1, so they are not shown raw."
-)
+OUTPUT_LAYERS = {
+    "sigmoid": "This model's output layer is 10 sigmoid units, whose own scores are independent and "
+    "do not sum to 1, so they are not shown raw.",
+    "softmax": "This model's output layer is that softmax.",
+}
+
+
+def probabilities_note(model: keras.Model) -> str:
+    """What the probabilities shown for `model` are, true for its own output layer."""
+    activation = model.get_layer("digit").activation.__name__
+    return (
+        "Probabilities are the softmax of the network's output logits, the distribution that its "
+        "training loss (categorical cross-entropy) optimised. " + OUTPUT_LAYERS.get(activation, "")
+    ).strip()
 
 
 def png_data_url(digit: np.ndarray) -> str:
@@ -47,10 +60,11 @@ def png_data_url(digit: np.ndarray) -> str:
 def create_app(model: keras.Model) -> FastAPI:
     """The FastAPI app serving `model` (loaded once by the caller) and the drawing page."""
     probabilities_of = probability_model(model)
+    note = probabilities_note(model)
     app = FastAPI(
         title="MNIST digit recognizer",
         description="Draw or upload one handwritten digit; get the digit the model reads. "
-        + PROBABILITIES_NOTE,
+        + note,
     )
 
     @app.middleware("http")
@@ -83,8 +97,8 @@ def create_app(model: keras.Model) -> FastAPI:
     @app.post(
         "/api/predict",
         summary="Read the digit in one image",
-        description="Send a PNG/JPEG/BMP/GIF of one digit (at most 1 MB) as multipart field `file` "
-        "or as the raw request body. " + PROBABILITIES_NOTE,
+        description=f"Send a {FORMAT_NAMES} image of one digit (at most 1 MB) as multipart field `file` "
+        "or as the raw request body. " + note,
         responses={400: {"description": "not an image, or no digit in it"},
                    413: {"description": "upload over 1 MB"}},
         openapi_extra={"requestBody": {"content": {
@@ -105,6 +119,10 @@ def create_app(model: keras.Model) -> FastAPI:
     @app.get("/healthz", summary="Liveness check")
     def healthz() -> dict:
         return {"status": "ok", "model": model.name}
+
+    @app.get("/api/model", summary="The model served and what its probabilities are")
+    def model_info() -> dict:
+        return {"name": model.name, "probabilities": note}
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

@@ -15,8 +15,13 @@ KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set (README).
 
 from __future__ import annotations
 
+from startup import import_tensorflow_quietly
+
+import_tensorflow_quietly()
+
 import argparse
 import csv
+import dataclasses
 import os
 import shutil
 import sys
@@ -28,95 +33,97 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-import train
-from model import ARCHS, OUTPUT_ACTIVATIONS, atomic_path, build_model, write_json
+import outputs
+import settings
+from data import DataError, load_mnist
+from settings import ARCH_DEFAULTS, Settings
+from training import StopOnSignal, TrainingError, build_for_training, fit, progress_mode, stop_on_signals, training_split
 
 PROJECT_NAME = "search"  # KerasTuner's folder in --out
 OBJECTIVE = "val_accuracy"
 BAYESIAN_TRIALS = 10  # --trials for bayesian when not given; Hyperband's count follows --max-epochs
+# The settings a trial chooses; every other one is fixed for the search (and can be given as a flag).
+SEARCHED = ("filters", "kernel_size", "hidden", "dropout", "batch_size", "lr")
+CNN_ONLY = ("filters", "kernel_size")
 
 
 class DigitHyperModel(keras_tuner.HyperModel):
-    """The search space: each point is a set of train.py settings, built and fitted as train.py does."""
+    """The search space around `base`: each point is a `Settings`, built and fitted by training.py.
 
-    def __init__(self, args: argparse.Namespace, train_images: int, stopper: train.StopOnSignal):
-        super().__init__(name=f"digits_{args.arch}")
-        self.args = args
+    The space's default point is `base` itself, so the first trial of a search is train.py's run.
+    """
+
+    def __init__(self, base: Settings, train_images: int, stopper: StopOnSignal):
+        super().__init__(name=f"digits_{base.model.arch}")
+        self.base = base
         self.train_images = train_images
         self.stopper = stopper
 
-    def settings(self, hp: keras_tuner.HyperParameters) -> dict:
-        """The train.py settings (train.CONFIG_SETTINGS) that the point `hp` stands for."""
-        if self.args.arch == "cnn":
-            model = {
-                "filters": [hp.Choice("filters_1", [16, 32, 64], default=32),
-                            hp.Choice("filters_2", [32, 64, 128], default=64)],
-                "kernel_size": hp.Choice("kernel_size", [3, 5], default=3),
-                "hidden": [hp.Choice("width_1", [64, 128, 256], default=128)],
+    def settings(self, hp: keras_tuner.HyperParameters) -> Settings:
+        """The settings that the point `hp` stands for."""
+        model, training = self.base.model, self.base.training
+        if model.arch == "cnn":
+            chosen = {
+                "filters": (hp.Choice("filters_1", [16, 32, 64], default=model.filters[0]),
+                            hp.Choice("filters_2", [32, 64, 128], default=model.filters[1])),
+                "kernel_size": hp.Choice("kernel_size", [3, 5], default=model.kernel_size),
+                "hidden": (hp.Choice("width_1", [64, 128, 256], default=model.hidden[0]),),
             }
         else:
-            layers = hp.Int("layers", 1, 3, default=2)
-            model = {"hidden": [hp.Choice(f"width_{i}", [256, 512, 1024, 2048], default=2048 >> i)
-                                for i in range(1, layers + 1)]}
-        return {
-            "arch": self.args.arch,
-            **model,
-            "dropout": round(hp.Float("dropout", 0.0, 0.5, step=0.1, default=0.3), 2),
-            "output_activation": self.args.output_activation,
-            "epochs": self.args.max_epochs,
-            "batch_size": hp.Choice("batch_size", [64, 128, 256, 512], default=256),
-            "lr": float(f'{hp.Float("lr", 3e-4, 1e-2, sampling="log", default=2e-3):.3g}'),
-        }
-
-    def training_args(self, hp: keras_tuner.HyperParameters) -> argparse.Namespace:
-        """train.py's own reading of these settings, so a trial trains exactly what --config would."""
-        return train.parse_args(train.settings_as_flags(self.settings(hp)) + ["--seed", str(self.args.seed)])
+            layers = hp.Int("layers", 1, 3, default=len(model.hidden))
+            chosen = {"hidden": tuple(
+                hp.Choice(f"width_{i}", [256, 512, 1024, 2048], default=model.hidden[min(i, len(model.hidden)) - 1])
+                for i in range(1, layers + 1)
+            )}
+        dropout = hp.Float("dropout", 0.0, 0.5, step=0.1, default=model.dropout)
+        return Settings(
+            dataclasses.replace(model, **chosen, dropout=round(dropout, 2)),
+            dataclasses.replace(
+                training,
+                batch_size=hp.Choice("batch_size", [64, 128, 256, 512], default=training.batch_size),
+                lr=float(f'{hp.Float("lr", 3e-4, 1e-2, sampling="log", default=training.lr):.3g}'),
+            ),
+        )
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
-        args = self.training_args(hp)
-        keras.utils.set_random_seed(args.seed)
-        model = build_model(train.config_from_args(args))
-        steps = train.steps_per_epoch(self.train_images, args.batch_size)
-        train.compile_for_training(model, args.lr, args.epochs * steps)
-        return model
+        point = self.settings(hp)
+        return build_for_training(point.model, point.training, self.train_images)
 
-    def fit(self, hp, model, x, y, validation_data, callbacks=(), **kwargs):
-        args = self.training_args(hp)
-        return model.fit(
-            train.training_batches(x, y, args.batch_size, args.seed),
-            steps_per_epoch=train.steps_per_epoch(len(x), args.batch_size),
-            shuffle=False,  # training_batches shuffles
-            validation_data=validation_data,
-            callbacks=[*callbacks, self.stopper],
-            **kwargs,
-        )
+    def fit(self, hp, model, x, y, validation_data=None, callbacks=(), epochs=None, initial_epoch=0, verbose=None):
+        fit(model, self.settings(hp).training, x, y, validation_data, [*callbacks, self.stopper],
+            epochs=epochs, initial_epoch=initial_epoch, verbose=verbose)
+        return model.history  # KerasTuner scores a History
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The flags, with `base`: the settings every trial starts from."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--arch", choices=ARCHS, default="mlp", help="the network family to search")
-    parser.add_argument("--tuner", choices=("hyperband", "bayesian"), default="hyperband")
-    parser.add_argument(
-        "--trials", type=train.positive_int,
-        help=f"most trials to run [hyperband: its whole schedule; bayesian: {BAYESIAN_TRIALS}]",
+    settings.add_flags(parser, exclude=SEARCHED + ("epochs",))
+    search = parser.add_argument_group("search")
+    search.add_argument("--tuner", choices=("hyperband", "bayesian"), default="hyperband")
+    search.add_argument(
+        "--trials", type=int, help=f"most trials to run [hyperband: its whole schedule; bayesian: {BAYESIAN_TRIALS}]"
     )
-    parser.add_argument(
-        "--max-epochs", type=train.positive_int,
-        help=f"epochs of a fully trained trial, and of best_config.json [train.py's: {train.EPOCHS_BY_ARCH}]",
+    search.add_argument(
+        "--max-epochs", type=int, help="epochs of a fully trained trial, and of best_config.json [train.py's --epochs]"
     )
-    parser.add_argument("--output-activation", choices=OUTPUT_ACTIVATIONS, default="sigmoid", help="kept fixed")
-    parser.add_argument("--seed", type=train.non_negative_int, default=0, help="seeds the tuner, every trial and the split")
-    parser.add_argument("--limit", type=train.positive_int, help="search on the first N training images")
-    parser.add_argument("--val-split", type=train.fraction, default=train.VAL_SPLIT, help="share of train held out")
-    parser.add_argument("--data", type=Path, help="mnist.npz or a folder of IDX files [datasets/mnist.npz]")
-    parser.add_argument("--out", type=Path, default=Path("artifacts/tuning"), help="output folder")
-    parser.add_argument("--fresh", action="store_true", help="discard an interrupted search in --out")
+    search.add_argument("--data", type=Path, help="mnist.npz or a folder of IDX files [datasets/mnist.npz]")
+    search.add_argument("--out", type=Path, default=Path("artifacts/tuning"), help="output folder")
+    search.add_argument("--fresh", action="store_true", help="discard an interrupted search in --out")
     args = parser.parse_args(argv)
-    args.max_epochs = args.max_epochs or train.EPOCHS_BY_ARCH[args.arch]
-    if args.val_split == 0:
-        parser.error("argument --val-split: the search needs a validation split, got 0")
+    overrides = settings.given_flags(args)
+    if args.max_epochs is not None:
+        overrides["training"]["epochs"] = args.max_epochs
+    try:
+        args.base = settings.resolve(overrides)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.trials is not None and args.trials < 1:
+        parser.error(f"trials must be a positive integer, got {args.trials}")
+    if args.base.training.val_split == 0:
+        parser.error("the search needs a validation split: val_split must be above 0")
     return args
 
 
@@ -133,42 +140,43 @@ def role() -> str:
 def make_tuner(args: argparse.Namespace, hypermodel: DigitHyperModel) -> keras_tuner.Tuner:
     """KerasTuner's tuner, reloading the search already in --out if there is one."""
     common = dict(
-        hypermodel=hypermodel, objective=OBJECTIVE, seed=args.seed + 1,  # KerasTuner draws a seed for 0
+        hypermodel=hypermodel, objective=OBJECTIVE, seed=args.base.training.seed + 1,  # KerasTuner draws a seed for 0
         directory=str(args.out), project_name=PROJECT_NAME, overwrite=False,
     )
     if args.tuner == "bayesian":
         return keras_tuner.BayesianOptimization(max_trials=args.trials or BAYESIAN_TRIALS, **common)
-    tuner = keras_tuner.Hyperband(max_epochs=args.max_epochs, factor=3, **common)
+    tuner = keras_tuner.Hyperband(max_epochs=args.base.training.epochs, factor=3, **common)
     tuner.oracle.max_trials = args.trials  # Hyperband takes no max_trials; its oracle honours one
     return tuner
 
 
 def trial_rows(tuner: keras_tuner.Tuner, hypermodel: DigitHyperModel) -> list[dict]:
-    """One row per trial, in the order they ran: its score, epochs trained and settings."""
+    """One row per trial, in the order they ran: its score, epochs trained and searched settings."""
+    columns = [name for name in SEARCHED if hypermodel.base.model.arch == "cnn" or name not in CNN_ONLY]
     rows = []
     for trial in sorted(tuner.oracle.trials.values(), key=lambda trial: trial.trial_id):
-        settings = hypermodel.settings(trial.hyperparameters.copy())
+        point = hypermodel.settings(trial.hyperparameters.copy())
+        chosen = {**dataclasses.asdict(point.model), **dataclasses.asdict(point.training)}
         rows.append({
             "trial": trial.trial_id,
             "status": trial.status,
             OBJECTIVE: None if trial.score is None else round(float(trial.score), 4),
-            "epochs": trial.hyperparameters.values.get("tuner/epochs", hypermodel.args.max_epochs),
-            **{name: ",".join(map(str, value)) if isinstance(value, list) else value
-               for name, value in settings.items() if name not in ("arch", "output_activation", "epochs")},
+            "epochs": trial.hyperparameters.values.get("tuner/epochs", point.training.epochs),
+            **{name: settings.shown_value(chosen[name]) for name in columns},
         })
     return rows
 
 
 def write_table(rows: list[dict], folder: Path, title: str) -> None:
     """trials.csv in the order trials ran; trials.md best first."""
-    with atomic_path(folder / "trials.csv") as temporary, open(temporary, "w", newline="") as stream:
+    with outputs.atomic_path(folder / "trials.csv") as temporary, open(temporary, "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     ranked = sorted(rows, key=lambda row: -1 if row[OBJECTIVE] is None else row[OBJECTIVE], reverse=True)
     lines = [f"# {title}", "", "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join("" if value is None else str(value) for value in row.values()) + " |" for row in ranked]
-    with atomic_path(folder / "trials.md") as temporary:
+    with outputs.atomic_path(folder / "trials.md") as temporary:
         temporary.write_text("\n".join(lines) + "\n")
 
 
@@ -189,34 +197,36 @@ def plot_trials(rows: list[dict], path: Path, title: str) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=100)
+    outputs.save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> dict | None:
     """Run (or join, or resume) the search; return the best settings (None on a worker)."""
     args = parse_args(argv)
+    base = args.base
     this_role = role()
     project = args.out / PROJECT_NAME
     if args.fresh:
         if this_role == "worker":
             raise SystemExit("error: --fresh belongs on the chief only: workers join the chief's search")
         shutil.rmtree(project, ignore_errors=True)
-    train.check_writable(args.out)
-    mnist = train.load_training_data(args)
-    search = {name: getattr(args, name) for name in
-              ("arch", "tuner", "trials", "max_epochs", "output_activation", "seed", "limit", "val_split")}
-    train.keep_settings(project / "settings.json", search, args.out)
-    x_fit, y_fit, x_val, y_val = train.training_split(args, mnist)
+    try:
+        outputs.check_writable(args.out)
+        mnist = load_mnist(args.data)
+        search = {"base": base.as_dict(), "tuner": args.tuner, "trials": args.trials}
+        outputs.keep_settings(project / "settings.json", search, args.out)
+        x_fit, y_fit, x_val, y_val = training_split(mnist, base.training)
+    except (outputs.OutputError, DataError, TrainingError) as exc:
+        raise SystemExit(f"error: {exc}")
     if this_role == "chief":
         print(f"chief: serving the search on {os.environ['KERASTUNER_ORACLE_IP']}:"
               f"{os.environ['KERASTUNER_ORACLE_PORT']} until the workers finish it")
     try:
-        with train.stop_on_signals() as stopper:
-            hypermodel = DigitHyperModel(args, len(x_fit), stopper)
+        with stop_on_signals() as stopper:
+            hypermodel = DigitHyperModel(base, len(x_fit), stopper)
             tuner = make_tuner(args, hypermodel)
-            tuner.search(x_fit, y_fit, validation_data=(x_val, y_val), epochs=args.max_epochs,
-                         verbose=train.progress_mode())
+            tuner.search(x_fit, y_fit, validation_data=(x_val, y_val), epochs=base.training.epochs,
+                         verbose=progress_mode())
     except KeyboardInterrupt:
         print(f"\ninterrupted: the search so far is kept in {project}: run the same command again to "
               "resume it, or add --fresh to start over", file=sys.stderr)
@@ -229,9 +239,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     completed = [row for row in rows if row[OBJECTIVE] is not None]
     if not completed:
         raise SystemExit(f"error: none of the {len(rows)} trials completed: see the messages above")
-    best = hypermodel.settings(tuner.get_best_hyperparameters(1)[0])
-    write_json(args.out / "best_config.json", best)
-    title = (f"{args.tuner} search over the {args.arch}: {len(completed)} trials on {len(x_fit):,} "
+    best = hypermodel.settings(tuner.get_best_hyperparameters(1)[0]).as_dict()
+    outputs.write_json(args.out / "best_config.json", best)
+    title = (f"{args.tuner} search over the {base.model.arch}: {len(completed)} trials on {len(x_fit):,} "
              f"images, scored on {len(x_val):,} validation images")
     write_table(rows, args.out, title)
     plot_trials(rows, args.out / "trials.png", title)

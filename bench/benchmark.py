@@ -28,11 +28,19 @@ sys.path.insert(0, str(PROJECT_ROOT))  # bench/ imports the project; nothing imp
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import train  # noqa: E402
+import settings  # noqa: E402
 from data import NUM_CLASSES, load_mnist, normalize_images  # noqa: E402
 from model import probability_model  # noqa: E402
+from outputs import library_versions  # noqa: E402
+from training import train, training_split  # noqa: E402
 
-QUICK_LIMIT = 2000
+QUICK = {"training": {"limit": 2000, "epochs": 1}}
+# Our contenders as settings over the defaults, as train.py's flags would give them.
+OURS = {
+    "ours-mlp": {},
+    "ours-mlp-softmax": {"model": {"output_activation": "softmax"}},
+    "ours-cnn": {"model": {"arch": "cnn"}},
+}
 # name -> (what it is, which of ours it is compared with); ours first.
 CONTENDERS = {
     "ours-mlp": ("train.py defaults: MLP 1024-512, sigmoid output", None),
@@ -104,13 +112,11 @@ def keras_result(model: keras.Model, clock: TestAccuracyClock, samples: int, epo
 
 
 def run_ours(name: str, quick: bool, data: dict, workdir: Path) -> dict:
-    flags = {"ours-mlp": [], "ours-mlp-softmax": ["--output-activation", "softmax"], "ours-cnn": ["--arch", "cnn"]}
-    argv = flags[name] + ["--out", str(workdir)] + (["--limit", str(QUICK_LIMIT), "--epochs", "1"] if quick else [])
-    args = train.parse_args(argv)
-    x_fit, y_fit, x_val, y_val = data["split"](args)
+    run = settings.resolve(settings.merged(OURS[name], QUICK if quick else {}))
+    x_fit, y_fit, x_val, y_val = data["split"](run.training)
     clock = TestAccuracyClock(data["x_test"], data["y_test"])
-    model, _ = train.fit(args, x_fit, y_fit, (x_val, y_val), callbacks=[clock])
-    result = keras_result(model, clock, len(x_fit), args.epochs)
+    model, _ = train(run.model, run.training, (x_fit, y_fit), (x_val, y_val), callbacks=[clock])
+    result = keras_result(model, clock, len(x_fit), run.training.epochs)
     if name == "ours-mlp":
         predictor = probability_model(model)
         timings = []
@@ -130,8 +136,7 @@ def run_ours(name: str, quick: bool, data: dict, workdir: Path) -> dict:
 
 
 def run_peer(name: str, quick: bool, data: dict) -> dict:
-    args = train.parse_args(["--limit", str(QUICK_LIMIT)] if quick else [])
-    x_fit, y_fit, _, _ = data["split"](args)
+    x_fit, y_fit, _, _ = data["split"](settings.resolve(QUICK if quick else {}).training)
     if name == "sklearn-mlp":
         from sklearn.neural_network import MLPClassifier
 
@@ -196,7 +201,7 @@ def worker(name: str, quick: bool, result_path: Path) -> None:
         data = {
             "x_test": normalize_images(mnist.x_test),
             "y_test": mnist.y_test,
-            "split": lambda args: train.training_split(args, mnist),
+            "split": lambda config: training_split(mnist, config),
         }
         with tempfile.TemporaryDirectory() as workdir:
             if name.startswith("ours"):
@@ -215,7 +220,7 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), **train.library_versions()}
+    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), **library_versions()}
 
 
 def fmt(value, pattern: str) -> str:

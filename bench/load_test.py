@@ -15,10 +15,9 @@ import concurrent.futures
 import http.client
 import io
 import json
-import socket
-import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +27,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))  # bench/ imports the project; nothing imports bench/
 
 from data import load_mnist  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from local_server import running_server  # noqa: E402
 
 
 def digit_pngs(count: int) -> list[tuple[bytes, int]]:
@@ -45,26 +39,6 @@ def digit_pngs(count: int) -> list[tuple[bytes, int]]:
         Image.fromarray(255 - image).resize((140, 140)).save(buffer, format="PNG")
         pngs.append((buffer.getvalue(), int(label)))
     return pngs
-
-
-def start_server(model: Path, port: int) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, "serve.py", "--port", str(port), "--model", str(model)],
-        cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            connection.request("GET", "/healthz")
-            if connection.getresponse().status == 200:
-                return process
-        except OSError:
-            if process.poll() is not None:
-                raise SystemExit("error: serve.py exited at start-up; run it by hand to see why")
-            time.sleep(0.3)
-    process.terminate()
-    raise SystemExit("error: serve.py did not answer /healthz within 60 s")
 
 
 def client(port: int, jobs: list[tuple[bytes, int]], deadline: float) -> list[tuple[float, int, bool]]:
@@ -99,19 +73,18 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     pngs = digit_pngs(200)
-    port = free_port()
-    server = start_server(args.model, port)
+    jobs = [pngs[i % len(pngs)] for i in range(args.requests)]
+    shares = [jobs[i :: args.concurrency] for i in range(args.concurrency)]
     try:
-        jobs = [pngs[i % len(pngs)] for i in range(args.requests)]
-        shares = [jobs[i :: args.concurrency] for i in range(args.concurrency)]
-        deadline = time.monotonic() + args.timeout
-        started = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
-            outcomes = [r for share in pool.map(lambda s: client(port, s, deadline), shares) for r in share]
-        elapsed = time.perf_counter() - started
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+        with running_server(args.model) as url:
+            port = urllib.parse.urlsplit(url).port
+            deadline = time.monotonic() + args.timeout
+            started = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
+                outcomes = [r for share in pool.map(lambda s: client(port, s, deadline), shares) for r in share]
+            elapsed = time.perf_counter() - started
+    except RuntimeError as exc:  # the server did not start
+        raise SystemExit(f"error: {exc}")
 
     latencies = np.array([seconds for seconds, _, _ in outcomes]) * 1000
     statuses = [status for _, status, _ in outcomes]

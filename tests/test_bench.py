@@ -1,18 +1,40 @@
 import json
 
+import pytest
+
 from conftest import run_script
 
 
-def test_quick_benchmark_writes_a_table_and_json_for_each_contender(tmp_path):
-    result = run_script("bench/benchmark.py", "--quick", "--only", "ours-mlp", "seed-mlp", "--out", str(tmp_path))
+@pytest.fixture(scope="module")
+def quick_benchmark(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench")
+    result = run_script("bench/benchmark.py", "--quick", "--only", "ours-mlp", "seed-mlp", "--out", str(folder))
     assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads((tmp_path / "results-quick.json").read_text())
+    return json.loads((folder / "results-quick.json").read_text()), (folder / "results-quick.md").read_text()
+
+
+def test_quick_benchmark_measures_each_contender_from_its_own_curve(quick_benchmark):
+    report, _ = quick_benchmark
     assert set(report["results"]) == {"ours-mlp", "seed-mlp"}
-    assert report["matmul_ceiling_gflops"] > 0 and report["machine"]["cores"] >= 1
+    ceiling = report["matmul_ceiling_gflops"]
+    for name, result in report["results"].items():
+        (seconds, accuracy), = result["curve"]  # one epoch, one point
+        assert result["epochs"] == 1 and result["train_seconds"] == seconds and result["test_accuracy"] == accuracy
+        assert result["samples_per_second"] == pytest.approx(1800 / seconds)  # 2,000 images less 10% held out
+        assert result["gflops"] == pytest.approx(result["samples_per_second"] * result["flops_per_sample"] / 1e9)
+        assert result["ceiling_fraction"] == pytest.approx(result["gflops"] / ceiling)
+        assert result["seconds_to_98"] == (seconds if accuracy >= 0.98 else None), name
     ours = report["results"]["ours-mlp"]
-    assert 0.1 < ours["test_accuracy"] <= 1 and ours["train_seconds"] > 0
+    assert ours["test_accuracy"] > 0.5  # one epoch on 1,800 images; chance is 0.1
     assert ours["flops_per_sample"] == 3 * 2 * (784 * 1024 + 1024 * 512 + 512 * 10)
-    assert ours["evaluate_seconds"] > 0 and ours["predict_10k_seconds"] > 0
-    table = (tmp_path / "results-quick.md").read_text()
-    assert "| ours-mlp |" in table and "| ours-mlp vs seed-mlp |" in table
-    assert "| default MLP test accuracy >= 98.7% |" in table
+    assert ours["evaluate_seconds"] > ours["predict_10k_seconds"] > 0
+
+
+def test_quick_benchmark_table_shows_the_json_figures(quick_benchmark):
+    report, table = quick_benchmark
+    ours, peer = report["results"]["ours-mlp"], report["results"]["seed-mlp"]
+    assert f"| ours-mlp | {ours['test_accuracy']:.2%} | {ours['train_seconds']:.1f} |" in table
+    gain = (ours["test_accuracy"] - peer["test_accuracy"]) * 100
+    assert f"| ours-mlp vs seed-mlp | {gain:+.2f} points |" in table
+    met = "yes" if ours["test_accuracy"] >= 0.987 else "**no**"
+    assert f"| default MLP test accuracy >= 98.7% | {ours['test_accuracy']:.2%} | {met} |" in table

@@ -6,8 +6,12 @@ import json
 
 import pytest
 
+import tensorflow as tf
+
 import train
-from conftest import TINY_TRAINING, free_ports, run_script, start_script
+from conftest import TINY_TRAINING, run_script, start_script
+from local_server import free_ports
+from settings import resolve
 
 
 def finish(processes, timeout=600):
@@ -31,7 +35,8 @@ def test_chief_and_two_workers_share_one_search(tmp_path):
         rows = list(csv.DictReader(stream))
     assert len(rows) == 6 and {row["status"] for row in rows} == {"COMPLETED"}
     assert "best of 6 trials" in chief_out
-    assert set(json.loads((tmp_path / "best_config.json").read_text())) <= set(train.CONFIG_SETTINGS)
+    best = json.loads((tmp_path / "best_config.json").read_text())
+    assert resolve(best).as_dict() == best
 
 
 def test_two_workers_train_the_same_weights_and_only_the_chief_saves(tmp_path):
@@ -50,21 +55,27 @@ def test_two_workers_train_the_same_weights_and_only_the_chief_saves(tmp_path):
     assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
     record = json.loads((tmp_path / "worker0" / "run.json").read_text())
     assert record["weights_sha256"].startswith(fingerprints[0])
-    assert record["training"]["replicas"] == 2 and record["epochs_run"] == 2
+    assert record["distribution"] == {"strategy": "multiworker", "replicas": 2} and record["epochs_run"] == 2
     assert record["final"]["val_accuracy"] > 0.7  # chance is 0.1
     assert not (tmp_path / "worker1" / "model.keras").exists()
     evaluation = run_script("evaluate.py", "--model", str(tmp_path / "worker0" / "model.keras"))
     assert evaluation.returncode == 0, evaluation.stderr[-2000:]
 
 
-def test_mirrored_strategy_trains_and_saves(tmp_path):
+def test_mirrored_strategy_trains_on_every_local_gpu_or_the_cpu_like_the_default(trained_run, tmp_path):
     _, record = train.main(TINY_TRAINING + ["--strategy", "mirrored", "--out", str(tmp_path)])
-    assert record["training"]["strategy"] == "mirrored" and record["training"]["replicas"] >= 1
-    assert record["final"]["val_accuracy"] > 0.7
+    replicas = max(1, len(tf.config.list_physical_devices("GPU")))
+    assert record["distribution"] == {"strategy": "mirrored", "replicas": replicas}
+    assert record["training"] == trained_run.record["training"]
+    # One replica sees the same batches as the default strategy: the same run, up to float rounding.
+    expected = trained_run.record["final"]["val_accuracy"]
+    assert record["final"]["val_accuracy"] == pytest.approx(expected, abs=0.02 if replicas == 1 else 0.1)
     assert (tmp_path / "model.keras").exists()
 
 
-def test_multiworker_without_tf_config_says_what_is_missing(tmp_path, monkeypatch):
+def test_multiworker_without_tf_config_says_what_is_missing(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    with pytest.raises(SystemExit, match="--strategy multiworker needs TF_CONFIG"):
+    with pytest.raises(SystemExit) as exit_info:
         train.main(TINY_TRAINING + ["--strategy", "multiworker", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "--strategy multiworker needs TF_CONFIG" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from conftest import run_script
 
 @pytest.fixture(scope="module")
 def evaluation(trained_run):
-    folder = trained_run[2]
+    folder = trained_run.folder
     return evaluate.main(["--model", str(folder / "model.keras")]), folder
 
 
@@ -42,7 +42,7 @@ def test_plots_are_png_images(evaluation):
 
 
 def test_accuracy_is_printed(trained_run, capsys, tmp_path):
-    metrics = evaluate.main(["--model", str(trained_run[2] / "model.keras"), "--out", str(tmp_path)])
+    metrics = evaluate.main(["--model", str(trained_run.folder / "model.keras"), "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert f"test accuracy {metrics['accuracy']:.4f} ({round(metrics['accuracy'] * 10000)}/10000)" in out
     assert "most confused pairs: " in out and "precision" in out

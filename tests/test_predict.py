@@ -21,12 +21,11 @@ def rerendered(tmp_path_factory, mnist):
 
 
 def test_rerendered_mnist_digits_keep_their_labels(trained_run, rerendered, mnist, capsys):
-    model, _, folder = trained_run
-    results = predict.main([str(rerendered), "--model", str(folder / "model.keras"), "--json"])
+    results = predict.main([str(rerendered), "--model", str(trained_run.folder / "model.keras"), "--json"])
     assert len(results) == 200
     predicted = np.array([result["digit"] for result in results])
     truth = mnist.y_test[:200]
-    original = probability_model(model).predict(normalize_images(mnist.x_test[:200]), verbose=0)
+    original = probability_model(trained_run.model).predict(normalize_images(mnist.x_test[:200]), verbose=0)
     # Re-rendering must not cost more than a few digits compared with the model's own test accuracy.
     assert np.mean(predicted == truth) >= np.mean(original.argmax(axis=1) == truth) - 0.04
     printed = json.loads(capsys.readouterr().out)
@@ -38,7 +37,7 @@ def test_rerendered_mnist_digits_keep_their_labels(trained_run, rerendered, mnis
 def test_text_output_and_preprocessed_images(trained_run, rerendered, tmp_path, capsys):
     seen = tmp_path / "seen"
     image = rerendered / "000.png"
-    predict.main([str(image), "--model", str(trained_run[2] / "model.keras"), "--save-preprocessed", str(seen)])
+    predict.main([str(image), "--model", str(trained_run.folder / "model.keras"), "--save-preprocessed", str(seen)])
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"{image}: ") and "top: " in line
     assert np.asarray(Image.open(seen / "000.png")).shape == (28, 28)
@@ -51,7 +50,7 @@ def test_bad_files_are_reported_and_the_rest_still_predicted(trained_run, rerend
     result = run_script(
         "predict.py", str(rerendered / "001.png"), str(tmp_path / "empty.png"), str(tmp_path / "notes.png"),
         str(tmp_path / "blank.png"), str(tmp_path / "missing.png"),
-        "--model", str(trained_run[2] / "model.keras"),
+        "--model", str(trained_run.folder / "model.keras"),
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stdout.startswith(f"{rerendered / '001.png'}: ")
@@ -62,9 +61,9 @@ def test_bad_files_are_reported_and_the_rest_still_predicted(trained_run, rerend
 
 
 def test_folder_without_images_is_an_error(trained_run, tmp_path):
-    result = run_script("predict.py", str(tmp_path), "--model", str(trained_run[2] / "model.keras"))
+    result = run_script("predict.py", str(tmp_path), "--model", str(trained_run.folder / "model.keras"))
     assert result.returncode == 1
-    assert "folder holds no PNG, JPEG, BMP or GIF files" in result.stderr
+    assert "folder holds no PNG, JPEG, BMP, GIF, WebP or TIFF files" in result.stderr
 
 
 def test_missing_model_says_to_train_first(tmp_path):

@@ -2,10 +2,6 @@ import base64
 import io
 import json
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -14,7 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import PROJECT_ROOT
+from local_server import running_server
+from model import ModelConfig, build_model
 from serve import MAX_UPLOAD_BYTES, create_app, parse_args
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -24,7 +21,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
 
 @pytest.fixture(scope="module")
 def client(trained_run):
-    with TestClient(create_app(trained_run[0])) as client:
+    with TestClient(create_app(trained_run.model)) as client:
         yield client
 
 
@@ -64,7 +61,8 @@ def test_multipart_upload_gives_the_same_answer(client, mnist):
         ({"content": truncated_png()}, 400, "damaged"),
         ({"content": b"plain text"}, 400, "not an image"),
         ({"files": {"other": ("a.txt", b"hi", "text/plain")}}, 400, "field `file`"),
-        ({"content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=x"}}, 400, ""),
+        ({"content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=x"}}, 400,
+         "field `file`"),
         ({"content": b"\0" * (MAX_UPLOAD_BYTES + 1)}, 413, "limit is 1,000,000"),
     ],
     ids=["empty", "truncated-png", "text", "form-without-file", "malformed-multipart", "oversized"],
@@ -84,35 +82,26 @@ def test_page_static_files_and_api_docs_are_served(client):
     assert "softmax" in schema["paths"]["/api/predict"]["post"]["description"]
 
 
+@pytest.mark.parametrize(
+    "activation, says, never_says",
+    [("sigmoid", "10 sigmoid units", "is that softmax"), ("softmax", "is that softmax", "sigmoid")],
+)
+def test_probabilities_note_is_true_for_the_model_served(activation, says, never_says):
+    network = build_model(ModelConfig(hidden=(8,), output_activation=activation))
+    with TestClient(create_app(network)) as client:
+        note = client.get("/api/model").json()["probabilities"]
+        description = client.get("/openapi.json").json()["paths"]["/api/predict"]["post"]["description"]
+    assert says in note and never_says not in note and note in description
+
+
 def test_server_binds_loopback_unless_told_otherwise():
     assert parse_args([]).host == "127.0.0.1"
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live_server(trained_run):
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "serve.py", "--port", str(port), "--model", str(trained_run[2] / "model.keras")],
-        cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url + "/healthz", timeout=1)
-            break
-        except OSError:
-            assert process.poll() is None, process.stderr.read().decode()
-            time.sleep(0.3)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+    with running_server(trained_run.folder / "model.keras") as url:
+        yield url
 
 
 def test_drawing_in_a_real_browser_shows_what_the_api_returns(live_server, tmp_path):
@@ -137,12 +126,13 @@ def test_drawing_in_a_real_browser_shows_what_the_api_returns(live_server, tmp_p
         shown = [float(value) for value in page.locator("#bars li").evaluate_all(
             "rows => rows.map(row => row.dataset.probability)")]
         canvas_png = base64.b64decode(page.evaluate("pad.toDataURL('image/png')").split(",", 1)[1])
-        screenshot = PROJECT_ROOT / "artifacts" / "web_page.png"
-        screenshot.parent.mkdir(exist_ok=True)
-        page.screenshot(path=str(screenshot))
+        note = page.locator("#note").text_content()
+        page.screenshot(path=str(tmp_path / "web_page.png"))
         browser.close()
     request = urllib.request.Request(live_server + "/api/predict", data=canvas_png,
                                      headers={"Content-Type": "image/png"})
     answer = json.load(urllib.request.urlopen(request))
     assert shown_digit == answer["digit"]
     assert shown == pytest.approx(answer["probabilities"], abs=1e-6)
+    assert note == json.load(urllib.request.urlopen(live_server + "/api/model"))["probabilities"]
+    assert (tmp_path / "web_page.png").stat().st_size > 10_000

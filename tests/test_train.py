@@ -8,7 +8,9 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
+import tensorflow as tf
 
+import outputs
 import train
 from conftest import PROJECT_ROOT, TINY_TRAINING, run_script
 from data import MNIST_SHA256, normalize_images
@@ -16,25 +18,26 @@ from model import load_trained_model
 
 
 def test_training_lowers_loss_on_a_real_slice(trained_run):
-    history = json.loads((trained_run[2] / "history.json").read_text())
+    history = json.loads((trained_run.folder / "history.json").read_text())
     assert len(history["loss"]) == 2
     assert history["loss"][-1] < history["loss"][0]
     assert history["val_accuracy"][-1] > 0.8  # chance is 0.1
 
 
 def test_saved_model_reloads_and_predicts_the_same(trained_run, mnist):
-    model, _, folder = trained_run
     images = normalize_images(mnist.x_test[:200])
-    reloaded = load_trained_model(folder / "model.keras")
-    np.testing.assert_allclose(reloaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+    reloaded = load_trained_model(trained_run.folder / "model.keras")
+    expected = trained_run.model.predict(images, verbose=0)
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), expected, atol=1e-6)
 
 
-def test_run_record_holds_config_seed_checksums_and_versions(trained_run):
-    _, record, folder = trained_run
-    saved = json.loads((folder / "run.json").read_text())
-    assert saved == json.loads(json.dumps(record))
+def test_run_record_holds_settings_seed_checksums_and_versions(trained_run):
+    saved = json.loads((trained_run.folder / "run.json").read_text())
+    assert saved == json.loads(json.dumps(trained_run.record))
     assert saved["model"]["hidden"] == [64] and saved["model"]["output_activation"] == "sigmoid"
     assert saved["training"]["seed"] == 0 and saved["training"]["limit"] == 3000
+    assert saved["training"]["augment"] is False
+    assert saved["distribution"] == {"strategy": "default", "replicas": 1}
     assert saved["data"]["sha256"] == MNIST_SHA256
     assert saved["data"]["train_images"] == 2700 and saved["data"]["validation_images"] == 300
     assert {"tensorflow", "keras", "numpy", "scikit-learn"} <= set(saved["versions"])
@@ -42,28 +45,60 @@ def test_run_record_holds_config_seed_checksums_and_versions(trained_run):
 
 
 def test_training_curves_are_a_png(trained_run):
-    image = matplotlib.image.imread(trained_run[2] / "training_curves.png")
+    image = matplotlib.image.imread(trained_run.folder / "training_curves.png")
     assert image.shape[0] > 200 and image.shape[1] > 500
 
 
-def test_same_seed_gives_the_same_training(tmp_path):
-    argv = ["--limit", "1000", "--epochs", "1", "--hidden", "32", "--val-split", "0.2"]
-    first = train.main(argv + ["--out", str(tmp_path / "a")])[1]["final"]
-    second = train.main(argv + ["--out", str(tmp_path / "b")])[1]["final"]
-    assert first == pytest.approx(second, rel=1e-5)
+# Augmentation on (the default), so the random shifts and rotations are part of what must repeat.
+AUGMENTED = ["--limit", "1000", "--epochs", "1", "--hidden", "32", "--val-split", "0.2"]
+
+
+@pytest.fixture(scope="module")
+def augmented_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("augmented")
+    return train.main(AUGMENTED + ["--out", str(folder)])[1], folder
+
+
+def test_run_json_as_config_reproduces_the_weights(augmented_run, tmp_path):
+    record, folder = augmented_run
+    _, again = train.main(["--config", str(folder / "run.json"), "--out", str(tmp_path)])
+    assert again["model"] == record["model"] and again["training"] == record["training"]
+    assert again["weights_sha256"] == record["weights_sha256"]
+
+
+def test_another_seed_gives_other_weights(augmented_run, tmp_path):
+    record, folder = augmented_run
+    _, other = train.main(["--config", str(folder / "run.json"), "--seed", "1", "--out", str(tmp_path)])
+    assert other["weights_sha256"] != record["weights_sha256"]
+
+
+def test_saved_network_holds_no_augmentation_and_its_export_answers_the_same_twice(augmented_run, mnist, tmp_path):
+    _, folder = augmented_run
+    network = load_trained_model(folder / "model.keras")
+    assert not [layer.name for layer in network.layers if type(layer).__name__.startswith("Random")]
+    network.export(tmp_path / "saved_model", verbose=False)
+    exported = tf.saved_model.load(str(tmp_path / "saved_model"))
+    images = normalize_images(mnist.x_test[:500])
+    first, second = exported.serve(images).numpy(), exported.serve(images).numpy()
+    assert np.array_equal(first, second)
+    np.testing.assert_allclose(first, network.predict(images, verbose=0), atol=1e-6)
 
 
 @pytest.mark.parametrize(
     "flag, value, message",
     [
-        ("--epochs", "0", "must be a positive integer"),
-        ("--batch-size", "-3", "must be a positive integer"),
-        ("--hidden", "128,0", "must be a positive integer, got 0"),
-        ("--hidden", "wide", "expected comma-separated sizes"),
-        ("--dropout", "1", "must be in [0, 1)"),
-        ("--arch", "rnn", "invalid choice"),
-        ("--output-activation", "tanh", "invalid choice"),
-        ("--lr", "0", "must be positive"),
+        ("--epochs", "0", "epochs must be a positive integer, got 0"),
+        ("--batch-size", "-3", "batch_size must be a positive integer, got -3"),
+        ("--hidden", "128,0", "hidden must be one or more positive sizes, got (128, 0)"),
+        ("--hidden", "wide", "expected comma-separated sizes like 512,256, got 'wide'"),
+        ("--dropout", "1", "dropout must be in [0, 1), got 1.0"),
+        ("--arch", "rnn", "invalid choice: 'rnn'"),
+        ("--output-activation", "tanh", "invalid choice: 'tanh'"),
+        ("--lr", "0", "lr must be a positive number, got 0.0"),
+        ("--lr", "nan", "lr must be a positive number, got nan"),
+        ("--lr", "inf", "lr must be a positive number, got inf"),
+        ("--val-split", "1", "val_split must be in [0, 1), got 1.0"),
+        ("--seed", "-1", "seed must be 0 or more, got -1"),
     ],
 )
 def test_bad_flags_exit_with_a_usage_error(capsys, flag, value, message):
@@ -73,8 +108,25 @@ def test_bad_flags_exit_with_a_usage_error(capsys, flag, value, message):
     assert message in capsys.readouterr().err
 
 
+def test_bad_config_file_is_a_usage_error_naming_the_setting(tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text('{"model": {"arch": "cnn"}, "training": {"lr": NaN}}')
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--config", str(config), "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "lr must be a positive number, got nan" in capsys.readouterr().err
+
+
+def test_flags_override_the_config_file(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text('{"model": {"hidden": [16]}, "training": {"epochs": 3, "limit": 500}}')
+    _, record = train.main(["--config", str(config), "--epochs", "1", "--no-augment", "--out", str(tmp_path / "run")])
+    assert record["model"]["hidden"] == [16] and record["training"]["limit"] == 500
+    assert record["training"]["epochs"] == 1 == record["epochs_run"]
+
+
 def test_limit_beyond_the_data_is_refused(tmp_path):
-    with pytest.raises(SystemExit, match="--limit 70000 exceeds the 60000 training images"):
+    with pytest.raises(SystemExit, match="limit 70000 exceeds the 60000 training images"):
         train.main(["--limit", "70000", "--out", str(tmp_path)])
 
 
@@ -86,7 +138,7 @@ def test_unwritable_output_fails_before_training(tmp_path):
 
 
 def test_nearly_full_output_folder_fails_before_training(tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "MIN_FREE_BYTES", 10**18)  # more than any disk has free
+    monkeypatch.setattr(outputs, "MIN_FREE_BYTES", 10**18)  # more than any disk has free
     with pytest.raises(SystemExit, match="MB free in .*free some space or choose another --out"):
         train.main(TINY_TRAINING + ["--out", str(tmp_path)])
     assert list(tmp_path.iterdir()) == []

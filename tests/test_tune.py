@@ -12,7 +12,9 @@ import pytest
 import train
 import tune
 from conftest import run_script, start_script
-from model import build_model, model_config
+from model import build_model
+from settings import ARCH_DEFAULTS, resolve
+from training import StopOnSignal
 
 # Hyperband with 3 epochs at most runs 6 trials of 1 to 3 epochs: seconds on 1,500 images.
 SMALL_SEARCH = ["--limit", "1500", "--max-epochs", "3"]
@@ -32,17 +34,18 @@ def read_trials(folder):
 def test_search_writes_its_best_trial_as_a_train_config(search):
     best, folder = search
     assert json.loads((folder / "best_config.json").read_text()) == best
-    assert set(best) <= set(train.CONFIG_SETTINGS)
-    assert best["output_activation"] == "sigmoid" and best["epochs"] == 3
+    assert resolve(best).as_dict() == best  # complete settings, in run.json's shape
+    assert best["model"]["output_activation"] == "sigmoid" and best["training"]["epochs"] == 3
+    assert best["training"]["limit"] == 1500 and best["training"]["seed"] == 0
     rows = read_trials(folder)
     assert len(rows) == 6 and {row["status"] for row in rows} == {"COMPLETED"}
     top_score = max(float(row["val_accuracy"]) for row in rows)
     assert top_score > 0.5  # chance is 0.1
     assert any(
         float(row["val_accuracy"]) == top_score
-        and row["hidden"] == ",".join(map(str, best["hidden"]))
-        and float(row["lr"]) == best["lr"]
-        and int(row["batch_size"]) == best["batch_size"]
+        and row["hidden"] == ",".join(map(str, best["model"]["hidden"]))
+        and float(row["lr"]) == best["training"]["lr"]
+        and int(row["batch_size"]) == best["training"]["batch_size"]
         for row in rows
     )
 
@@ -61,30 +64,12 @@ def test_train_takes_the_best_config_and_flags_override_it(search, tmp_path):
     _, record = train.main(
         ["--config", str(folder / "best_config.json"), "--epochs", "1", "--limit", "1000", "--out", str(tmp_path)]
     )
-    assert list(record["model"]["hidden"]) == best["hidden"] and record["model"]["dropout"] == best["dropout"]
-    assert record["training"]["lr"] == best["lr"] and record["training"]["batch_size"] == best["batch_size"]
+    assert record["model"] == best["model"]
+    assert record["training"] == {**best["training"], "epochs": 1, "limit": 1000}
     assert record["epochs_run"] == 1  # the flag, not the config's 3
     evaluation = run_script("evaluate.py", "--model", str(tmp_path / "model.keras"))
     assert evaluation.returncode == 0, evaluation.stderr[-2000:]
     assert "test accuracy" in evaluation.stdout
-
-
-@pytest.mark.parametrize(
-    "content, message",
-    [
-        ("not json", "cannot use"),
-        ("[1, 2]", "must hold a JSON object of settings"),
-        ('{"depth": 3}', "'depth' is not one of the settings"),
-        ('{"dropout": 1.5}', "argument --dropout: must be in [0, 1), got 1.5"),
-    ],
-)
-def test_bad_config_is_a_usage_error(tmp_path, capsys, content, message):
-    config = tmp_path / "config.json"
-    config.write_text(content)
-    with pytest.raises(SystemExit) as exit_info:
-        train.main(["--config", str(config), "--out", str(tmp_path)])
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
 
 
 def test_other_search_settings_are_refused_in_the_same_folder(search):
@@ -128,10 +113,17 @@ def test_interrupted_search_resumes_where_it_stopped(tmp_path):
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
 def test_default_point_of_the_search_space_is_train_pys_default(arch):
-    hypermodel = tune.DigitHyperModel(tune.parse_args(["--arch", arch]), 1000, train.StopOnSignal())
+    base = tune.parse_args(["--arch", arch]).base
+    assert base == ARCH_DEFAULTS[arch]
+    hypermodel = tune.DigitHyperModel(base, 1000, StopOnSignal())
     hp = keras_tuner.HyperParameters()
-    model = hypermodel.build(hp)
-    assert model.count_params() == build_model(model_config(arch)).count_params()
-    settings = hypermodel.settings(hp)
-    assert settings["epochs"] == train.EPOCHS_BY_ARCH[arch]
-    assert settings["batch_size"] == 256 and settings["lr"] == 0.002 and settings["dropout"] == 0.3
+    assert hypermodel.settings(hp) == ARCH_DEFAULTS[arch]
+    assert hypermodel.build(hp).count_params() == build_model(ARCH_DEFAULTS[arch].model).count_params()
+
+
+def test_fixed_settings_are_flags_and_searched_ones_are_not(capsys):
+    base = tune.parse_args(["--no-augment", "--seed", "3", "--max-epochs", "4"]).base
+    assert base.training.augment is False and base.training.seed == 3 and base.training.epochs == 4
+    with pytest.raises(SystemExit):
+        tune.parse_args(["--lr", "0.1"])
+    assert "unrecognized arguments: --lr" in capsys.readouterr().err

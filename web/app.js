@@ -88,3 +88,8 @@ function showProbabilities(probabilities, top) {
 
 document.getElementById("clear").addEventListener("click", clearPad);
 clearPad();
+
+// The note under the pad says what the probabilities are for the model actually served.
+fetch("/api/model").then((response) => response.json()).then((model) => {
+  document.getElementById("note").textContent = model.probabilities;
+});

@@ -1,0 +1,64 @@
+"""serve.py running on this machine, as a user starts it: for the load test and the tests.
+
+    with running_server(Path("artifacts/model.keras")) as url:   # http://127.0.0.1:PORT
+        urllib.request.urlopen(url + "/healthz")
+
+Starts `python serve.py` on a free port of 127.0.0.1, waits until /healthz answers, and stops it
+on leaving. Only ever on the loopback address: nothing here can reach another machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+START_SECONDS = 60  # loading TensorFlow and the model takes a few seconds on 2 cores
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports on 127.0.0.1 that nothing listens on right now."""
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+@contextlib.contextmanager
+def running_server(model: Path, *flags: str) -> Iterator[str]:
+    """serve.py for `model` (with `flags`) on a free local port; yields its base URL."""
+    port = free_ports(1)[0]
+    log = tempfile.TemporaryFile()  # a file, not a pipe: a pipe nobody reads would stall the server
+    process = subprocess.Popen(
+        [sys.executable, "serve.py", "--port", str(port), "--model", str(model), *flags],
+        cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=1)
+                break
+            except OSError:
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"serve.py exited at start-up: {log.read()[-2000:].decode()}") from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"serve.py did not answer /healthz within {START_SECONDS} s") from None
+                time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()

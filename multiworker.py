@@ -1,0 +1,95 @@
+"""Training on several workers at once (MultiWorkerMirroredStrategy) with a custom training loop.
+
+    network, history = multiworker.train(model_config, config, (x_fit, y_fit), validation, strategy, stopper)
+
+A workaround, kept apart so it can go: Keras 3.15's `Model.fit` fails under
+MultiWorkerMirroredStrategy (it reduces per-replica input batches and scalar logs along an axis
+they lack). Delete this module, and call `training.train` for every strategy, once
+tests/test_distributed.py passes with `fit`. Until then it trains what `training.train` would:
+the same training model, loss, optimizer and input pipeline; each step's gradients are summed
+across workers, so every worker ends with the same weights. It has no backup: an interrupted
+multi-worker run starts over.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model import ModelConfig
+from training import (
+    LOSS,
+    StopOnSignal,
+    TrainConfig,
+    build_for_training,
+    network_of,
+    progress_mode,
+    steps_per_epoch,
+    training_batches,
+)
+
+
+def train(
+    model_config: ModelConfig,
+    config: TrainConfig,
+    training: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray] | None,
+    strategy: tf.distribute.MultiWorkerMirroredStrategy,
+    stopper: StopOnSignal,
+) -> tuple[keras.Model, dict[str, list[float]]]:
+    """`training.train` for several workers; `batch_size` is per replica."""
+    x_fit, y_fit = training
+    model = build_for_training(model_config, config, len(x_fit), strategy)
+    loss_of = keras.losses.get(LOSS)
+    batch_size = config.batch_size * strategy.num_replicas_in_sync
+    steps = steps_per_epoch(len(x_fit), batch_size)
+    with strategy.scope():
+        model.optimizer.build(model.trainable_variables)
+
+    def loss_and_correct(x, y, training):
+        # Sums over the batch; the scores keep the logits that the loss is computed from.
+        scores = model(x, training=training)
+        losses = loss_of(y, scores)
+        correct = tf.cast(tf.argmax(scores, axis=-1) == tf.argmax(y, axis=-1), tf.float32)
+        return losses, tf.reduce_sum(correct)
+
+    def replica_step(x, y):
+        with tf.GradientTape() as tape:
+            losses, correct = loss_and_correct(x, y, training=True)
+            loss = tf.nn.compute_average_loss(losses, global_batch_size=batch_size)
+        gradients = tape.gradient(loss, model.trainable_variables)
+        model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return tf.reduce_sum(losses), correct
+
+    @tf.function
+    def train_step(batches):
+        sums = strategy.run(replica_step, args=next(batches))
+        return [strategy.reduce("SUM", value, axis=None) for value in sums]
+
+    @tf.function
+    def validation_sums(x, y):
+        losses, correct = loss_and_correct(x, y, training=False)
+        return tf.reduce_sum(losses), correct
+
+    batches = iter(strategy.experimental_distribute_dataset(training_batches(x_fit, y_fit, batch_size, config.seed)))
+    metrics = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if validation else [])
+    history = {name: [] for name in metrics}
+    for epoch in range(config.epochs):
+        print(f"Epoch {epoch + 1}/{config.epochs}")  # as Model.fit shows it
+        progress = keras.utils.Progbar(steps, verbose=progress_mode(), stateful_metrics=metrics)
+        loss_sum = correct = 0.0
+        for step in range(1, steps + 1):
+            step_loss, step_correct = train_step(batches)
+            loss_sum, correct = loss_sum + float(step_loss), correct + float(step_correct)
+            if stopper.requested:
+                raise KeyboardInterrupt
+            logs = {"loss": loss_sum / (step * batch_size), "accuracy": correct / (step * batch_size)}
+            if step == steps and validation:
+                batches_of_validation = tf.data.Dataset.from_tensor_slices(validation).batch(1000)
+                sums = np.sum([validation_sums(x, y) for x, y in batches_of_validation], axis=0)
+                logs.update(val_loss=sums[0] / len(validation[0]), val_accuracy=sums[1] / len(validation[0]))
+            progress.update(step, list(logs.items()))
+        for name in metrics:
+            history[name].append(float(logs[name]))
+    return network_of(model), history

@@ -1,0 +1,123 @@
+"""Everything that writes into an output folder: atomic files, JSON, figures, the run record, and
+the checks that come before any of it (room to write, a lock on the settings of unfinished work).
+
+    from outputs import atomic_path, write_json, save_figure
+    write_json(out / "metrics.json", metrics)        # all-or-nothing: a crash leaves the old file
+    save_figure(figure, out / "confusion_matrix.png")
+
+Every file the project writes goes through `atomic_path`, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+from matplotlib.figure import Figure
+
+DPI = 110  # every PNG the project writes
+MODEL_NAME = "model.keras"
+RECORD_NAME = "run.json"  # beside every saved model: how it was made
+MIN_FREE_BYTES = 200_000_000  # a model, its backup and the plots, with room to spare
+
+
+class OutputError(Exception):
+    """An output folder that cannot take the results; the message says how to fix it."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (same suffix) and move it onto `path` on success.
+
+    A crash or kill mid-write leaves the previous file whole. The suffix is kept because Keras
+    insists on `.keras` and matplotlib picks the format from it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_json(path: str | Path, value: dict | list) -> None:
+    """Write `value` as indented JSON, atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(value, indent=2) + "\n")
+
+
+def save_model(model, folder: Path, record: dict) -> None:
+    """Save a Keras model as `folder`/model.keras and its record as run.json, each atomically."""
+    with atomic_path(folder / MODEL_NAME) as temporary:
+        model.save(temporary)
+    write_json(folder / RECORD_NAME, record)
+
+
+def save_figure(figure: Figure, path: str | Path) -> None:
+    """Write a matplotlib figure as a PNG, atomically."""
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=DPI)
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before training, not after it, when `folder` cannot take files or is nearly full."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+        free = shutil.disk_usage(folder).free
+    except OSError as exc:
+        raise OutputError(f"cannot write to {folder} ({exc.strerror}): choose another --out") from None
+    if free < MIN_FREE_BYTES:
+        raise OutputError(
+            f"only {free / 1e6:.0f} MB free in {folder}, {MIN_FREE_BYTES / 1e6:.0f} MB needed: "
+            "free some space or choose another --out"
+        )
+
+
+def keep_settings(lock: Path, settings: dict, out: Path) -> None:
+    """Record `settings` in the file `lock`, refusing to continue work of other settings in `out`.
+
+    Resuming an interrupted run (or search) is only sound with the settings that started it.
+    """
+    settings = json.loads(json.dumps(settings))  # tuples as JSON gives them back
+    if lock.exists() and json.loads(lock.read_text()) != settings:
+        raise OutputError(
+            f"{out} holds work done with other settings: rerun that command to "
+            "resume or reuse it, add --fresh to discard it, or choose another --out"
+        )
+    write_json(lock, settings)
+
+
+def library_versions() -> dict[str, str]:
+    """Python's and the libraries' versions that decide the numbers in a run record."""
+    import keras
+    import matplotlib
+    import numpy
+    import sklearn
+    import tensorflow
+
+    return {
+        "python": platform.python_version(),
+        **{module.__name__: module.__version__ for module in (tensorflow, keras, numpy, matplotlib)},
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+def run_record(**facts) -> dict:
+    """The record saved beside a model: when, with which libraries, and the `facts` given."""
+    return {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **facts,
+        "versions": library_versions(),
+    }

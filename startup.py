@@ -1,0 +1,55 @@
+"""Importing TensorFlow without its C++ start-up notices.
+
+    from startup import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # each script, before its other imports
+
+TensorFlow's native code logs a few INFO lines on import (oneDNN is on, the CPU's instructions, an
+absl notice) that TF_CPP_MIN_LOG_LEVEL no longer reaches. They say nothing a user can act on, so
+they are held back; warnings and errors logged at the same time still show. With
+TF_CPP_MIN_LOG_LEVEL=0 everything shows, as TensorFlow prints it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+
+# absl's format: severity letter, date, time, thread, file:line]; continuation lines lack it.
+LOG_RECORD = re.compile(r"[IWEF]\d{4} [\d:.]+ +\d+ [^ \]]+:\d+\] ")
+ABSL_NOTICE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with stderr held back, then replay all of it but the INFO records."""
+    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        import tensorflow  # noqa: F401
+
+        return
+    with tempfile.TemporaryFile() as held:
+        sys.stderr.flush()
+        real_stderr = os.dup(2)
+        os.dup2(held.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(real_stderr, 2)
+            os.close(real_stderr)
+        held.seek(0)
+        sys.stderr.write(without_notices(held.read().decode(errors="replace")))
+
+
+def without_notices(text: str) -> str:
+    """`text` less absl's INFO records (with their continuation lines) and its start-up notice."""
+    kept, keeping = [], True
+    for line in text.splitlines(keepends=True):
+        if LOG_RECORD.match(line):
+            keeping = not line.startswith("I")
+        elif line.strip() == ABSL_NOTICE:
+            continue
+        if keeping:
+            kept.append(line)
+    return "".join(kept)

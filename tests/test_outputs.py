@@ -1,0 +1,58 @@
+"""outputs.py: everything the project writes into an output folder."""
+
+import json
+
+import matplotlib.image
+import pytest
+from matplotlib.figure import Figure
+
+import outputs
+from outputs import OutputError, atomic_path, keep_settings
+
+
+def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as temporary:
+            temporary.write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old"
+    assert [path.name for path in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_atomic_path_keeps_the_suffix_keras_and_matplotlib_need(tmp_path):
+    with atomic_path(tmp_path / "model.keras") as temporary:
+        assert temporary.suffix == ".keras" and temporary.parent == tmp_path
+        temporary.write_text("x")
+    assert (tmp_path / "model.keras").read_text() == "x"
+
+
+def test_figures_are_pngs_at_the_one_dpi(tmp_path):
+    figure = Figure(figsize=(4, 3))
+    figure.subplots().plot([0, 1], [1, 0])
+    outputs.save_figure(figure, tmp_path / "plot.png")
+    image = matplotlib.image.imread(tmp_path / "plot.png")
+    assert image.shape[:2] == (3 * outputs.DPI, 4 * outputs.DPI)
+
+
+def test_settings_lock_refuses_other_settings_in_the_same_folder(tmp_path):
+    lock = tmp_path / "settings.json"
+    keep_settings(lock, {"epochs": 3, "hidden": (64,)}, tmp_path)
+    keep_settings(lock, {"epochs": 3, "hidden": [64]}, tmp_path)  # as JSON gives it back: the same
+    with pytest.raises(OutputError, match="holds work done with other settings.*--fresh"):
+        keep_settings(lock, {"epochs": 4, "hidden": (64,)}, tmp_path)
+    assert json.loads(lock.read_text()) == {"epochs": 3, "hidden": [64]}
+
+
+def test_unwritable_folder_is_an_output_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match="cannot write to .*choose another --out"):
+        outputs.check_writable(blocker / "run")
+
+
+def test_run_record_names_the_libraries_that_made_it():
+    record = outputs.run_record(epochs_run=3)
+    assert record["epochs_run"] == 3 and record["created"].endswith("+00:00")
+    assert {"python", "tensorflow", "keras", "numpy", "scikit-learn", "matplotlib"} == set(record["versions"])

@@ -1,0 +1,37 @@
+"""startup.py: TensorFlow's C++ start-up notices are held back; its warnings and errors are not."""
+
+from conftest import run_script
+from startup import without_notices
+
+IMPORT = "from startup import import_tensorflow_quietly; import_tensorflow_quietly(); import keras; print('ready')"
+
+
+def test_importing_tensorflow_shows_no_start_up_notices():
+    result = run_script("-c", IMPORT)
+    assert result.returncode == 0 and result.stdout == "ready\n"
+    assert "oneDNN" not in result.stderr and "absl::InitializeLog" not in result.stderr
+    assert "cpu_feature_guard" not in result.stderr
+
+
+def test_asking_for_them_shows_them():
+    result = run_script("-c", IMPORT, TF_CPP_MIN_LOG_LEVEL="0")
+    assert "oneDNN custom operations are on" in result.stderr
+
+
+def test_warnings_errors_and_other_output_pass_through():
+    text = (
+        "a Python warning\n"
+        "I0000 00:00:1795666926.049994    4940 port.cc:153] oneDNN custom operations are on.\n"
+        "I0000 00:00:1795666926.086454    4940 cpu_feature_guard.cc:227] This binary is optimized.\n"
+        "To enable the following instructions: AVX2, rebuild TensorFlow.\n"
+        "W0000 00:00:1795666926.1    4940 loader.cc:9] a kernel is missing\n"
+        "  its second line\n"
+        "E0000 00:00:1795666926.2    4940 device.cc:1] an error\n"
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+    )
+    assert without_notices(text) == (
+        "a Python warning\n"
+        "W0000 00:00:1795666926.1    4940 loader.cc:9] a kernel is missing\n"
+        "  its second line\n"
+        "E0000 00:00:1795666926.2    4940 device.cc:1] an error\n"
+    )

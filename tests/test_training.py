@@ -1,0 +1,59 @@
+"""training.py: the recipe every script trains through."""
+
+import keras
+import numpy as np
+import pytest
+
+from model import ModelConfig
+from training import TrainConfig, TrainingError, network_of, training_model, training_split
+
+SMALL = ModelConfig(hidden=(16,), dropout=0.0)
+
+
+def test_augmentation_acts_only_while_training_and_stays_out_of_the_network(mnist):
+    keras.utils.set_random_seed(0)
+    model = training_model(SMALL, augment=True)
+    network = network_of(model)
+    images = mnist.x_test[:64].astype("float32") / 255
+    assert [type(layer).__name__ for layer in network.layers if "Random" in type(layer).__name__] == []
+    at_inference = np.asarray(model(images, training=False))
+    np.testing.assert_allclose(np.asarray(network(images)), at_inference, atol=1e-6)
+    assert not np.allclose(np.asarray(model(images, training=True)), at_inference, atol=1e-3)
+
+
+def test_without_augmentation_training_sees_the_images_unchanged(mnist):
+    model = training_model(SMALL, augment=False)
+    images = mnist.x_test[:16].astype("float32") / 255
+    np.testing.assert_allclose(np.asarray(model(images, training=True)), np.asarray(model(images)), atol=1e-6)
+
+
+def test_training_split_is_normalized_one_hot_and_seeded(mnist):
+    config = TrainConfig(limit=1000, val_split=0.2, seed=3)
+    x_fit, y_fit, x_val, y_val = training_split(mnist, config)
+    assert x_fit.shape == (800, 28, 28) and x_val.shape == (200, 28, 28) and x_fit.dtype == np.float32
+    assert y_fit.shape == (800, 10) and np.all(y_fit.sum(axis=1) == 1)
+    assert np.bincount(np.concatenate([y_fit, y_val]).argmax(1), minlength=10).tolist() == np.bincount(
+        mnist.y_train[:1000], minlength=10).tolist()
+    again = training_split(mnist, config)
+    assert np.array_equal(again[2], x_val)
+    assert not np.array_equal(training_split(mnist, TrainConfig(limit=1000, val_split=0.2, seed=4))[2], x_val)
+
+
+def test_a_limit_beyond_the_data_is_a_training_error(mnist):
+    with pytest.raises(TrainingError, match="limit 60001 exceeds the 60000 training images"):
+        training_split(mnist, TrainConfig(limit=60001))
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"epochs": 0}, "epochs must be a positive integer"),
+        ({"limit": 0}, "limit must be a positive integer"),
+        ({"lr": float("nan")}, "lr must be a positive number"),
+        ({"lr": -1.0}, "lr must be a positive number"),
+        ({"val_split": float("nan")}, r"val_split must be in \[0, 1\)"),
+    ],
+)
+def test_train_config_refuses_bad_values(values, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**values)

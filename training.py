@@ -1,0 +1,276 @@
+"""The training recipe: its settings (`TrainConfig`) beside the functions that fit a network.
+
+    from training import TrainConfig, training_split, train
+    x_fit, y_fit, x_val, y_val = training_split(mnist, config)
+    network, history = train(model_config, config, (x_fit, y_fit), (x_val, y_val))
+
+Owns compile (categorical cross-entropy, Adam on a cosine decay), the input pipeline, the
+training-only augmentation, the callbacks (epoch history, stop on a signal, backup and resume) and
+`fit`. train.py, tune.py and bench/ all train through here. Takes configs and arrays, returns the
+network and its history, raises exceptions; printing results is the caller's job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from data import IMAGE_SIZE, NUM_CLASSES, Mnist, normalize_images, split_validation
+from model import ModelConfig, build_model
+from outputs import write_json
+
+LOSS = "categorical_crossentropy"
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a network is fitted. Each field is a flag of train.py; its metadata holds the help."""
+
+    epochs: int = field(default=20, metadata={"help": "passes over the training split"})
+    batch_size: int = field(default=256, metadata={"help": "images per step (per replica)"})
+    lr: float = field(default=2e-3, metadata={"help": "peak Adam learning rate, decayed to 0 on a cosine"})
+    # Random shifts and rotations of the training images: validation accuracy of the default MLP
+    # 98.4% -> 98.8% at the same cost (bench/NOTES.md).
+    augment: bool = field(default=True, metadata={"help": "random shifts (±10%) and rotations (±14°) of the training images"})
+    seed: int = field(default=0, metadata={"help": "seeds Python, NumPy, TensorFlow and the split"})
+    val_split: float = field(default=0.1, metadata={"help": "share of the training images held out"})
+    limit: int | None = field(default=None, metadata={"help": "use only the first N training images"})
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size") + (("limit",) if self.limit is not None else ()):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be 0 or more, got {self.seed}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if not 0 <= self.val_split < 1:  # NaN fails this too
+            raise ValueError(f"val_split must be in [0, 1), got {self.val_split}")
+
+
+class TrainingError(Exception):
+    """Training that cannot start or could not finish; the message says what to do."""
+
+
+def training_split(mnist: Mnist, config: TrainConfig) -> tuple[np.ndarray, ...]:
+    """x_fit, y_fit, x_val, y_val: the first `limit` training images, normalized, labels one-hot,
+    split by `seed`."""
+    if config.limit and config.limit > len(mnist.x_train):
+        raise TrainingError(f"limit {config.limit} exceeds the {len(mnist.x_train)} training images")
+    x = normalize_images(mnist.x_train[: config.limit])
+    y = np.eye(NUM_CLASSES, dtype=np.float32)[mnist.y_train[: config.limit]]
+    return split_validation(x, y, config.val_split, config.seed)
+
+
+def steps_per_epoch(train_images: int, batch_size: int) -> int:
+    """Batches in one pass over the training images, the last one partial."""
+    return math.ceil(train_images / batch_size)
+
+
+def training_model(model_config: ModelConfig, augment: bool) -> keras.Model:
+    """The network inside a training-only wrapper that augments its input when `augment`.
+
+    Augmentation is part of training, never of the saved network: a saved network applies no
+    random transforms, so every export of it gives the same answer twice.
+    """
+    inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE), name="image")
+    x = inputs
+    if augment:
+        # Made before the network: layers draw their seeds in the order they are made, and this
+        # order keeps the weights of the runs recorded in bench/NOTES.md.
+        shift = keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant")
+        rotate = keras.layers.RandomRotation(0.04, fill_mode="constant")
+        x = keras.layers.Reshape((IMAGE_SIZE, IMAGE_SIZE, 1))(x)
+        x = keras.layers.Reshape((IMAGE_SIZE, IMAGE_SIZE))(rotate(shift(x)))
+    network = build_model(model_config)
+    return keras.Model(inputs, network(x), name=f"{network.name}_training")
+
+
+def network_of(model: keras.Model) -> keras.Model:
+    """The inference network inside a model made by `training_model`."""
+    return model.layers[-1]
+
+
+def build_for_training(
+    model_config: ModelConfig,
+    config: TrainConfig,
+    train_images: int,
+    strategy: tf.distribute.Strategy | None = None,
+) -> keras.Model:
+    """The seeded, compiled training model: Adam from `lr` on a cosine decay over all the steps.
+
+    With a `strategy`, the model lives in its scope and `batch_size` is per replica.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    keras.utils.set_random_seed(config.seed)
+    steps = config.epochs * steps_per_epoch(train_images, config.batch_size * strategy.num_replicas_in_sync)
+    with strategy.scope():
+        model = training_model(model_config, config.augment)
+        optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(config.lr, steps))
+        model.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"])
+    return model
+
+
+def training_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
+    """Endless shuffled batches of (x, y), reshuffled on every pass.
+
+    One endless iterator for the whole fit, not Keras's one per epoch: re-creating the input
+    pipeline each epoch cost up to 2 s of a 3-5 s MLP epoch (bench/NOTES.md).
+    """
+    options = tf.data.Options()
+    # Across workers, each takes its share of every batch: arrays in memory have no files to split.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # No autotuning thread: destroying the iterator at the end of fit could wait on it for up to a
+    # minute (bench/NOTES.md); two batches ahead is all this pipeline needs.
+    options.autotune.enabled = False
+    return (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(batch_size)
+        .prefetch(2)
+        .with_options(options)
+    )
+
+
+def progress_mode() -> int:
+    """Keras's verbosity: its progress bar on a terminal, one line per epoch in logs and CI."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+class EpochHistory(keras.callbacks.Callback):
+    """Every epoch's metrics in a JSON file, so the history survives an interruption and resume."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_begin(self, logs=None):
+        self.rows = json.loads(self.path.read_text()) if self.path.exists() else []
+
+    def on_epoch_end(self, epoch, logs=None):
+        # `epoch` counts from the run's start, resumed or not: rows past it belong to lost work.
+        self.rows = self.rows[:epoch] + [{name: float(value) for name, value in logs.items()}]
+        write_json(self.path, self.rows)
+
+    def history(self) -> dict[str, list[float]]:
+        return {name: [row[name] for row in self.rows] for name in self.rows[0]}
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Turns Ctrl-C or a kill into a KeyboardInterrupt at the next batch end.
+
+    Python raises KeyboardInterrupt wherever the signal lands, and inside TensorFlow's iterator
+    clean-up it can be printed and swallowed, leaving training running. Raising it from a callback
+    stops `fit` reliably; a second signal stops at once.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.requested = False
+
+    def request_stop(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.requested:
+            raise KeyboardInterrupt
+
+    on_test_batch_end = on_train_batch_end
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[StopOnSignal]:
+    """While inside, Ctrl-C or SIGTERM stops training at the next batch end, even where the shell
+    started us with SIGINT ignored; the caller's handlers come back afterwards."""
+    stopper = StopOnSignal()
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    previous_handlers = [signal.signal(stop, stopper.request_stop) for stop in stop_signals]
+    try:
+        yield stopper
+    finally:
+        for stop, handler in zip(stop_signals, previous_handlers):
+            signal.signal(stop, handler)
+
+
+def completed_epochs(backup: Path) -> int:
+    """Epochs that Keras's BackupAndRestore has saved in `backup` (0 if none)."""
+    metadata = backup / "training_metadata.json"
+    return json.loads(metadata.read_text())["epoch"] if metadata.exists() else 0
+
+
+def fit(
+    model: keras.Model,
+    config: TrainConfig,
+    x_fit: np.ndarray,
+    y_fit: np.ndarray,
+    validation: tuple[np.ndarray, np.ndarray] | None,
+    callbacks: list[keras.callbacks.Callback] = (),
+    backup: Path | None = None,
+    epochs: int | None = None,
+    initial_epoch: int = 0,
+    verbose: int | str | None = None,
+) -> dict[str, list[float]]:
+    """Fit a model from `build_for_training` on normalized images and one-hot labels.
+
+    Runs to `epochs` (default: the config's; a tuner may stop sooner or start at `initial_epoch`).
+    With `backup`, every epoch's weights, optimizer state and metrics are saved there, a fit that
+    finds them resumes after the last saved epoch, and they are removed when the fit completes.
+    Returns the metrics per epoch, the resumed run's included.
+    """
+    batch_size = config.batch_size * model.distribute_strategy.num_replicas_in_sync
+    callbacks = list(callbacks)
+    if backup is not None:
+        epoch_history = EpochHistory(backup / "history.json")
+        # double_checkpoint keeps the previous epoch's files while the next are being written.
+        restore = keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)
+        callbacks = [epoch_history, restore, *callbacks]  # history first: restore deletes the folder
+    history = model.fit(
+        training_batches(x_fit, y_fit, batch_size, config.seed),
+        steps_per_epoch=steps_per_epoch(len(x_fit), batch_size),
+        shuffle=False,  # training_batches shuffles
+        epochs=epochs or config.epochs,
+        initial_epoch=initial_epoch,
+        validation_data=validation,
+        callbacks=callbacks,
+        verbose=progress_mode() if verbose is None else verbose,
+    ).history
+    return epoch_history.history() if backup is not None else history
+
+
+def train(
+    model_config: ModelConfig,
+    config: TrainConfig,
+    training: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray] | None,
+    callbacks: list[keras.callbacks.Callback] = (),
+    backup: Path | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+) -> tuple[keras.Model, dict[str, list[float]]]:
+    """Build and fit the network the configs describe; returns it (inference only) and its history."""
+    model = build_for_training(model_config, config, len(training[0]), strategy)
+    history = fit(model, config, *training, validation, callbacks, backup)
+    return network_of(model), history
+
+
+def distribution_strategy(name: str) -> tf.distribute.Strategy:
+    """The tf.distribute strategy of that name; create it before TensorFlow does anything else."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()

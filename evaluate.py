@@ -42,9 +42,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def most_confused_pairs(matrix: np.ndarray, count: int) -> list[dict]:
     """The digit pairs (a < b) mistaken for each other most often, both directions added."""
     pairs = [
-        {"digits": [a, b], "errors": int(matrix[a, b] + matrix[b, a]),
-         f"{a}_as_{b}": int(matrix[a, b]), f"{b}_as_{a}": int(matrix[b, a])}
-        for a in DIGITS for b in DIGITS if a < b
+        {
+            "digits": [a, b],
+            "errors": int(matrix[a, b] + matrix[b, a]),
+            f"{a}_as_{b}": int(matrix[a, b]),
+            f"{b}_as_{a}": int(matrix[b, a]),
+        }
+        for a in DIGITS
+        for b in DIGITS
+        if a < b
     ]
     pairs.sort(key=lambda pair: -pair["errors"])
     return [pair for pair in pairs[:count] if pair["errors"]]
@@ -54,8 +60,14 @@ def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, normalize: str | None
     figure = Figure(figsize=(7.5, 6.5), layout="constrained")
     ax = figure.subplots()
     ConfusionMatrixDisplay.from_predictions(
-        y_true, y_pred, labels=DIGITS, normalize=normalize, ax=ax, cmap="Blues",
-        values_format=".2f" if normalize else "d", colorbar=True,
+        y_true,
+        y_pred,
+        labels=DIGITS,
+        normalize=normalize,
+        ax=ax,
+        cmap="Blues",
+        values_format=".2f" if normalize else "d",
+        colorbar=True,
     )
     kind = "share of each true digit" if normalize else "counts"
     accuracy = np.mean(y_true == y_pred)
@@ -103,10 +115,14 @@ def main(argv: list[str] | None = None) -> dict:
     pairs = most_confused_pairs(matrix, args.top_pairs)
 
     print(classification_report(y_true, y_pred, labels=DIGITS, digits=4))
-    print("most confused pairs: " + ", ".join(
-        f"{a}/{b} {pair['errors']} ({pair[f'{a}_as_{b}']}+{pair[f'{b}_as_{a}']})"
-        for pair in pairs for a, b in [pair["digits"]]
-    ))
+    print(
+        "most confused pairs: "
+        + ", ".join(
+            f"{a}/{b} {pair['errors']} ({pair[f'{a}_as_{b}']}+{pair[f'{b}_as_{a}']})"
+            for pair in pairs
+            for a, b in [pair["digits"]]
+        )
+    )
     plot_confusion(y_true, y_pred, None, out / "confusion_matrix.png")
     plot_confusion(y_true, y_pred, "true", out / "confusion_matrix_normalized.png")
     plot_misclassified(mnist.x_test, y_true, probabilities, out / "misclassified.png")

@@ -41,7 +41,9 @@ def running_server(model: Path, *flags: str) -> Iterator[str]:
     log = tempfile.TemporaryFile()  # a file, not a pipe: a pipe nobody reads would stall the server
     process = subprocess.Popen(
         [sys.executable, "serve.py", "--port", str(port), "--model", str(model), *flags],
-        cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=log,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -53,7 +55,9 @@ def running_server(model: Path, *flags: str) -> Iterator[str]:
             except OSError:
                 if process.poll() is not None:
                     log.seek(0)
-                    raise RuntimeError(f"serve.py exited at start-up: {log.read()[-2000:].decode()}") from None
+                    raise RuntimeError(
+                        f"serve.py exited at start-up: {log.read()[-2000:].decode()}"
+                    ) from None
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"serve.py did not answer /healthz within {START_SECONDS} s") from None
                 time.sleep(0.3)

@@ -29,7 +29,9 @@ LOGITS_LAYER = "logits"
 class ModelConfig:
     """The network's settings. Each field is a flag of train.py; its metadata holds the help."""
 
-    arch: str = field(default="mlp", metadata={"choices": ARCHS, "help": "dense network, or convolution blocks first"})
+    arch: str = field(
+        default="mlp", metadata={"choices": ARCHS, "help": "dense network, or convolution blocks first"}
+    )
     hidden: tuple[int, ...] = field(default=(1024, 512), metadata={"help": "widths of the Dense ReLU layers"})
     dropout: float = field(default=0.3, metadata={"help": "dropout after each hidden layer; 0 turns it off"})
     # The user's design: 10 independent sigmoid units. Categorical cross-entropy divides them by
@@ -37,7 +39,9 @@ class ModelConfig:
     output_activation: str = field(
         default="sigmoid", metadata={"choices": OUTPUT_ACTIVATIONS, "help": "the output layer's activation"}
     )
-    filters: tuple[int, ...] = field(default=(32, 64), metadata={"help": "cnn: filters of each convolution block"})
+    filters: tuple[int, ...] = field(
+        default=(32, 64), metadata={"help": "cnn: filters of each convolution block"}
+    )
     kernel_size: int = field(default=3, metadata={"help": "cnn: convolution kernel size"})
 
     def __post_init__(self) -> None:
@@ -108,9 +112,7 @@ def load_trained_model(path: str | Path) -> keras.Model:
         model = keras.models.load_model(path, safe_mode=True)
     except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelError(
-            f"cannot load {path} ({reason}): retrain it with `python train.py`"
-        ) from None
+        raise ModelError(f"cannot load {path} ({reason}): retrain it with `python train.py`") from None
     shapes_fit = tuple(model.input_shape[1:]) == (IMAGE_SIZE, IMAGE_SIZE) and tuple(
         model.output_shape[1:]
     ) == (NUM_CLASSES,)

@@ -72,7 +72,9 @@ def train(
         losses, correct = loss_and_correct(x, y, training=False)
         return tf.reduce_sum(losses), correct
 
-    batches = iter(strategy.experimental_distribute_dataset(training_batches(x_fit, y_fit, batch_size, config.seed)))
+    batches = iter(
+        strategy.experimental_distribute_dataset(training_batches(x_fit, y_fit, batch_size, config.seed))
+    )
     metrics = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if validation else [])
     history = {name: [] for name in metrics}
     for epoch in range(config.epochs):

@@ -84,12 +84,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         probabilities = model.predict(normalize_images(np.stack(digits)), verbose=0)
         for path, digit, row in zip(readable, digits, probabilities):
             ranked = np.argsort(-row)[: args.top]
-            results.append({
-                "file": str(path),
-                "digit": int(ranked[0]),
-                "confidence": float(row[ranked[0]]),
-                "top": [{"digit": int(d), "probability": float(row[d])} for d in ranked],
-            })
+            results.append(
+                {
+                    "file": str(path),
+                    "digit": int(ranked[0]),
+                    "confidence": float(row[ranked[0]]),
+                    "top": [{"digit": int(d), "probability": float(row[d])} for d in ranked],
+                }
+            )
             if args.save_preprocessed:
                 with atomic_path(args.save_preprocessed / f"{path.stem}.png") as temporary:
                     Image.fromarray(digit).save(temporary)

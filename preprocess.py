@@ -24,8 +24,12 @@ MIN_CONTRAST = 40  # of 255: less difference between ink and paper than this is 
 INK_THRESHOLD = 0.25  # share of full ink that counts towards the bounding box, above paper noise
 # The formats the project names and predict.py looks for in a folder (Pillow reads a few more).
 IMAGE_FORMATS = {
-    "PNG": (".png",), "JPEG": (".jpg", ".jpeg"), "BMP": (".bmp",), "GIF": (".gif",),
-    "WebP": (".webp",), "TIFF": (".tif", ".tiff"),
+    "PNG": (".png",),
+    "JPEG": (".jpg", ".jpeg"),
+    "BMP": (".bmp",),
+    "GIF": (".gif",),
+    "WebP": (".webp",),
+    "TIFF": (".tif", ".tiff"),
 }
 IMAGE_SUFFIXES = {suffix for suffixes in IMAGE_FORMATS.values() for suffix in suffixes}
 FORMAT_NAMES = ", ".join(list(IMAGE_FORMATS)[:-1]) + " or " + list(IMAGE_FORMATS)[-1]

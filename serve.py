@@ -63,8 +63,7 @@ def create_app(model: keras.Model) -> FastAPI:
     note = probabilities_note(model)
     app = FastAPI(
         title="MNIST digit recognizer",
-        description="Draw or upload one handwritten digit; get the digit the model reads. "
-        + note,
+        description="Draw or upload one handwritten digit; get the digit the model reads. " + note,
     )
 
     @app.middleware("http")
@@ -99,13 +98,23 @@ def create_app(model: keras.Model) -> FastAPI:
         summary="Read the digit in one image",
         description=f"Send a {FORMAT_NAMES} image of one digit (at most 1 MB) as multipart field `file` "
         "or as the raw request body. " + note,
-        responses={400: {"description": "not an image, or no digit in it"},
-                   413: {"description": "upload over 1 MB"}},
-        openapi_extra={"requestBody": {"content": {
-            "multipart/form-data": {"schema": {"type": "object", "properties": {
-                "file": {"type": "string", "format": "binary"}}}},
-            "image/png": {"schema": {"type": "string", "format": "binary"}},
-        }}},
+        responses={
+            400: {"description": "not an image, or no digit in it"},
+            413: {"description": "upload over 1 MB"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"file": {"type": "string", "format": "binary"}},
+                        }
+                    },
+                    "image/png": {"schema": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
     )
     async def predict(request: Request, file: UploadFile | None = File(None)) -> dict:
         if file is not None:

@@ -99,7 +99,10 @@ def read_file(path: Path) -> dict[str, dict]:
 
 def merged(*overrides: dict[str, dict]) -> dict[str, dict]:
     """Overrides section by section, later ones winning."""
-    return {section: {k: v for given in overrides for k, v in given.get(section, {}).items()} for section in SECTIONS}
+    return {
+        section: {k: v for given in overrides for k, v in given.get(section, {}).items()}
+        for section in SECTIONS
+    }
 
 
 # ---- Command-line flags -------------------------------------------------------------------------
@@ -117,10 +120,15 @@ def add_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) ->
         for field in dataclasses.fields(config_type):
             if field.name in exclude:
                 continue
-            shown = {arch: shown_value(getattr(getattr(defaults, section), field.name))
-                     for arch, defaults in ARCH_DEFAULTS.items()}
+            shown = {
+                arch: shown_value(getattr(getattr(defaults, section), field.name))
+                for arch, defaults in ARCH_DEFAULTS.items()
+            }
             default_text = (
-                DEFAULT_ARCH if field.name == "arch" else shown[DEFAULT_ARCH] if len(set(shown.values())) == 1
+                DEFAULT_ARCH
+                if field.name == "arch"
+                else shown[DEFAULT_ARCH]
+                if len(set(shown.values())) == 1
                 else "; ".join(f"{arch}: {value}" for arch, value in shown.items())
             )
             options = {
@@ -136,7 +144,9 @@ def add_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) ->
             elif kind == tuple[int, ...]:
                 options.update(type=sizes, metavar="N,N,...")
             else:
-                options.update(type=int if kind == (int | None) else kind, metavar="N" if kind is not float else "X")
+                options.update(
+                    type=int if kind == (int | None) else kind, metavar="N" if kind is not float else "X"
+                )
             group.add_argument("--" + field.name.replace("_", "-"), **options)
 
 
@@ -155,7 +165,9 @@ def sizes(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated sizes like 512,256, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated sizes like 512,256, got {text!r}"
+        ) from None
 
 
 def shown_value(value: object) -> str:

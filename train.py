@@ -57,9 +57,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     settings.add_flags(parser)
     run = parser.add_argument_group("run")
     run.add_argument(
-        "--strategy", choices=STRATEGIES, default="default", help="tf.distribute strategy; --batch-size is per replica"
+        "--strategy",
+        choices=STRATEGIES,
+        default="default",
+        help="tf.distribute strategy; --batch-size is per replica",
     )
-    run.add_argument("--config", type=Path, help="JSON settings: a run.json or tune.py's best_config.json; flags win")
+    run.add_argument(
+        "--config", type=Path, help="JSON settings: a run.json or tune.py's best_config.json; flags win"
+    )
     run.add_argument("--data", type=Path, help="mnist.npz or a folder of IDX files [datasets/mnist.npz]")
     run.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder")
     run.add_argument("--fresh", action="store_true", help="discard an interrupted run's backup in --out")
@@ -70,7 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     except ValueError as exc:
         parser.error(str(exc))
     if args.strategy == "multiworker" and "TF_CONFIG" not in os.environ:
-        parser.error("--strategy multiworker needs TF_CONFIG naming the workers and this one's index (README)")
+        parser.error(
+            "--strategy multiworker needs TF_CONFIG naming the workers and this one's index (README)"
+        )
     return args
 
 
@@ -96,7 +103,9 @@ def resume_or_start(args: argparse.Namespace, backup: Path, lock: dict) -> int:
     outputs.keep_settings(backup / "settings.json", lock, args.out)
     done = completed_epochs(backup)
     if done:
-        print(f"resuming after epoch {done} of {args.settings.training.epochs} from {backup} (--fresh starts over)")
+        print(
+            f"resuming after epoch {done} of {args.settings.training.epochs} from {backup} (--fresh starts over)"
+        )
     return done
 
 
@@ -114,7 +123,9 @@ def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
     distribution = {"strategy": args.strategy, "replicas": strategy.num_replicas_in_sync}
     backup = args.out / BACKUP_NAME
     try:
-        resumed_from = 0 if multiworker_run else resume_or_start(args, backup, {**run.as_dict(), **distribution})
+        resumed_from = (
+            0 if multiworker_run else resume_or_start(args, backup, {**run.as_dict(), **distribution})
+        )
     except outputs.OutputError as exc:
         raise SystemExit(f"error: {exc}")
     validation = (x_val, y_val) if len(x_val) else None
@@ -122,13 +133,21 @@ def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
     try:
         with stop_on_signals() as stopper:
             if multiworker_run:
-                network, history = multiworker.train(run.model, run.training, (x_fit, y_fit), validation, strategy, stopper)
+                network, history = multiworker.train(
+                    run.model, run.training, (x_fit, y_fit), validation, strategy, stopper
+                )
             else:
-                network, history = train(run.model, run.training, (x_fit, y_fit), validation, [stopper], backup, strategy)
+                network, history = train(
+                    run.model, run.training, (x_fit, y_fit), validation, [stopper], backup, strategy
+                )
     except KeyboardInterrupt:
-        saved = "nothing saved: a multi-worker run starts over" if multiworker_run else (
-            f"{completed_epochs(backup)} of {run.training.epochs} epochs saved in {backup}: run the same "
-            "command again to resume, or add --fresh to start over"
+        saved = (
+            "nothing saved: a multi-worker run starts over"
+            if multiworker_run
+            else (
+                f"{completed_epochs(backup)} of {run.training.epochs} epochs saved in {backup}: run the same "
+                "command again to resume, or add --fresh to start over"
+            )
         )
         print(f"\ninterrupted with {saved}", file=sys.stderr)
         raise SystemExit(130)
@@ -137,8 +156,12 @@ def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
     record = outputs.run_record(
         **run.as_dict(),
         distribution=distribution,
-        data={"source": mnist.source, "sha256": MNIST_SHA256, "train_images": len(x_fit),
-              "validation_images": len(x_val)},
+        data={
+            "source": mnist.source,
+            "sha256": MNIST_SHA256,
+            "train_images": len(x_fit),
+            "validation_images": len(x_val),
+        },
         epochs_run=len(history["loss"]),
         resumed_from_epoch=resumed_from,
         wall_seconds=round(wall_seconds, 1),  # this session's, when resumed
@@ -146,11 +169,20 @@ def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
         weights_sha256=weights_sha256(network),
     )
     final = record["final"]
-    summary = f"val accuracy {final['val_accuracy']:.4f}" if validation else f"train accuracy {final['accuracy']:.4f}"
+    summary = (
+        f"val accuracy {final['val_accuracy']:.4f}"
+        if validation
+        else f"train accuracy {final['accuracy']:.4f}"
+    )
     resolver = strategy.cluster_resolver
-    worker = f" on {resolver.task_type} {resolver.task_id} of {strategy.num_replicas_in_sync} replicas" if (
-        multiworker_run) else ""
-    print(f"trained {run.model.arch}{worker} in {wall_seconds:.1f}s, {summary}; weights sha256 {record['weights_sha256'][:16]}")
+    worker = (
+        f" on {resolver.task_type} {resolver.task_id} of {strategy.num_replicas_in_sync} replicas"
+        if (multiworker_run)
+        else ""
+    )
+    print(
+        f"trained {run.model.arch}{worker} in {wall_seconds:.1f}s, {summary}; weights sha256 {record['weights_sha256'][:16]}"
+    )
     if strategy.extended.should_checkpoint:  # the one process of a cluster that saves
         outputs.save_model(network, args.out, record)
         outputs.write_json(args.out / "history.json", history)

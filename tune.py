@@ -37,7 +37,15 @@ import outputs
 import settings
 from data import DataError, load_mnist
 from settings import ARCH_DEFAULTS, Settings
-from training import StopOnSignal, TrainingError, build_for_training, fit, progress_mode, stop_on_signals, training_split
+from training import (
+    StopOnSignal,
+    TrainingError,
+    build_for_training,
+    fit,
+    progress_mode,
+    stop_on_signals,
+    training_split,
+)
 
 PROJECT_NAME = "search"  # KerasTuner's folder in --out
 OBJECTIVE = "val_accuracy"
@@ -64,24 +72,32 @@ class DigitHyperModel(keras_tuner.HyperModel):
         model, training = self.base.model, self.base.training
         if model.arch == "cnn":
             chosen = {
-                "filters": (hp.Choice("filters_1", [16, 32, 64], default=model.filters[0]),
-                            hp.Choice("filters_2", [32, 64, 128], default=model.filters[1])),
+                "filters": (
+                    hp.Choice("filters_1", [16, 32, 64], default=model.filters[0]),
+                    hp.Choice("filters_2", [32, 64, 128], default=model.filters[1]),
+                ),
                 "kernel_size": hp.Choice("kernel_size", [3, 5], default=model.kernel_size),
                 "hidden": (hp.Choice("width_1", [64, 128, 256], default=model.hidden[0]),),
             }
         else:
             layers = hp.Int("layers", 1, 3, default=len(model.hidden))
-            chosen = {"hidden": tuple(
-                hp.Choice(f"width_{i}", [256, 512, 1024, 2048], default=model.hidden[min(i, len(model.hidden)) - 1])
-                for i in range(1, layers + 1)
-            )}
+            chosen = {
+                "hidden": tuple(
+                    hp.Choice(
+                        f"width_{i}",
+                        [256, 512, 1024, 2048],
+                        default=model.hidden[min(i, len(model.hidden)) - 1],
+                    )
+                    for i in range(1, layers + 1)
+                )
+            }
         dropout = hp.Float("dropout", 0.0, 0.5, step=0.1, default=model.dropout)
         return Settings(
             dataclasses.replace(model, **chosen, dropout=round(dropout, 2)),
             dataclasses.replace(
                 training,
                 batch_size=hp.Choice("batch_size", [64, 128, 256, 512], default=training.batch_size),
-                lr=float(f'{hp.Float("lr", 3e-4, 1e-2, sampling="log", default=training.lr):.3g}'),
+                lr=float(f"{hp.Float('lr', 3e-4, 1e-2, sampling='log', default=training.lr):.3g}"),
             ),
         )
 
@@ -89,9 +105,20 @@ class DigitHyperModel(keras_tuner.HyperModel):
         point = self.settings(hp)
         return build_for_training(point.model, point.training, self.train_images)
 
-    def fit(self, hp, model, x, y, validation_data=None, callbacks=(), epochs=None, initial_epoch=0, verbose=None):
-        fit(model, self.settings(hp).training, x, y, validation_data, [*callbacks, self.stopper],
-            epochs=epochs, initial_epoch=initial_epoch, verbose=verbose)
+    def fit(
+        self, hp, model, x, y, validation_data=None, callbacks=(), epochs=None, initial_epoch=0, verbose=None
+    ):
+        fit(
+            model,
+            self.settings(hp).training,
+            x,
+            y,
+            validation_data,
+            [*callbacks, self.stopper],
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            verbose=verbose,
+        )
         return model.history  # KerasTuner scores a History
 
 
@@ -104,10 +131,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     search = parser.add_argument_group("search")
     search.add_argument("--tuner", choices=("hyperband", "bayesian"), default="hyperband")
     search.add_argument(
-        "--trials", type=int, help=f"most trials to run [hyperband: its whole schedule; bayesian: {BAYESIAN_TRIALS}]"
+        "--trials",
+        type=int,
+        help=f"most trials to run [hyperband: its whole schedule; bayesian: {BAYESIAN_TRIALS}]",
     )
     search.add_argument(
-        "--max-epochs", type=int, help="epochs of a fully trained trial, and of best_config.json [train.py's --epochs]"
+        "--max-epochs",
+        type=int,
+        help="epochs of a fully trained trial, and of best_config.json [train.py's --epochs]",
     )
     search.add_argument("--data", type=Path, help="mnist.npz or a folder of IDX files [datasets/mnist.npz]")
     search.add_argument("--out", type=Path, default=Path("artifacts/tuning"), help="output folder")
@@ -133,15 +164,21 @@ def role() -> str:
         return "alone"
     missing = [name for name in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if name not in os.environ]
     if missing:
-        raise SystemExit(f"error: KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} not: set both (README)")
+        raise SystemExit(
+            f"error: KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} not: set both (README)"
+        )
     return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
 
 
 def make_tuner(args: argparse.Namespace, hypermodel: DigitHyperModel) -> keras_tuner.Tuner:
     """KerasTuner's tuner, reloading the search already in --out if there is one."""
     common = dict(
-        hypermodel=hypermodel, objective=OBJECTIVE, seed=args.base.training.seed + 1,  # KerasTuner draws a seed for 0
-        directory=str(args.out), project_name=PROJECT_NAME, overwrite=False,
+        hypermodel=hypermodel,
+        objective=OBJECTIVE,
+        seed=args.base.training.seed + 1,  # KerasTuner draws a seed for 0
+        directory=str(args.out),
+        project_name=PROJECT_NAME,
+        overwrite=False,
     )
     if args.tuner == "bayesian":
         return keras_tuner.BayesianOptimization(max_trials=args.trials or BAYESIAN_TRIALS, **common)
@@ -157,13 +194,15 @@ def trial_rows(tuner: keras_tuner.Tuner, hypermodel: DigitHyperModel) -> list[di
     for trial in sorted(tuner.oracle.trials.values(), key=lambda trial: trial.trial_id):
         point = hypermodel.settings(trial.hyperparameters.copy())
         chosen = {**dataclasses.asdict(point.model), **dataclasses.asdict(point.training)}
-        rows.append({
-            "trial": trial.trial_id,
-            "status": trial.status,
-            OBJECTIVE: None if trial.score is None else round(float(trial.score), 4),
-            "epochs": trial.hyperparameters.values.get("tuner/epochs", point.training.epochs),
-            **{name: settings.shown_value(chosen[name]) for name in columns},
-        })
+        rows.append(
+            {
+                "trial": trial.trial_id,
+                "status": trial.status,
+                OBJECTIVE: None if trial.score is None else round(float(trial.score), 4),
+                "epochs": trial.hyperparameters.values.get("tuner/epochs", point.training.epochs),
+                **{name: settings.shown_value(chosen[name]) for name in columns},
+            }
+        )
     return rows
 
 
@@ -175,7 +214,10 @@ def write_table(rows: list[dict], folder: Path, title: str) -> None:
         writer.writerows(rows)
     ranked = sorted(rows, key=lambda row: -1 if row[OBJECTIVE] is None else row[OBJECTIVE], reverse=True)
     lines = [f"# {title}", "", "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join("" if value is None else str(value) for value in row.values()) + " |" for row in ranked]
+    lines += [
+        "| " + " | ".join("" if value is None else str(value) for value in row.values()) + " |"
+        for row in ranked
+    ]
     with outputs.atomic_path(folder / "trials.md") as temporary:
         temporary.write_text("\n".join(lines) + "\n")
 
@@ -188,11 +230,20 @@ def plot_trials(rows: list[dict], path: Path, title: str) -> None:
     figure = Figure(figsize=(9, 4.5), layout="constrained")
     ax = figure.subplots()
     points = ax.scatter(number, accuracy, c=[row["epochs"] for row in scored], cmap="viridis", s=40, zorder=3)
-    figure.colorbar(points, ax=ax, label="epochs trained").ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    figure.colorbar(points, ax=ax, label="epochs trained").ax.yaxis.set_major_locator(
+        MaxNLocator(integer=True)
+    )
     ax.step(number, np.maximum.accumulate(accuracy), where="post", color="grey", label="best so far")
     best = int(np.argmax(accuracy))
-    ax.scatter(number[best], accuracy[best], marker="*", s=300, color="crimson", zorder=4,
-               label=f"best: trial {scored[best]['trial']}, {accuracy[best]:.4f}")
+    ax.scatter(
+        number[best],
+        accuracy[best],
+        marker="*",
+        s=300,
+        color="crimson",
+        zorder=4,
+        label=f"best: trial {scored[best]['trial']}, {accuracy[best]:.4f}",
+    )
     ax.set(title=title, xlabel="trial", ylabel="validation accuracy")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
@@ -219,17 +270,27 @@ def main(argv: list[str] | None = None) -> dict | None:
     except (outputs.OutputError, DataError, TrainingError) as exc:
         raise SystemExit(f"error: {exc}")
     if this_role == "chief":
-        print(f"chief: serving the search on {os.environ['KERASTUNER_ORACLE_IP']}:"
-              f"{os.environ['KERASTUNER_ORACLE_PORT']} until the workers finish it")
+        print(
+            f"chief: serving the search on {os.environ['KERASTUNER_ORACLE_IP']}:"
+            f"{os.environ['KERASTUNER_ORACLE_PORT']} until the workers finish it"
+        )
     try:
         with stop_on_signals() as stopper:
             hypermodel = DigitHyperModel(base, len(x_fit), stopper)
             tuner = make_tuner(args, hypermodel)
-            tuner.search(x_fit, y_fit, validation_data=(x_val, y_val), epochs=base.training.epochs,
-                         verbose=progress_mode())
+            tuner.search(
+                x_fit,
+                y_fit,
+                validation_data=(x_val, y_val),
+                epochs=base.training.epochs,
+                verbose=progress_mode(),
+            )
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the search so far is kept in {project}: run the same command again to "
-              "resume it, or add --fresh to start over", file=sys.stderr)
+        print(
+            f"\ninterrupted: the search so far is kept in {project}: run the same command again to "
+            "resume it, or add --fresh to start over",
+            file=sys.stderr,
+        )
         raise SystemExit(130)
     if this_role == "worker":
         print(f"{os.environ['KERASTUNER_TUNER_ID']}: the search is finished; the chief writes the results")
@@ -241,14 +302,18 @@ def main(argv: list[str] | None = None) -> dict | None:
         raise SystemExit(f"error: none of the {len(rows)} trials completed: see the messages above")
     best = hypermodel.settings(tuner.get_best_hyperparameters(1)[0]).as_dict()
     outputs.write_json(args.out / "best_config.json", best)
-    title = (f"{args.tuner} search over the {base.model.arch}: {len(completed)} trials on {len(x_fit):,} "
-             f"images, scored on {len(x_val):,} validation images")
+    title = (
+        f"{args.tuner} search over the {base.model.arch}: {len(completed)} trials on {len(x_fit):,} "
+        f"images, scored on {len(x_val):,} validation images"
+    )
     write_table(rows, args.out, title)
     plot_trials(rows, args.out / "trials.png", title)
     top = max(completed, key=lambda row: row[OBJECTIVE])
     print(f"best of {len(completed)} trials: trial {top['trial']}, {OBJECTIVE} {top[OBJECTIVE]:.4f}, {best}")
-    print(f"wrote best_config.json, trials.csv, trials.md and trials.png in {args.out}; retrain with\n"
-          f"  python train.py --config {args.out / 'best_config.json'} --out artifacts/tuned")
+    print(
+        f"wrote best_config.json, trials.csv, trials.md and trials.png in {args.out}; retrain with\n"
+        f"  python train.py --config {args.out / 'best_config.json'} --out artifacts/tuned"
+    )
     return best
 
 

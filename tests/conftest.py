@@ -13,7 +13,19 @@ from data import load_mnist
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Small enough to train in seconds, large enough that the loss visibly falls.
-TINY_TRAINING = ["--limit", "3000", "--epochs", "2", "--hidden", "64", "--dropout", "0", "--no-augment", "--batch-size", "64"]
+TINY_TRAINING = [
+    "--limit",
+    "3000",
+    "--epochs",
+    "2",
+    "--hidden",
+    "64",
+    "--dropout",
+    "0",
+    "--no-augment",
+    "--batch-size",
+    "64",
+]
 
 
 class TrainedRun(NamedTuple):
@@ -40,14 +52,22 @@ def trained_run(tmp_path_factory) -> TrainedRun:
 def run_script(*args: str, **environment: str) -> subprocess.CompletedProcess:
     """Run one of the project's scripts as a user would, capturing its output."""
     return subprocess.run(
-        [sys.executable, *args], cwd=PROJECT_ROOT, env={**os.environ, **environment},
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, *args],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **environment},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
 def start_script(*args: str, **environment: str) -> subprocess.Popen:
     """Start one of the project's scripts in the background with extra environment variables."""
     return subprocess.Popen(
-        [sys.executable, *args], cwd=PROJECT_ROOT, env={**os.environ, **environment},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, *args],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **environment},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )

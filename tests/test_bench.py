@@ -8,7 +8,9 @@ from conftest import run_script
 @pytest.fixture(scope="module")
 def quick_benchmark(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bench")
-    result = run_script("bench/benchmark.py", "--quick", "--only", "ours-mlp", "seed-mlp", "--out", str(folder))
+    result = run_script(
+        "bench/benchmark.py", "--quick", "--only", "ours-mlp", "seed-mlp", "--out", str(folder)
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads((folder / "results-quick.json").read_text()), (folder / "results-quick.md").read_text()
 
@@ -18,10 +20,16 @@ def test_quick_benchmark_measures_each_contender_from_its_own_curve(quick_benchm
     assert set(report["results"]) == {"ours-mlp", "seed-mlp"}
     ceiling = report["matmul_ceiling_gflops"]
     for name, result in report["results"].items():
-        (seconds, accuracy), = result["curve"]  # one epoch, one point
-        assert result["epochs"] == 1 and result["train_seconds"] == seconds and result["test_accuracy"] == accuracy
+        ((seconds, accuracy),) = result["curve"]  # one epoch, one point
+        assert (
+            result["epochs"] == 1
+            and result["train_seconds"] == seconds
+            and result["test_accuracy"] == accuracy
+        )
         assert result["samples_per_second"] == pytest.approx(1800 / seconds)  # 2,000 images less 10% held out
-        assert result["gflops"] == pytest.approx(result["samples_per_second"] * result["flops_per_sample"] / 1e9)
+        assert result["gflops"] == pytest.approx(
+            result["samples_per_second"] * result["flops_per_sample"] / 1e9
+        )
         assert result["ceiling_fraction"] == pytest.approx(result["gflops"] / ceiling)
         assert result["seconds_to_98"] == (seconds if accuracy >= 0.98 else None), name
     ours = report["results"]["ours-mlp"]

@@ -44,14 +44,23 @@ def test_two_workers_train_the_same_weights_and_only_the_chief_saves(tmp_path):
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     workers = [
         start_script(
-            "train.py", "--strategy", "multiworker", *TINY_TRAINING, "--out", str(tmp_path / f"worker{index}"),
+            "train.py",
+            "--strategy",
+            "multiworker",
+            *TINY_TRAINING,
+            "--out",
+            str(tmp_path / f"worker{index}"),
             TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
         )
         for index in range(2)
     ]
     outputs = finish(workers)
-    fingerprints = [line.rsplit(" ", 1)[-1] for stdout, _ in outputs for line in stdout.splitlines()
-                    if line.startswith("trained mlp on worker")]
+    fingerprints = [
+        line.rsplit(" ", 1)[-1]
+        for stdout, _ in outputs
+        for line in stdout.splitlines()
+        if line.startswith("trained mlp on worker")
+    ]
     assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
     record = json.loads((tmp_path / "worker0" / "run.json").read_text())
     assert record["weights_sha256"].startswith(fingerprints[0])

@@ -29,8 +29,10 @@ def test_metrics_json_agrees_with_its_confusion_matrix(evaluation):
     assert 0.8 < metrics["accuracy"] < 1 and metrics["loss"] > 0
     top = metrics["most_confused_pairs"][0]
     a, b = top["digits"]
-    assert top["errors"] == matrix[a, b] + matrix[b, a] == max(
-        matrix[i, j] + matrix[j, i] for i in range(10) for j in range(i + 1, 10)
+    assert (
+        top["errors"]
+        == matrix[a, b] + matrix[b, a]
+        == max(matrix[i, j] + matrix[j, i] for i in range(10) for j in range(i + 1, 10))
     )
 
 

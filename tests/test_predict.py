@@ -37,7 +37,9 @@ def test_rerendered_mnist_digits_keep_their_labels(trained_run, rerendered, mnis
 def test_text_output_and_preprocessed_images(trained_run, rerendered, tmp_path, capsys):
     seen = tmp_path / "seen"
     image = rerendered / "000.png"
-    predict.main([str(image), "--model", str(trained_run.folder / "model.keras"), "--save-preprocessed", str(seen)])
+    predict.main(
+        [str(image), "--model", str(trained_run.folder / "model.keras"), "--save-preprocessed", str(seen)]
+    )
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"{image}: ") and "top: " in line
     assert np.asarray(Image.open(seen / "000.png")).shape == (28, 28)
@@ -48,9 +50,14 @@ def test_bad_files_are_reported_and_the_rest_still_predicted(trained_run, rerend
     (tmp_path / "notes.png").write_text("not an image")
     Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
     result = run_script(
-        "predict.py", str(rerendered / "001.png"), str(tmp_path / "empty.png"), str(tmp_path / "notes.png"),
-        str(tmp_path / "blank.png"), str(tmp_path / "missing.png"),
-        "--model", str(trained_run.folder / "model.keras"),
+        "predict.py",
+        str(rerendered / "001.png"),
+        str(tmp_path / "empty.png"),
+        str(tmp_path / "notes.png"),
+        str(tmp_path / "blank.png"),
+        str(tmp_path / "missing.png"),
+        "--model",
+        str(trained_run.folder / "model.keras"),
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stdout.startswith(f"{rerendered / '001.png'}: ")

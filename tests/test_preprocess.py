@@ -68,7 +68,9 @@ def test_jpeg_bmp_and_gif_decode_to_the_same_digit():
     image = drawn_one()
     reference = mnist_style_digit(read_image(encode(image)))
     for format in ("JPEG", "BMP", "GIF"):
-        digit = mnist_style_digit(read_image(encode(image.convert("RGB") if format == "JPEG" else image, format)))
+        digit = mnist_style_digit(
+            read_image(encode(image.convert("RGB") if format == "JPEG" else image, format))
+        )
         assert np.abs(digit.astype(int) - reference).mean() < 3, format
 
 

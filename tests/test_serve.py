@@ -15,8 +15,15 @@ from model import ModelConfig, build_model
 from serve import MAX_UPLOAD_BYTES, create_app, parse_args
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +45,9 @@ def png_of(digit_uint8, size=140):
 
 
 def test_real_digit_is_read_from_a_raw_png_body(client, mnist):
-    response = client.post("/api/predict", content=png_of(mnist.x_test[0]), headers={"content-type": "image/png"})
+    response = client.post(
+        "/api/predict", content=png_of(mnist.x_test[0]), headers={"content-type": "image/png"}
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["digit"] == mnist.y_test[0] == int(np.argmax(body["probabilities"]))
@@ -61,8 +70,11 @@ def test_multipart_upload_gives_the_same_answer(client, mnist):
         ({"content": truncated_png()}, 400, "damaged"),
         ({"content": b"plain text"}, 400, "not an image"),
         ({"files": {"other": ("a.txt", b"hi", "text/plain")}}, 400, "field `file`"),
-        ({"content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=x"}}, 400,
-         "field `file`"),
+        (
+            {"content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=x"}},
+            400,
+            "field `file`",
+        ),
         ({"content": b"\0" * (MAX_UPLOAD_BYTES + 1)}, 413, "limit is 1,000,000"),
     ],
     ids=["empty", "truncated-png", "text", "form-without-file", "malformed-multipart", "oversized"],
@@ -123,14 +135,19 @@ def test_drawing_in_a_real_browser_shows_what_the_api_returns(live_server, tmp_p
         page.mouse.up()
         page.wait_for_function("document.body.dataset.state === 'ready'")
         shown_digit = int(page.locator("#digit").text_content())
-        shown = [float(value) for value in page.locator("#bars li").evaluate_all(
-            "rows => rows.map(row => row.dataset.probability)")]
+        shown = [
+            float(value)
+            for value in page.locator("#bars li").evaluate_all(
+                "rows => rows.map(row => row.dataset.probability)"
+            )
+        ]
         canvas_png = base64.b64decode(page.evaluate("pad.toDataURL('image/png')").split(",", 1)[1])
         note = page.locator("#note").text_content()
         page.screenshot(path=str(tmp_path / "web_page.png"))
         browser.close()
-    request = urllib.request.Request(live_server + "/api/predict", data=canvas_png,
-                                     headers={"Content-Type": "image/png"})
+    request = urllib.request.Request(
+        live_server + "/api/predict", data=canvas_png, headers={"Content-Type": "image/png"}
+    )
     answer = json.load(urllib.request.urlopen(request))
     assert shown_digit == answer["digit"]
     assert shown == pytest.approx(answer["probabilities"], abs=1e-6)

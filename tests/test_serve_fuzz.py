@@ -37,13 +37,22 @@ def images(draw):
         image.convert("RGB").save(buffer, format="PNG")
     data = buffer.getvalue()
     cut = draw(st.integers(0, len(data)))  # often a truncated file
-    return data[: cut] if draw(st.booleans()) else data
+    return data[:cut] if draw(st.booleans()) else data
 
 
-CONTENT_TYPES = st.sampled_from([
-    "image/png", "image/jpeg", "application/octet-stream", "text/plain", "application/json",
-    "multipart/form-data", "multipart/form-data; boundary=xyz", "application/x-www-form-urlencoded", "",
-])
+CONTENT_TYPES = st.sampled_from(
+    [
+        "image/png",
+        "image/jpeg",
+        "application/octet-stream",
+        "text/plain",
+        "application/json",
+        "multipart/form-data",
+        "multipart/form-data; boundary=xyz",
+        "application/x-www-form-urlencoded",
+        "",
+    ]
+)
 
 
 def assert_handled(client, response):
@@ -65,17 +74,24 @@ def test_any_raw_body_gets_an_answer_not_a_crash(client, body, content_type):
 
 
 @FUZZ
-@given(body=st.binary(max_size=5000) | images(), field=st.sampled_from(["file", "image", "f"]),
-       filename=st.text(max_size=30), part_type=CONTENT_TYPES)
+@given(
+    body=st.binary(max_size=5000) | images(),
+    field=st.sampled_from(["file", "image", "f"]),
+    filename=st.text(max_size=30),
+    part_type=CONTENT_TYPES,
+)
 def test_any_multipart_upload_gets_an_answer_not_a_crash(client, body, field, filename, part_type):
     response = client.post("/api/predict", files={field: (filename, body, part_type or "image/png")})
     assert_handled(client, response)
 
 
 @FUZZ
-@given(prefix=st.binary(max_size=200), boundary=st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=20))
+@given(
+    prefix=st.binary(max_size=200),
+    boundary=st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=20),
+)
 def test_malformed_multipart_bodies_get_4xx(client, prefix, boundary):
-    body = prefix + f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n".encode()
+    body = prefix + f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="file"\r\n\r\n'.encode()
     response = client.post(
         "/api/predict", content=body, headers={"content-type": f"multipart/form-data; boundary={boundary}"}
     )

@@ -29,7 +29,9 @@ def test_given_values_override_the_architectures_defaults():
 
 
 def test_settings_round_trip_through_their_json_shape():
-    original = Settings(ModelConfig(arch="cnn", hidden=(32,)), TrainConfig(epochs=3, limit=100, augment=False))
+    original = Settings(
+        ModelConfig(arch="cnn", hidden=(32,)), TrainConfig(epochs=3, limit=100, augment=False)
+    )
     shape = original.as_dict()
     assert set(shape) == {"model", "training"} and shape["model"]["hidden"] == [32]
     assert resolve(shape) == original
@@ -87,7 +89,9 @@ def parser_with_flags(**options):
 
 def test_every_field_is_a_flag_and_only_given_flags_override():
     parser = parser_with_flags()
-    every_field = [field.name for config in (ModelConfig, TrainConfig) for field in dataclasses.fields(config)]
+    every_field = [
+        field.name for config in (ModelConfig, TrainConfig) for field in dataclasses.fields(config)
+    ]
     flags = {action.dest.split(".")[1] for action in parser._actions if "." in action.dest}
     assert flags == set(every_field)
     given = settings.given_flags(parser.parse_args(["--hidden", "8,4", "--no-augment", "--lr", "0.5"]))
@@ -98,7 +102,9 @@ def test_every_field_is_a_flag_and_only_given_flags_override():
 def test_help_shows_each_architectures_default():
     helps = {action.dest: action.help for action in parser_with_flags()._actions}
     assert helps["model.hidden"].endswith("[mlp: 1024,512; cnn: 128]")
-    assert helps["training.epochs"].endswith("[mlp: 20; cnn: 25]") and helps["model.dropout"].endswith("[0.3]")
+    assert helps["training.epochs"].endswith("[mlp: 20; cnn: 25]") and helps["model.dropout"].endswith(
+        "[0.3]"
+    )
     assert helps["model.arch"].endswith("[mlp]") and helps["training.limit"].endswith("[all]")
 
 

@@ -3,7 +3,9 @@
 from conftest import run_script
 from startup import without_notices
 
-IMPORT = "from startup import import_tensorflow_quietly; import_tensorflow_quietly(); import keras; print('ready')"
+IMPORT = (
+    "from startup import import_tensorflow_quietly; import_tensorflow_quietly(); import keras; print('ready')"
+)
 
 
 def test_importing_tensorflow_shows_no_start_up_notices():

@@ -72,7 +72,9 @@ def test_another_seed_gives_other_weights(augmented_run, tmp_path):
     assert other["weights_sha256"] != record["weights_sha256"]
 
 
-def test_saved_network_holds_no_augmentation_and_its_export_answers_the_same_twice(augmented_run, mnist, tmp_path):
+def test_saved_network_holds_no_augmentation_and_its_export_answers_the_same_twice(
+    augmented_run, mnist, tmp_path
+):
     _, folder = augmented_run
     network = load_trained_model(folder / "model.keras")
     assert not [layer.name for layer in network.layers if type(layer).__name__.startswith("Random")]
@@ -120,7 +122,9 @@ def test_bad_config_file_is_a_usage_error_naming_the_setting(tmp_path, capsys):
 def test_flags_override_the_config_file(tmp_path):
     config = tmp_path / "config.json"
     config.write_text('{"model": {"hidden": [16]}, "training": {"epochs": 3, "limit": 500}}')
-    _, record = train.main(["--config", str(config), "--epochs", "1", "--no-augment", "--out", str(tmp_path / "run")])
+    _, record = train.main(
+        ["--config", str(config), "--epochs", "1", "--no-augment", "--out", str(tmp_path / "run")]
+    )
     assert record["model"]["hidden"] == [16] and record["training"]["limit"] == 500
     assert record["training"]["epochs"] == 1 == record["epochs_run"]
 
@@ -155,8 +159,13 @@ def test_bad_dataset_is_one_line_without_traceback(tmp_path):
 
 def start_and_stop_after_first_epoch(argv, stop_signal):
     """Start train.py and send `stop_signal` once its first epoch is backed up."""
-    process = subprocess.Popen([sys.executable, "train.py", *argv], cwd=PROJECT_ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "train.py", *argv],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metadata = Path(argv[argv.index("--out") + 1]) / ".backup" / "training_metadata.json"
     deadline = time.monotonic() + 120
     while not metadata.exists() and process.poll() is None and time.monotonic() < deadline:

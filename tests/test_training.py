@@ -32,8 +32,10 @@ def test_training_split_is_normalized_one_hot_and_seeded(mnist):
     x_fit, y_fit, x_val, y_val = training_split(mnist, config)
     assert x_fit.shape == (800, 28, 28) and x_val.shape == (200, 28, 28) and x_fit.dtype == np.float32
     assert y_fit.shape == (800, 10) and np.all(y_fit.sum(axis=1) == 1)
-    assert np.bincount(np.concatenate([y_fit, y_val]).argmax(1), minlength=10).tolist() == np.bincount(
-        mnist.y_train[:1000], minlength=10).tolist()
+    assert (
+        np.bincount(np.concatenate([y_fit, y_val]).argmax(1), minlength=10).tolist()
+        == np.bincount(mnist.y_train[:1000], minlength=10).tolist()
+    )
     again = training_split(mnist, config)
     assert np.array_equal(again[2], x_val)
     assert not np.array_equal(training_split(mnist, TrainConfig(limit=1000, val_split=0.2, seed=4))[2], x_val)

@@ -62,7 +62,16 @@ def test_search_writes_a_markdown_table_and_a_plot(search):
 def test_train_takes_the_best_config_and_flags_override_it(search, tmp_path):
     best, folder = search
     _, record = train.main(
-        ["--config", str(folder / "best_config.json"), "--epochs", "1", "--limit", "1000", "--out", str(tmp_path)]
+        [
+            "--config",
+            str(folder / "best_config.json"),
+            "--epochs",
+            "1",
+            "--limit",
+            "1000",
+            "--out",
+            str(tmp_path),
+        ]
     )
     assert record["model"] == best["model"]
     assert record["training"] == {**best["training"], "epochs": 1, "limit": 1000}
@@ -87,8 +96,19 @@ def trial_status(path):
 
 
 def test_interrupted_search_resumes_where_it_stopped(tmp_path):
-    argv = ["tune.py", "--tuner", "bayesian", "--trials", "3", "--max-epochs", "2", "--limit", "1000",
-            "--out", str(tmp_path)]
+    argv = [
+        "tune.py",
+        "--tuner",
+        "bayesian",
+        "--trials",
+        "3",
+        "--max-epochs",
+        "2",
+        "--limit",
+        "1000",
+        "--out",
+        str(tmp_path),
+    ]
     process = start_script(*argv)
     first_trial = tmp_path / "search" / "trial_0" / "trial.json"
     deadline = time.monotonic() + 120

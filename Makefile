@@ -1,16 +1,20 @@
-# The README's two commands: `make run` (train, then evaluate) and `make test`.
-# Both create or reuse the virtual environment in $(VENV).
+# The README's two commands: `make run` (train, then evaluate) and `make test`; CI adds `make lint`.
+# Each creates or reuses the virtual environment in $(VENV).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test
+.PHONY: run test lint
 run: $(VENV)/.installed-run
 	$(BIN)/python train.py
 	$(BIN)/python evaluate.py
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -88,7 +88,7 @@ def plot_misclassified(
     figure.suptitle(f"The {len(worst)} most confident of {len(wrong)} errors (true → predicted)")
     for ax in figure.subplots(rows, columns, squeeze=False).flat:
         ax.axis("off")
-    for ax, index in zip(figure.axes, worst):
+    for ax, index in zip(figure.axes, worst, strict=False):
         ax.imshow(images[index], cmap="gray_r")
         confidence = probabilities[index, y_pred[index]]
         ax.set_title(f"{y_true[index]} → {y_pred[index]} ({confidence:.0%})", fontsize=9, color="firebrick")
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
         model = load_trained_model(args.model)
         mnist = load_mnist(args.data)
     except (ModelError, DataError) as exc:
-        raise SystemExit(f"error: {exc}")
+        raise SystemExit(f"error: {exc}") from None
 
     images = normalize_images(mnist.x_test)
     probabilities = probability_model(model).predict(images, batch_size=1000, verbose=0)

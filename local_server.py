@@ -16,8 +16,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 START_SECONDS = 60  # loading TensorFlow and the model takes a few seconds on 2 cores

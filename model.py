@@ -48,9 +48,8 @@ class ModelConfig:
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         if self.output_activation not in OUTPUT_ACTIVATIONS:
-            raise ValueError(
-                f"output_activation must be one of {', '.join(OUTPUT_ACTIVATIONS)}, got {self.output_activation!r}"
-            )
+            choices = ", ".join(OUTPUT_ACTIVATIONS)
+            raise ValueError(f"output_activation must be one of {choices}, got {self.output_activation!r}")
         if not 0 <= self.dropout < 1:  # NaN fails this too
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         for name in ("hidden", "filters"):

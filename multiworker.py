@@ -59,7 +59,7 @@ def train(
             losses, correct = loss_and_correct(x, y, training=True)
             loss = tf.nn.compute_average_loss(losses, global_batch_size=batch_size)
         gradients = tape.gradient(loss, model.trainable_variables)
-        model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        model.optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
         return tf.reduce_sum(losses), correct
 
     @tf.function

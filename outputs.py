@@ -18,8 +18,8 @@ import platform
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from matplotlib.figure import Figure
 
@@ -117,7 +117,7 @@ def library_versions() -> dict[str, str]:
 def run_record(**facts) -> dict:
     """The record saved beside a model: when, with which libraries, and the `facts` given."""
     return {
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         **facts,
         "versions": library_versions(),
     }

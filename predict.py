@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     try:
         model = probability_model(load_trained_model(args.model))
     except ModelError as exc:
-        raise SystemExit(f"error: {exc}")
+        raise SystemExit(f"error: {exc}") from None
     files, failures = image_paths(args.images)
     digits, readable = [], []
     for path in files:
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results = []
     if digits:
         probabilities = model.predict(normalize_images(np.stack(digits)), verbose=0)
-        for path, digit, row in zip(readable, digits, probabilities):
+        for path, digit, row in zip(readable, digits, probabilities, strict=True):
             ranked = np.argsort(-row)[: args.top]
             results.append(
                 {

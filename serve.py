@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         model = load_trained_model(args.model)
     except ModelError as exc:
-        raise SystemExit(f"error: {exc}")
+        raise SystemExit(f"error: {exc}") from None
     print(f"serving {args.model} on http://{args.host}:{args.port}  (API docs at /docs)")
     uvicorn.run(create_app(model), host=args.host, port=args.port)
 

@@ -85,7 +85,7 @@ def plot_training_curves(history: dict[str, list[float]], path: Path) -> None:
     """Loss and accuracy per epoch, training vs validation, as a PNG."""
     figure = Figure(figsize=(10, 4), layout="constrained")
     epochs = np.arange(1, len(history["loss"]) + 1)
-    for ax, metric in zip(figure.subplots(1, 2), ("loss", "accuracy")):
+    for ax, metric in zip(figure.subplots(1, 2), ("loss", "accuracy"), strict=True):
         ax.plot(epochs, history[metric], marker="o", label="training")
         if f"val_{metric}" in history:
             ax.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
@@ -103,9 +103,8 @@ def resume_or_start(args: argparse.Namespace, backup: Path, lock: dict) -> int:
     outputs.keep_settings(backup / "settings.json", lock, args.out)
     done = completed_epochs(backup)
     if done:
-        print(
-            f"resuming after epoch {done} of {args.settings.training.epochs} from {backup} (--fresh starts over)"
-        )
+        epochs = args.settings.training.epochs
+        print(f"resuming after epoch {done} of {epochs} from {backup} (--fresh starts over)")
     return done
 
 
@@ -117,7 +116,7 @@ def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
         mnist = load_mnist(args.data)
         x_fit, y_fit, x_val, y_val = training_split(mnist, run.training)
     except (outputs.OutputError, DataError, TrainingError) as exc:
-        raise SystemExit(f"error: {exc}")
+        raise SystemExit(f"error: {exc}") from None
     strategy = distribution_strategy(args.strategy)
     multiworker_run = args.strategy == "multiworker"
     distribution = {"strategy": args.strategy, "replicas": strategy.num_replicas_in_sync}
@@ -127,7 +126,7 @@ def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
             0 if multiworker_run else resume_or_start(args, backup, {**run.as_dict(), **distribution})
         )
     except outputs.OutputError as exc:
-        raise SystemExit(f"error: {exc}")
+        raise SystemExit(f"error: {exc}") from None
     validation = (x_val, y_val) if len(x_val) else None
     started = time.perf_counter()
     try:
@@ -150,7 +149,7 @@ def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
             )
         )
         print(f"\ninterrupted with {saved}", file=sys.stderr)
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     wall_seconds = time.perf_counter() - started
 
     record = outputs.run_record(
@@ -180,9 +179,8 @@ def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
         if (multiworker_run)
         else ""
     )
-    print(
-        f"trained {run.model.arch}{worker} in {wall_seconds:.1f}s, {summary}; weights sha256 {record['weights_sha256'][:16]}"
-    )
+    fingerprint = record["weights_sha256"][:16]
+    print(f"trained {run.model.arch}{worker} in {wall_seconds:.1f}s, {summary}; weights sha256 {fingerprint}")
     if strategy.extended.should_checkpoint:  # the one process of a cluster that saves
         outputs.save_model(network, args.out, record)
         outputs.write_json(args.out / "history.json", history)

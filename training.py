@@ -17,9 +17,9 @@ import json
 import math
 import signal
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import keras
 import numpy as np
@@ -205,7 +205,7 @@ def stop_on_signals() -> Iterator[StopOnSignal]:
     try:
         yield stopper
     finally:
-        for stop, handler in zip(stop_signals, previous_handlers):
+        for stop, handler in zip(stop_signals, previous_handlers, strict=True):
             signal.signal(stop, handler)
 
 

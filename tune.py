@@ -36,7 +36,7 @@ from matplotlib.ticker import MaxNLocator
 import outputs
 import settings
 from data import DataError, load_mnist
-from settings import ARCH_DEFAULTS, Settings
+from settings import Settings
 from training import (
     StopOnSignal,
     TrainingError,
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         outputs.keep_settings(project / "settings.json", search, args.out)
         x_fit, y_fit, x_val, y_val = training_split(mnist, base.training)
     except (outputs.OutputError, DataError, TrainingError) as exc:
-        raise SystemExit(f"error: {exc}")
+        raise SystemExit(f"error: {exc}") from None
     if this_role == "chief":
         print(
             f"chief: serving the search on {os.environ['KERASTUNER_ORACLE_IP']}:"
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             "resume it, or add --fresh to start over",
             file=sys.stderr,
         )
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     if this_role == "worker":
         print(f"{os.environ['KERASTUNER_TUNER_ID']}: the search is finished; the chief writes the results")
         return None

@@ -250,7 +250,8 @@ def markdown(results: dict, ceiling: float, info: dict, quick: bool) -> str:
     lines = [
         f"Benchmark{' (quick smoke run)' if quick else ''}, {time.strftime('%Y-%m-%d')}: {info['cpu']}, "
         f"{info['cores']} cores; TensorFlow {info['tensorflow']}, Keras {info['keras']}, "
-        f"scikit-learn {info['scikit-learn']}, Python {info['python']}. Matmul ceiling: {ceiling:.0f} GFLOP/s.",
+        f"scikit-learn {info['scikit-learn']}, Python {info['python']}. "
+        f"Matmul ceiling: {ceiling:.0f} GFLOP/s.",
         "",
         "| contender | test acc. | train s | s to 98% | s to 99% | samples/s | GFLOP/s | of ceiling |",
         "|---|---|---|---|---|---|---|---|",

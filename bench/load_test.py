@@ -34,7 +34,7 @@ def digit_pngs(count: int) -> list[tuple[bytes, int]]:
     """The first `count` MNIST test digits as dark-on-light 140x140 PNGs, with their labels."""
     mnist = load_mnist()
     pngs = []
-    for image, label in zip(mnist.x_test[:count], mnist.y_test[:count]):
+    for image, label in zip(mnist.x_test[:count], mnist.y_test[:count], strict=True):
         buffer = io.BytesIO()
         Image.fromarray(255 - image).resize((140, 140)).save(buffer, format="PNG")
         pngs.append((buffer.getvalue(), int(label)))
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
                 ]
             elapsed = time.perf_counter() - started
     except RuntimeError as exc:  # the server did not start
-        raise SystemExit(f"error: {exc}")
+        raise SystemExit(f"error: {exc}") from None
 
     latencies = np.array([seconds for seconds, _, _ in outcomes]) * 1000
     statuses = [status for _, status, _ in outcomes]

@@ -5,7 +5,6 @@ import csv
 import json
 
 import pytest
-
 import tensorflow as tf
 
 import train
@@ -17,7 +16,7 @@ from settings import resolve
 def finish(processes, timeout=600):
     """Wait for every process; return their (stdout, stderr), failing on any non-zero exit."""
     outputs = [process.communicate(timeout=timeout) for process in processes]
-    for process, (_, stderr) in zip(processes, outputs):
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, stderr[-3000:]
     return outputs
 

@@ -65,8 +65,8 @@ def build_model(config: ModelConfig) -> keras.Model:
     inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE), name="image")
     x = keras.layers.Reshape((IMAGE_SIZE, IMAGE_SIZE, 1))(inputs)
     if config.arch == "cnn":
-        # No batch norm: with it, validation accuracy lagged far behind training on 2-core budgets
-        # (34% vs 93% after 3 short epochs; bench/NOTES.md).
+        # No batch norm: its moving statistics trail the weights on short runs, so validation
+        # accuracy lagged far behind training (bench/NOTES.md).
         for filters in config.filters:
             x = keras.layers.Conv2D(filters, config.kernel_size, padding="same", activation="relu")(x)
             x = keras.layers.MaxPooling2D()(x)

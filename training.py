@@ -40,8 +40,8 @@ class TrainConfig:
     epochs: int = field(default=20, metadata={"help": "passes over the training split"})
     batch_size: int = field(default=256, metadata={"help": "images per step (per replica)"})
     lr: float = field(default=2e-3, metadata={"help": "peak Adam learning rate, decayed to 0 on a cosine"})
-    # Random shifts and rotations of the training images: validation accuracy of the default MLP
-    # 98.4% -> 98.8% at the same cost (bench/NOTES.md).
+    # Random shifts and rotations: a dense network has no built-in tolerance of position, so it
+    # gains the most from seeing digits moved, at no extra cost per step (bench/NOTES.md).
     augment: bool = field(
         default=True, metadata={"help": "random shifts (±10%) and rotations (±14°) of the training images"}
     )
@@ -128,13 +128,13 @@ def training_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -
     """Endless shuffled batches of (x, y), reshuffled on every pass.
 
     One endless iterator for the whole fit, not Keras's one per epoch: re-creating the input
-    pipeline each epoch cost up to 2 s of a 3-5 s MLP epoch (bench/NOTES.md).
+    pipeline every epoch is a stall as long as a good part of an MLP epoch (bench/NOTES.md).
     """
     options = tf.data.Options()
     # Across workers, each takes its share of every batch: arrays in memory have no files to split.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    # No autotuning thread: destroying the iterator at the end of fit could wait on it for up to a
-    # minute (bench/NOTES.md); two batches ahead is all this pipeline needs.
+    # No autotuning thread: destroying the iterator at the end of fit can wait on it at length
+    # (bench/NOTES.md); two batches ahead is all this pipeline needs.
     options.autotune.enabled = False
     return (
         tf.data.Dataset.from_tensor_slices((x, y))

@@ -15,6 +15,7 @@ import io
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
 
 from data import IMAGE_SIZE
 
@@ -22,6 +23,14 @@ DIGIT_BOX = 20  # MNIST fits each digit's longer side to 20 px, leaving a 4 px m
 MAX_PIXELS = 25_000_000  # refuse larger images before decoding them (decompression bombs)
 MIN_CONTRAST = 40  # of 255: less difference between ink and paper than this is a blank page
 INK_THRESHOLD = 0.25  # share of full ink that counts towards the bounding box, above paper noise
+SPECK_SHARE = 0.03  # a separate piece with less of the ink than this is a speck, not part of a digit
+UNEVEN_PAPER = 25  # of 255: paper varying this much along the page's edge is uneven (photos)
+MIN_PAGE_SIDE = 32  # px: smaller images are tiny scans of one digit, with no room for lines or shadows
+BACKGROUND_SIDE = 96  # px: the paper's brightness is estimated on a copy this small (it is smooth)
+LINE_INK = 0.15  # share of full ink from which faint printed lines count as marks
+LINE_SPAN = 0.85  # a printed line runs across nearly all of the page
+LINE_THINNESS = 0.5  # and is thinner than this share of the pen's mean stroke width
+LINE_MAX_SHARE = 0.03  # and than this share of the page across it
 # The formats the project names and predict.py looks for in a folder (Pillow reads a few more).
 IMAGE_FORMATS = {
     "PNG": (".png",),
@@ -81,23 +90,130 @@ def ink_intensity(image: Image.Image) -> np.ndarray:
         opaque = gray[alpha > 0.5]
         paper = 255.0 if opaque.size == 0 or opaque.mean() < 128 else 0.0
         gray = gray * alpha + paper * (1 - alpha)
-    # Paper is whatever most of the border is; light paper means dark ink, so invert.
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    paper = float(np.median(border))
-    ink = gray - paper if paper < 128 else paper - gray
+    if min(gray.shape) < MIN_PAGE_SIDE:  # a tiny scan of one digit: no room for lines or shadows
+        return even_paper_ink(gray)
+    return without_ruled_lines(ink_on_uneven_paper(gray) if uneven_paper(gray) else even_paper_ink(gray))
+
+
+def border_segments(gray: np.ndarray) -> list[np.ndarray]:
+    """The page's edge in eight pieces: each side's two halves."""
+    sides = [gray[0], gray[-1], gray[:, 0], gray[:, -1]]
+    return [half for side in sides for half in np.array_split(side, 2)]
+
+
+def even_paper_ink(gray: np.ndarray) -> np.ndarray:
+    """Ink of a page of one paper colour, whatever most of its edge is: the ink is on the side
+    (darker or lighter) that differs from the paper the most."""
+    paper = float(np.median(np.concatenate(border_segments(gray))))
+    darkest, lightest = np.percentile(gray, [0.5, 99.5])
+    return np.clip(paper - gray if paper - darkest >= lightest - paper else gray - paper, 0, None)
+
+
+def uneven_paper(gray: np.ndarray) -> bool:
+    """Whether the paper's own brightness differs along the page's edge (light falling off, a
+    shadow), judged by the paper side of each piece of the edge, so ink touching it does not count."""
+    segments = border_segments(gray)
+    edge = np.concatenate(segments)
+    darkest, lightest = np.percentile(gray, [0.5, 99.5])
+    paper_side = 90 if np.median(edge) - darkest >= lightest - np.median(edge) else 10
+    levels = [np.percentile(segment, paper_side) for segment in segments]
+    return max(levels) - min(levels) > UNEVEN_PAPER
+
+
+def ink_on_uneven_paper(gray: np.ndarray) -> np.ndarray:
+    """Ink of a page whose paper brightness varies (a photo: light falling off, a shadow).
+
+    The paper is what remains where all marks narrower than a quarter of the page are closed over
+    (grey closing for dark ink, opening for light ink, on a small copy: the paper is smooth).
+    Ink is how much a pixel differs from its own paper, relative to it: shadowed ink counts fully.
+    """
+    height, width = gray.shape
+    factor = min(1.0, BACKGROUND_SIDE / min(height, width))
+    small_size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    small = np.asarray(Image.fromarray(gray, mode="F").resize(small_size, Image.Resampling.BOX))
+    window = (max(3, round(min(small.shape) / 4)),) * 2
+    # Against its blurred surroundings, ink stands out more than the paper inside a loop does.
+    detail = small - ndimage.gaussian_filter(small, window[0] / 2)
+    dark_ink = -np.percentile(detail, 0.5) >= np.percentile(detail, 99.5)
+    paper = (ndimage.grey_closing if dark_ink else ndimage.grey_opening)(small, size=window)
+    paper = Image.fromarray(paper, mode="F")
+    paper = np.asarray(paper.resize((width, height), Image.Resampling.BILINEAR))
+    if dark_ink:
+        ink = (paper - gray) * (255.0 / np.maximum(paper, 1.0))
+    else:
+        ink = (gray - paper) * (255.0 / np.maximum(255.0 - paper, 1.0))
     return np.clip(ink, 0, None)
+
+
+def without_ruled_lines(ink: np.ndarray) -> np.ndarray:
+    """`ink` less the printed lines of ruled or squared paper.
+
+    A printed line runs across nearly all of the page, is thin for the page (a few pixels of
+    hundreds) and thinner than the pen's strokes; a digit's own bar (a 7's, a 5's) is as thick as
+    its other strokes, and stays. Where a stroke crosses a line, the stroke is closed over it.
+    """
+    marks = ink > LINE_INK * ink.max()
+    if not marks.any():
+        return ink
+    cleaned = ink
+    for axis in (1, 0):  # lines along the rows, then along the columns
+        length, across = ink.shape[axis], ink.shape[1 - axis]
+        span = max(3, round(LINE_SPAN * length))
+        run = ndimage.binary_opening(marks, structure=np.ones((1, span) if axis == 1 else (span, 1)))
+        pen = stroke_width(marks & ~run)
+        labels, _ = ndimage.label(run)
+        lines, thickest = np.zeros_like(marks), 0.0
+        for index, found in enumerate(ndimage.find_objects(labels), start=1):
+            component = labels[found] == index
+            thickness = np.count_nonzero(component) / (found[axis].stop - found[axis].start)
+            if thickness < min(pen * LINE_THINNESS, across * LINE_MAX_SHARE):
+                lines[found] |= component
+                thickest = max(thickest, thickness)
+        if lines.any():
+            cleaned = np.where(lines, 0.0, cleaned)
+            bridge = 2 * int(np.ceil(thickest)) + 1  # across the line: ink on both sides is a stroke
+            closed = ndimage.grey_closing(cleaned, size=(bridge, 1) if axis == 1 else (1, bridge))
+            cleaned = np.where(lines, closed, cleaned)
+    return cleaned
+
+
+def stroke_width(marks: np.ndarray) -> float:
+    """Mean width of the strokes in a boolean ink mask, in pixels: 4 x the mean distance to paper."""
+    return 4 * float(ndimage.distance_transform_edt(marks)[marks].mean()) if marks.any() else 0.0
 
 
 def mnist_style_digit(image: Image.Image) -> np.ndarray:
     """One digit in any image -> uint8 (28, 28), white on black, MNIST-centred."""
+    return mnist_style(page_ink(image))
+
+
+def page_ink(image: Image.Image) -> np.ndarray:
+    """float32 (h, w): the image's ink scaled so the strongest is 255, without specks; or
+    ImageError when there is no ink to speak of."""
     ink = ink_intensity(image)
     strongest = float(ink.max())
     if strongest < MIN_CONTRAST:
         raise ImageError("no digit found: the image is blank or has too little contrast")
-    ink = ink * (255.0 / strongest)
+    return without_specks(ink * (255.0 / strongest))
+
+
+def without_specks(ink: np.ndarray) -> np.ndarray:
+    """`ink` less isolated specks (dust, noise, the corner of a shadow) that would stretch the
+    digit's box: pieces holding under SPECK_SHARE of all the ink."""
+    labels, count = ndimage.label(ink >= INK_THRESHOLD * 255, structure=np.ones((3, 3)))
+    if count <= 1:
+        return ink
+    mass = ndimage.sum(ink, labels, np.arange(1, count + 1))
+    specks = np.isin(labels, np.flatnonzero(mass < SPECK_SHARE * mass.sum()) + 1)
+    return np.where(ndimage.binary_dilation(specks, iterations=2), 0.0, ink)
+
+
+def mnist_style(ink: np.ndarray) -> np.ndarray:
+    """An ink map holding one digit -> uint8 (28, 28): cropped to its ink, its longer side scaled
+    to 20 px, placed by its center of mass in a 28x28 field, as MNIST's digits were."""
     rows = np.flatnonzero((ink >= INK_THRESHOLD * 255).any(axis=1))
     columns = np.flatnonzero((ink >= INK_THRESHOLD * 255).any(axis=0))
-    crop = ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+    crop = ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1].copy()
     crop[crop < INK_THRESHOLD * 255 / 2] = 0  # faint paper texture inside the box
 
     height, width = crop.shape

@@ -118,3 +118,48 @@ def test_huge_dimensions_are_refused_before_decoding():
     assert len(bomb) < 1_000_000
     with pytest.raises(ImageError, match="too large"):
         read_image(bomb)
+
+
+def difference(image, reference):
+    """Mean absolute difference, in grey levels, of two images as the model would see them."""
+    return np.abs(mnist_style_digit(image).astype(int) - mnist_style_digit(reference)).mean()
+
+
+def on_page(mnist_digit, page):
+    """An MNIST digit (white on black) drawn in dark ink on `page`, a float array of paper levels."""
+    ink = np.asarray(Image.fromarray(mnist_digit).resize(page.shape[::-1], Image.Resampling.BICUBIC)) / 255
+    return Image.fromarray(np.clip(page * (1 - ink), 0, 255).astype(np.uint8))
+
+
+def test_printed_lines_of_ruled_and_squared_paper_are_not_ink(mnist):
+    plain = on_page(mnist.x_test[0], np.full((200, 200), 250.0))
+    for step in ((40, None), (40, 40)):  # ruled, squared
+        page = np.full((200, 200), 250.0)
+        page[5 :: step[0], :] = 150
+        if step[1]:
+            page[:, 5 :: step[1]] = 150
+        assert difference(on_page(mnist.x_test[0], page), plain) < 6
+
+
+def test_a_digits_own_bar_across_the_whole_image_is_kept():
+    seven = Image.new("L", (120, 160), 255)
+    draw = ImageDraw.Draw(seven)
+    draw.line([(0, 10), (119, 10)], fill=0, width=14)  # the bar, edge to edge, as thick as the stem
+    draw.line([(110, 10), (50, 159)], fill=0, width=14)
+    digit = mnist_style_digit(seven)
+    top = np.flatnonzero(digit.max(axis=1) > 128)[0]
+    assert np.count_nonzero(digit[top : top + 2] > 128) >= 20  # the bar: 15 px a row
+
+
+def test_uneven_light_and_a_shadow_are_not_ink(mnist):
+    rows, columns = np.mgrid[0:240, 0:240] / 240
+    page = 230 * (1 - 0.4 * columns) * np.where(rows + columns > 1.1, 0.6, 1.0)  # falling light, a shadow
+    plain = on_page(mnist.x_test[1], np.full((240, 240), 230.0))
+    assert difference(on_page(mnist.x_test[1], page), plain) < 8
+
+
+def test_a_speck_far_from_the_digit_does_not_shrink_it():
+    page = drawn_one()
+    ImageDraw.Draw(page).ellipse([280, 180, 286, 186], fill=0)  # dust in a corner
+    assert_mnist_style(mnist_style_digit(page))
+    assert difference(page, drawn_one()) < 3

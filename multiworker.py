@@ -27,6 +27,7 @@ from training import (
     progress_mode,
     steps_per_epoch,
     training_batches,
+    training_images,
 )
 
 
@@ -72,8 +73,9 @@ def train(
         losses, correct = loss_and_correct(x, y, training=False)
         return tf.reduce_sum(losses), correct
 
+    images = training_images(x_fit, y_fit, config)
     batches = iter(
-        strategy.experimental_distribute_dataset(training_batches(x_fit, y_fit, batch_size, config.seed))
+        strategy.experimental_distribute_dataset(training_batches(images, y_fit, batch_size, config.seed))
     )
     metrics = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if validation else [])
     history = {name: [] for name in metrics}

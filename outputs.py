@@ -64,6 +64,14 @@ def save_model(model, folder: Path, record: dict) -> None:
     write_json(folder / RECORD_NAME, record)
 
 
+def record_of(model_path: Path) -> dict:
+    """The run.json beside a saved model ({} for a model saved without one)."""
+    try:
+        return json.loads((Path(model_path).parent / RECORD_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def save_figure(figure: Figure, path: str | Path) -> None:
     """Write a matplotlib figure as a PNG, atomically."""
     with atomic_path(path) as temporary:

@@ -1,12 +1,15 @@
 """Read the digit in your own images: photos, scans or drawings, any size, dark or light ink.
 
     python predict.py my_seven.png photo_of_a_3.jpg
+    python predict.py zip_code.jpg --number           # a number of up to 12 digits on one line
     python predict.py scans/ --json
     python predict.py drawing.png --save-preprocessed artifacts/seen   # what the model saw
 
-Each image is brought to MNIST's form by preprocess.py (ink found, cropped, fitted into 20x20,
-centred by mass in 28x28). Files that cannot be read are reported and the rest still predicted;
-the exit code is 1 if any failed.
+Each image is brought to MNIST's form by preprocess.py (the paper and its printed lines taken
+away, the ink cropped, fitted into 20x20, centred by mass in 28x28); with --number it is first
+split into its digits. A reading less confident than the model's calibrated threshold (in its
+run.json) is "not sure", with its two likeliest digits. Files that cannot be read are reported and
+the rest still read; the exit code is 1 if any failed.
 """
 
 from __future__ import annotations
@@ -20,13 +23,12 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
-from data import normalize_images
-from model import ModelError, load_trained_model, probability_model
-from outputs import atomic_path
+from model import ModelError, load_trained_model, probabilities_function
+from outputs import atomic_path, record_of
 from preprocess import FORMAT_NAMES, IMAGE_SUFFIXES, ImageError, mnist_style_digit, read_image
+from reading import read_digits, read_number
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -35,6 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
     parser.add_argument("--model", type=Path, default=Path("artifacts/model.keras"))
+    parser.add_argument(
+        "--number", action="store_true", help="read each image as a number of up to 12 digits"
+    )
     parser.add_argument("--top", type=int, default=3, help="how many likeliest digits to list")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     parser.add_argument("--save-preprocessed", type=Path, metavar="DIR", help="write the 28x28 inputs here")
@@ -55,53 +60,71 @@ def image_paths(paths: list[Path]) -> tuple[list[Path], list[dict]]:
     return files, failures
 
 
-def prepare(path: Path) -> np.ndarray:
-    """One file -> uint8 (28, 28) MNIST-style digit, or ImageError."""
+def read_file(path: Path) -> Image.Image:
+    """One file -> a decoded image, or ImageError."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise ImageError(f"cannot read it ({exc.strerror})") from None
-    return mnist_style_digit(read_image(raw))
+    return read_image(raw)
+
+
+def described(result: dict) -> str:
+    """A reading as a line of text: the digit, or "not sure" with the two likeliest."""
+    if result["not_sure"]:
+        first, second = (f"{item['digit']} {item['probability']:.1%}" for item in result["top"][:2])
+        return f"not sure: {first} or {second}"
+    top = ", ".join(f"{item['digit']} {item['probability']:.1%}" for item in result["top"])
+    return f"{result['digit']} ({result['confidence']:.1%}; top: {top})"
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     try:
-        model = probability_model(load_trained_model(args.model))
+        network = load_trained_model(args.model)
     except ModelError as exc:
         raise SystemExit(f"error: {exc}") from None
+    probabilities_of = probabilities_function(network)
+    threshold = record_of(args.model).get("calibration", {}).get("threshold")
     files, failures = image_paths(args.images)
-    digits, readable = [], []
+    results, seen = [], []
     for path in files:
         try:
-            digits.append(prepare(path))
-            readable.append(path)
+            image = read_file(path)
+            if args.number:
+                number, digits = read_number(probabilities_of, image, threshold, args.top)
+                results.append({"file": str(path), **number})
+                seen.append(digits)
+            else:
+                digit = mnist_style_digit(image)
+                results.append({"file": str(path), "image": digit})
+                seen.append([digit])
         except ImageError as exc:
             failures.append({"file": str(path), "error": str(exc)})
-
-    results = []
-    if digits:
-        probabilities = model.predict(normalize_images(np.stack(digits)), verbose=0)
-        for path, digit, row in zip(readable, digits, probabilities, strict=True):
-            ranked = np.argsort(-row)[: args.top]
-            results.append(
-                {
-                    "file": str(path),
-                    "digit": int(ranked[0]),
-                    "confidence": float(row[ranked[0]]),
-                    "top": [{"digit": int(d), "probability": float(row[d])} for d in ranked],
-                }
-            )
-            if args.save_preprocessed:
-                with atomic_path(args.save_preprocessed / f"{path.stem}.png") as temporary:
+    if not args.number:  # one batch for all the single digits
+        readings = read_digits(probabilities_of, [r.pop("image") for r in results], threshold, args.top)
+        results = [{**result, **item} for result, item in zip(results, readings, strict=True)]
+    if args.save_preprocessed:
+        for result, digits in zip(results, seen, strict=True):
+            for index, digit in enumerate(digits):
+                name = Path(result["file"]).stem + (f"_{index}" if args.number else "")
+                with atomic_path(args.save_preprocessed / f"{name}.png") as temporary:
                     Image.fromarray(digit).save(temporary)
 
     if args.json:
         print(json.dumps({"predictions": results, "errors": failures}, indent=2))
     else:
         for result in results:
-            top = ", ".join(f"{item['digit']} {item['probability']:.1%}" for item in result["top"])
-            print(f"{result['file']}: {result['digit']} ({result['confidence']:.1%}; top: {top})")
+            if args.number:
+                doubts = [
+                    f"digit {i + 1}: {described(d)}" for i, d in enumerate(result["digits"]) if d["not_sure"]
+                ]
+                print(
+                    f"{result['file']}: {result['number']}"
+                    + (f" (not sure of {'; '.join(doubts)})" if doubts else "")
+                )
+            else:
+                print(f"{result['file']}: {described(result)}")
     for failure in failures:
         print(f"error: {failure['file']}: {failure['error']}", file=sys.stderr)
     if failures:

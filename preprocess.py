@@ -23,7 +23,7 @@ DIGIT_BOX = 20  # MNIST fits each digit's longer side to 20 px, leaving a 4 px m
 MAX_PIXELS = 25_000_000  # refuse larger images before decoding them (decompression bombs)
 MIN_CONTRAST = 40  # of 255: less difference between ink and paper than this is a blank page
 INK_THRESHOLD = 0.25  # share of full ink that counts towards the bounding box, above paper noise
-SPECK_SHARE = 0.03  # a separate piece with less of the ink than this is a speck, not part of a digit
+SPECK_SHARE = 0.05  # a separate piece with under this share of the largest piece's ink is a speck
 UNEVEN_PAPER = 25  # of 255: paper varying this much along the page's edge is uneven (photos)
 MIN_PAGE_SIDE = 32  # px: smaller images are tiny scans of one digit, with no room for lines or shadows
 BACKGROUND_SIDE = 96  # px: the paper's brightness is estimated on a copy this small (it is smooth)
@@ -31,6 +31,11 @@ LINE_INK = 0.15  # share of full ink from which faint printed lines count as mar
 LINE_SPAN = 0.85  # a printed line runs across nearly all of the page
 LINE_THINNESS = 0.5  # and is thinner than this share of the pen's mean stroke width
 LINE_MAX_SHARE = 0.03  # and than this share of the page across it
+EIGHT_NEIGHBOURS = np.ones((3, 3))  # pixels touching at a corner belong to the same stroke
+MAX_DIGITS = 12  # in one written number
+TOUCHING = 1.25  # a piece this many times wider than tall is digits that touch
+TOUCHING_WIDTH = 0.75  # and holds one digit for each this many times its height
+OVERLAP = 0.5  # pieces overlapping by this share of the narrower one's width are one digit
 # The formats the project names and predict.py looks for in a folder (Pillow reads a few more).
 IMAGE_FORMATS = {
     "PNG": (".png",),
@@ -199,12 +204,12 @@ def page_ink(image: Image.Image) -> np.ndarray:
 
 def without_specks(ink: np.ndarray) -> np.ndarray:
     """`ink` less isolated specks (dust, noise, the corner of a shadow) that would stretch the
-    digit's box: pieces holding under SPECK_SHARE of all the ink."""
-    labels, count = ndimage.label(ink >= INK_THRESHOLD * 255, structure=np.ones((3, 3)))
+    digit's box: pieces holding under SPECK_SHARE of the largest piece's ink."""
+    labels, count = ndimage.label(ink >= INK_THRESHOLD * 255, structure=EIGHT_NEIGHBOURS)
     if count <= 1:
         return ink
     mass = ndimage.sum(ink, labels, np.arange(1, count + 1))
-    specks = np.isin(labels, np.flatnonzero(mass < SPECK_SHARE * mass.sum()) + 1)
+    specks = np.isin(labels, np.flatnonzero(mass < SPECK_SHARE * mass.max()) + 1)
     return np.where(ndimage.binary_dilation(specks, iterations=2), 0.0, ink)
 
 
@@ -232,3 +237,55 @@ def mnist_style(ink: np.ndarray) -> np.ndarray:
     left = int(np.clip(round(IMAGE_SIZE / 2 - center_x), 0, IMAGE_SIZE - digit.shape[1]))
     field[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
     return np.rint(field).astype(np.uint8)
+
+
+def number_pieces(ink: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """The boxes (left, top, right, bottom) of the digits of a number written on one line, left to
+    right: pieces of ink, those that overlap horizontally merged (a 5's cap, a broken 4), pieces
+    much wider than tall split where they are thinnest (digits that touch)."""
+    labels, count = ndimage.label(ink >= INK_THRESHOLD * 255, structure=EIGHT_NEIGHBOURS)
+    boxes = sorted(
+        [
+            (found[1].start, found[0].start, found[1].stop, found[0].stop)
+            for found in ndimage.find_objects(labels)
+        ]
+    )
+    merged: list[list[int]] = []
+    for left, top, right, bottom in boxes:
+        if merged and left < merged[-1][2] - OVERLAP * min(right - left, merged[-1][2] - merged[-1][0]):
+            last = merged[-1]
+            merged[-1] = [min(last[0], left), min(last[1], top), max(last[2], right), max(last[3], bottom)]
+        else:
+            merged.append([left, top, right, bottom])
+    height = float(np.median([bottom - top for _, top, _, bottom in merged]))
+    pieces = [
+        box
+        for left, top, right, bottom in merged
+        for box in split_touching(ink, left, top, right, bottom, height)
+    ]
+    if len(pieces) > MAX_DIGITS:
+        raise ImageError(
+            f"found {len(pieces)} separate marks; a number of at most {MAX_DIGITS} digits expected"
+        )
+    return pieces
+
+
+def split_touching(ink: np.ndarray, left: int, top: int, right: int, bottom: int, height: float) -> list:
+    """One box, or as many as the digits that touch in it, cut at the columns holding least ink."""
+    width = right - left
+    count = max(1, round(width / (TOUCHING_WIDTH * max(height, bottom - top))))
+    if width <= TOUCHING * (bottom - top) or count == 1:
+        return [(left, top, right, bottom)]
+    column_ink = ink[top:bottom, left:right].sum(axis=0)
+    cuts = []
+    for index in range(1, count):  # near each expected boundary, the thinnest column
+        expected = index * width / count
+        low, high = int(expected - width / (3 * count)), int(expected + width / (3 * count))
+        cuts.append(low + int(np.argmin(column_ink[low:high])))
+    edges = [0, *cuts, width]
+    boxes = []
+    for start, stop in zip(edges[:-1], edges[1:], strict=True):
+        rows = np.flatnonzero(ink[top:bottom, left + start : left + stop].max(axis=1) >= INK_THRESHOLD * 255)
+        if len(rows):
+            boxes.append((left + start, top + rows[0], left + stop, top + rows[-1] + 1))
+    return boxes

@@ -4,7 +4,8 @@
     python serve.py --port 8080 --model artifacts/softmax/model.keras
 
 POST /api/predict takes one image (multipart field `file`, or the raw image as the body) and returns
-the digit, the probabilities and the 28x28 image the model saw. Interactive API docs are at /docs.
+the digit, whether the model is sure of it, the probabilities and the 28x28 image the model saw;
+POST /api/number reads a number of up to 12 digits on one line. Interactive API docs are at /docs.
 Uploads stay in memory and are never written to disk.
 """
 
@@ -29,8 +30,10 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from data import normalize_images
-from model import ModelError, load_trained_model, probability_model
+from model import ModelError, load_trained_model, probabilities_function
+from outputs import record_of
 from preprocess import FORMAT_NAMES, ImageError, mnist_style_digit, read_image
+from reading import read_number, reading
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD_BYTES = 1_000_000
@@ -57,13 +60,14 @@ def png_data_url(digit: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def create_app(model: keras.Model) -> FastAPI:
-    """The FastAPI app serving `model` (loaded once by the caller) and the drawing page."""
-    probabilities_of = probability_model(model)
+def create_app(model: keras.Model, threshold: float | None = None) -> FastAPI:
+    """The FastAPI app serving `model` (loaded once by the caller) and the drawing page; readings
+    less confident than `threshold` are "not sure"."""
+    probabilities_of = probabilities_function(model)
     note = probabilities_note(model)
     app = FastAPI(
         title="MNIST digit recognizer",
-        description="Draw or upload one handwritten digit; get the digit the model reads. " + note,
+        description="Draw or upload a handwritten digit or number; get what the model reads. " + note,
     )
 
     @app.middleware("http")
@@ -80,29 +84,39 @@ def create_app(model: keras.Model) -> FastAPI:
                 )
         return await call_next(request)
 
-    def predict_digit(raw: bytes) -> dict:
+    def image_of(raw: bytes) -> Image.Image:
         try:
-            digit = mnist_style_digit(read_image(raw))
+            return read_image(raw)
         except ImageError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
-        row = np.asarray(probabilities_of([normalize_images(digit[None])], training=False))[0]
+
+    def read_one_digit(raw: bytes) -> dict:
+        try:
+            digit = mnist_style_digit(image_of(raw))
+        except ImageError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+        row = probabilities_of(normalize_images(digit[None]))[0]
         return {
-            "digit": int(row.argmax()),
-            "confidence": float(row.max()),
+            **reading(row, threshold),
             "probabilities": [round(float(p), 6) for p in row],
             "preprocessed": png_data_url(digit),
         }
 
-    @app.post(
-        "/api/predict",
-        summary="Read the digit in one image",
-        description=f"Send a {FORMAT_NAMES} image of one digit (at most 1 MB) as multipart field `file` "
-        "or as the raw request body. " + note,
-        responses={
+    def read_whole_number(raw: bytes) -> dict:
+        try:
+            number, digits = read_number(probabilities_of, image_of(raw), threshold)
+        except ImageError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+        for item, digit in zip(number["digits"], digits, strict=True):
+            item["preprocessed"] = png_data_url(digit)
+        return number
+
+    upload = {
+        "responses": {
             400: {"description": "not an image, or no digit in it"},
             413: {"description": "upload over 1 MB"},
         },
-        openapi_extra={
+        "openapi_extra": {
             "requestBody": {
                 "content": {
                     "multipart/form-data": {
@@ -115,23 +129,43 @@ def create_app(model: keras.Model) -> FastAPI:
                 }
             }
         },
+    }
+    sent = f"Send a {FORMAT_NAMES} image (at most 1 MB) as multipart field `file` or as the raw body. "
+
+    async def uploaded(request: Request, file: UploadFile | None) -> bytes:
+        if file is not None:
+            return await file.read()
+        if request.headers.get("content-type", "").startswith(FORM_TYPES):
+            raise HTTPException(status_code=400, detail="a form upload needs its image in field `file`")
+        return await request.body()
+
+    @app.post(
+        "/api/predict",
+        summary="Read the digit in one image",
+        description=sent + "Below the model's calibrated confidence, `not_sure` is true; `top` "
+        "lists the likeliest digits. " + note,
+        **upload,
     )
     async def predict(request: Request, file: UploadFile | None = File(None)) -> dict:
-        if file is not None:
-            raw = await file.read()
-        elif request.headers.get("content-type", "").startswith(FORM_TYPES):
-            raise HTTPException(status_code=400, detail="a form upload needs its image in field `file`")
-        else:
-            raw = await request.body()
-        return await run_in_threadpool(predict_digit, raw)
+        return await run_in_threadpool(read_one_digit, await uploaded(request, file))
+
+    @app.post(
+        "/api/number",
+        summary="Read a number of up to 12 digits written on one line",
+        description=sent + "Returns `number` (the digits as a string) and each digit's box, reading "
+        "and 28x28 image, left to right; `not_sure` is true if any digit is. " + note,
+        **upload,
+    )
+    async def number(request: Request, file: UploadFile | None = File(None)) -> dict:
+        return await run_in_threadpool(read_whole_number, await uploaded(request, file))
 
     @app.get("/healthz", summary="Liveness check")
     def healthz() -> dict:
         return {"status": "ok", "model": model.name}
 
-    @app.get("/api/model", summary="The model served and what its probabilities are")
+    @app.get("/api/model", summary="The model served, what its probabilities are, when it is not sure")
     def model_info() -> dict:
-        return {"name": model.name, "probabilities": note}
+        return {"name": model.name, "probabilities": note, "not_sure_below": threshold}
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -157,8 +191,9 @@ def main(argv: list[str] | None = None) -> None:
         model = load_trained_model(args.model)
     except ModelError as exc:
         raise SystemExit(f"error: {exc}") from None
+    threshold = record_of(args.model).get("calibration", {}).get("threshold")
     print(f"serving {args.model} on http://{args.host}:{args.port}  (API docs at /docs)")
-    uvicorn.run(create_app(model), host=args.host, port=args.port)
+    uvicorn.run(create_app(model, threshold), host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ import multiworker
 import outputs
 import settings
 from data import MNIST_SHA256, DataError, load_mnist
-from model import weights_sha256
+from model import probability_model, weights_sha256
+from reading import calibrate
 from training import (
     STRATEGIES,
     TrainingError,
@@ -151,6 +152,10 @@ def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
         print(f"\ninterrupted with {saved}", file=sys.stderr)
         raise SystemExit(130) from None
     wall_seconds = time.perf_counter() - started
+    calibration = None
+    if validation:  # the confidence below which a reading is "not sure" (reading.py)
+        probabilities = probability_model(network).predict(x_val, batch_size=1000, verbose=0)
+        calibration = calibrate(probabilities, y_val.argmax(axis=1))
 
     record = outputs.run_record(
         **run.as_dict(),
@@ -166,6 +171,7 @@ def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
         wall_seconds=round(wall_seconds, 1),  # this session's, when resumed
         final={name: values[-1] for name, values in history.items()},
         weights_sha256=weights_sha256(network),
+        calibration=calibration,
     )
     final = record["final"]
     summary = (
@@ -181,6 +187,11 @@ def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
     )
     fingerprint = record["weights_sha256"][:16]
     print(f"trained {run.model.arch}{worker} in {wall_seconds:.1f}s, {summary}; weights sha256 {fingerprint}")
+    if calibration:
+        print(
+            f"not sure below {calibration['threshold']:.1%} confidence: "
+            f"{calibration['flagged_share']:.1%} of the validation digits"
+        )
     if strategy.extended.should_checkpoint:  # the one process of a cluster that saves
         outputs.save_model(network, args.out, record)
         outputs.write_json(args.out / "history.json", history)

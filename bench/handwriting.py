@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFilter
 from scipy import ndimage
 
@@ -39,6 +40,7 @@ import_tensorflow_quietly()
 
 from data import IMAGE_SIZE, load_mnist, normalize_images, split_validation  # noqa: E402
 from model import ModelError, load_trained_model, probability_model  # noqa: E402
+from outputs import save_figure  # noqa: E402
 from preprocess import ImageError, mnist_style_digit  # noqa: E402
 
 Ink = np.ndarray  # float32 (h, w) in [0, 1]: how much ink each pixel holds, at any resolution
@@ -188,9 +190,9 @@ def continental(digit, label, rng):
         canvas = Image.fromarray(np.zeros_like(ink), mode="F")
         pen = ImageDraw.Draw(canvas)
         width = max(2, round(stroke_width(ink)))
-        if label == 1:  # from the top of the stem, down and to the left
+        if label == 1:  # from the top of the stem, down and to the left; flatter or longer, it is a 7
             x_top = float(np.flatnonzero(solid[top : top + max(2, height // 10)].any(axis=0)).mean())
-            length, angle = height * rng.uniform(0.3, 0.5), np.radians(rng.uniform(25, 55))
+            length, angle = height * rng.uniform(0.25, 0.45), np.radians(rng.uniform(35, 60))
             end = (x_top - length * np.cos(angle), top + length * np.sin(angle))
             pen.line([(x_top, top), end], fill=1.0, width=width, joint="curve")
         else:  # across the middle of the down stroke
@@ -307,11 +309,40 @@ def markdown(results: dict, count: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sample_sheet(digits: np.ndarray, labels: np.ndarray, path: Path) -> None:
+    """One digit of each class under each condition: as sent (left) and as the model sees it."""
+    picks = [int(np.flatnonzero(labels == digit)[0]) for digit in range(10)]
+    rows = []
+    for index, render in enumerate(CONDITIONS.values()):
+        rng = np.random.default_rng(index)
+        sent = [render(digits[i], int(labels[i]), rng) for i in picks]
+        seen = [255 - mnist_style_digit(image) for image in sent]
+        tiles = [np.asarray(image.convert("L").resize((56, 56))) for image in sent]
+        tiles += [
+            np.asarray(Image.fromarray(image).resize((56, 56), Image.Resampling.NEAREST)) for image in seen
+        ]
+        rows.append(np.hstack([np.pad(tile, 2, constant_values=255) for tile in tiles]))
+    figure = Figure(figsize=(rows[0].shape[1] / 50 + 2.6, len(rows) * 1.25), layout="constrained")
+    axes = figure.subplots(len(rows), 1)
+    for ax, row, name in zip(axes, rows, CONDITIONS, strict=True):
+        ax.imshow(row, cmap="gray", vmin=0, vmax=255)
+        ax.set_yticks([])
+        ax.set_xticks([])
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    axes[0].set_title(
+        "each condition: ten MNIST validation digits as sent (left) and as the model sees them (right)"
+    )
+    save_figure(figure, path)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", type=Path, help="model.keras files to compare")
     parser.add_argument("--per-condition", type=int, default=2000, help="validation digits per condition")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench", help="folder for handwriting.*")
+    parser.add_argument(
+        "--samples", type=Path, help="also draw one digit of each class per condition as a PNG"
+    )
     args = parser.parse_args(argv)
     try:
         models = {str(path): probability_model(load_trained_model(path)) for path in args.models}
@@ -319,6 +350,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: {exc}") from None
 
     digits, labels = development_set(args.per_condition)
+    if args.samples:
+        sample_sheet(digits, labels, args.samples)
     results = {"models": {name: {"conditions": {}} for name in models}}
     for index, (condition, render) in enumerate(CONDITIONS.items()):
         rng = np.random.default_rng(index)

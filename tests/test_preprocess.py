@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from preprocess import DIGIT_BOX, ImageError, mnist_style_digit, read_image
+from preprocess import DIGIT_BOX, ImageError, mnist_style_digit, number_pieces, page_ink, read_image
 
 
 def encode(image, format="PNG"):
@@ -163,3 +163,50 @@ def test_a_speck_far_from_the_digit_does_not_shrink_it():
     ImageDraw.Draw(page).ellipse([280, 180, 286, 186], fill=0)  # dust in a corner
     assert_mnist_style(mnist_style_digit(page))
     assert difference(page, drawn_one()) < 3
+
+
+def written(*strokes_per_digit, size=(700, 200), width=12):
+    """A page with digits drawn as polylines, one list of strokes per digit."""
+    page = Image.new("L", size, 255)
+    draw = ImageDraw.Draw(page)
+    for strokes in strokes_per_digit:
+        for stroke in strokes:
+            draw.line(stroke, fill=0, width=width, joint="curve")
+    return page
+
+
+ONE = [[(60, 40), (60, 160)]]
+SEVEN = [[(150, 40), (230, 40), (180, 160)]]
+FIVE_WITH_CAP_APART = [
+    [(300, 90), (290, 40 + 60)],
+    [(300, 95), (350, 100), (350, 150), (295, 160)],
+    [(305, 40), (355, 40)],
+]
+
+
+def test_a_number_splits_into_its_digits_left_to_right():
+    boxes = number_pieces(page_ink(written(SEVEN, ONE, FIVE_WITH_CAP_APART)))
+    assert len(boxes) == 3
+    assert [box[0] for box in boxes] == sorted(box[0] for box in boxes)
+    assert boxes[0][0] < 60 < boxes[0][2]  # the 1 first, whatever order it was drawn in
+
+
+def test_a_piece_above_another_is_part_of_the_same_digit():
+    cap_apart = written(FIVE_WITH_CAP_APART)
+    assert len(number_pieces(page_ink(cap_apart))) == 1
+
+
+def test_digits_that_touch_are_cut_where_the_ink_is_thinnest():
+    zero = [(40, 40), (40, 160), (120, 160), (120, 40), (40, 40)]
+    zero_touching_a_one = written([zero, [(120, 100), (200, 100)], [(200, 40), (200, 160)]])
+    boxes = number_pieces(page_ink(zero_touching_a_one))
+    assert len(boxes) == 2
+    assert 120 <= boxes[0][2] == boxes[1][0] <= 200  # cut along the thin join, not through a stroke
+    narrow_mark = written([[(60, 40), (60, 160)], [(60, 100), (140, 100)], [(140, 40), (140, 160)]])  # an H
+    assert len(number_pieces(page_ink(narrow_mark))) == 1  # not much wider than tall: one digit
+
+
+def test_more_than_twelve_marks_is_an_error():
+    many = written(*[[[(20 + 45 * i, 40), (20 + 45 * i, 160)]] for i in range(14)], size=(700, 200), width=6)
+    with pytest.raises(ImageError, match="found 14 separate marks; a number of at most 12 digits"):
+        number_pieces(page_ink(many))

@@ -1,4 +1,5 @@
 import base64
+import contextlib
 import io
 import json
 import shutil
@@ -39,8 +40,12 @@ def truncated_png():
 
 
 def png_of(digit_uint8, size=140):
+    """Dark on light, enlarged to `size` square (None: five times, keeping the shape)."""
     buffer = io.BytesIO()
-    Image.fromarray(255 - digit_uint8).resize((size, size)).save(buffer, format="PNG")
+    height, width = digit_uint8.shape
+    Image.fromarray(255 - digit_uint8).resize((size, size) if size else (width * 5, height * 5)).save(
+        buffer, "PNG"
+    )
     return buffer.getvalue()
 
 
@@ -54,6 +59,30 @@ def test_real_digit_is_read_from_a_raw_png_body(client, mnist):
     assert sum(body["probabilities"]) == pytest.approx(1, abs=1e-4)
     seen = Image.open(io.BytesIO(base64.b64decode(body["preprocessed"].split(",", 1)[1])))
     assert seen.size == (28, 28)
+    assert body["not_sure"] is False and body["top"][0] == {
+        "digit": body["digit"],
+        "probability": body["confidence"],
+    }
+
+
+def test_below_the_threshold_the_answer_is_not_sure_with_two_digits(trained_run, mnist):
+    with TestClient(create_app(trained_run.model, threshold=1.0)) as unsure:
+        body = unsure.post("/api/predict", content=png_of(mnist.x_test[0])).json()
+        assert unsure.get("/api/model").json()["not_sure_below"] == 1.0
+    assert body["not_sure"] is True and len(body["top"]) >= 2 and body["digit"] == body["top"][0]["digit"]
+
+
+def test_a_number_is_read_digit_by_digit(client, mnist):
+    row = np.hstack([np.pad(digit, ((6, 6), (4, 4))) for digit in mnist.x_test[:4]])
+    response = client.post("/api/number", files={"file": ("n.png", png_of(row, size=None), "image/png")})
+    assert response.status_code == 200
+    body = response.json()
+    singles = [
+        client.post("/api/predict", content=png_of(digit)).json()["digit"] for digit in mnist.x_test[:4]
+    ]
+    assert body["number"] == "".join(map(str, singles)) and len(body["digits"]) == 4
+    assert all(item["preprocessed"].startswith("data:image/png;base64,") for item in body["digits"])
+    assert client.post("/api/number", content=b"not an image").status_code == 400
 
 
 def test_multipart_upload_gives_the_same_answer(client, mnist):
@@ -116,40 +145,72 @@ def live_server(trained_run):
         yield url
 
 
-def test_drawing_in_a_real_browser_shows_what_the_api_returns(live_server, tmp_path):
+@contextlib.contextmanager
+def browser_page(url):
+    """Debian's Chromium, headless, on the page at `url` (the test skips where there is none)."""
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 900, "height": 640})
-        page.goto(live_server)
-        box = page.locator("#pad").bounding_box()
-        x, y = box["x"], box["y"]
-        page.mouse.move(x + 70, y + 60)  # a 7: the bar, then the diagonal
+        page = browser.new_page(viewport={"width": 900, "height": 700})
+        page.goto(url)
+        yield page
+        browser.close()
+
+
+def draw(page, *strokes):
+    """Mouse strokes on the pad, each a list of points as fractions of its width and height."""
+    box = page.locator("#pad").bounding_box()
+
+    def move(x, y):
+        page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"])
+
+    for stroke in strokes:
+        move(*stroke[0])
         page.mouse.down()
-        for step in range(1, 21):
-            page.mouse.move(x + 70 + 7 * step, y + 60)
-        for step in range(1, 31):
-            page.mouse.move(x + 210 - 3.5 * step, y + 60 + 6.5 * step)
+        for (x0, y0), (x1, y1) in zip(stroke[:-1], stroke[1:], strict=True):
+            for step in range(1, 11):  # in small steps, as a hand moves
+                move(x0 + (x1 - x0) * step / 10, y0 + (y1 - y0) * step / 10)
         page.mouse.up()
-        page.wait_for_function("document.body.dataset.state === 'ready'")
-        shown_digit = int(page.locator("#digit").text_content())
+    page.wait_for_function("document.body.dataset.state === 'ready'")
+
+
+def api_answer(url, endpoint, page):
+    canvas_png = base64.b64decode(page.evaluate("pad.toDataURL('image/png')").split(",", 1)[1])
+    request = urllib.request.Request(url + endpoint, data=canvas_png, headers={"Content-Type": "image/png"})
+    return json.load(urllib.request.urlopen(request))
+
+
+def test_drawing_in_a_real_browser_shows_what_the_api_returns(live_server, tmp_path):
+    with browser_page(live_server) as page:
+        draw(page, [(0.25, 0.2), (0.75, 0.2), (0.4, 0.9)])  # a 7: the bar, then the diagonal
+        shown_digit = page.locator("#digit").text_content()
         shown = [
             float(value)
             for value in page.locator("#bars li").evaluate_all(
                 "rows => rows.map(row => row.dataset.probability)"
             )
         ]
-        canvas_png = base64.b64decode(page.evaluate("pad.toDataURL('image/png')").split(",", 1)[1])
+        answer = api_answer(live_server, "/api/predict", page)
         note = page.locator("#note").text_content()
         page.screenshot(path=str(tmp_path / "web_page.png"))
-        browser.close()
-    request = urllib.request.Request(
-        live_server + "/api/predict", data=canvas_png, headers={"Content-Type": "image/png"}
-    )
-    answer = json.load(urllib.request.urlopen(request))
-    assert shown_digit == answer["digit"]
+    assert shown_digit == ("?" if answer["not_sure"] else str(answer["digit"]))
     assert shown == pytest.approx(answer["probabilities"], abs=1e-6)
     assert note == json.load(urllib.request.urlopen(live_server + "/api/model"))["probabilities"]
     assert (tmp_path / "web_page.png").stat().st_size > 10_000
+
+
+def test_number_mode_in_a_real_browser_reads_three_digits_side_by_side(live_server, tmp_path):
+    with browser_page(live_server) as page:
+        page.check("input[value=number]")
+        one = [(0.12, 0.15), (0.12, 0.85)]
+        seven = [(0.35, 0.15), (0.55, 0.15), (0.42, 0.85)]
+        zero = [(0.8, 0.15), (0.72, 0.3), (0.72, 0.7), (0.8, 0.85), (0.88, 0.7), (0.88, 0.3), (0.8, 0.15)]
+        draw(page, one, seven, zero)
+        shown = page.locator("#digit").text_content()
+        pieces = page.locator("#pieces li").count()
+        answer = api_answer(live_server, "/api/number", page)
+        page.screenshot(path=str(tmp_path / "number_mode.png"))
+    assert len(answer["number"]) == 3 and pieces == 3
+    assert shown == answer["number"]

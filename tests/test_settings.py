@@ -102,9 +102,10 @@ def test_every_field_is_a_flag_and_only_given_flags_override():
 def test_help_shows_each_architectures_default():
     helps = {action.dest: action.help for action in parser_with_flags()._actions}
     assert helps["model.hidden"].endswith("[mlp: 1024,512; cnn: 128]")
-    assert helps["training.epochs"].endswith("[mlp: 20; cnn: 25]") and helps["model.dropout"].endswith(
-        "[0.3]"
+    assert helps["training.epochs"].endswith("[mlp: 30; cnn: 25]") and helps["training.lr"].endswith(
+        "[0.002]"
     )
+    assert helps["model.dropout"].endswith("[mlp: 0.1; cnn: 0.3]")
     assert helps["model.arch"].endswith("[mlp]") and helps["training.limit"].endswith("[all]")
 
 

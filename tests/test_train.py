@@ -38,6 +38,9 @@ def test_run_record_holds_settings_seed_checksums_and_versions(trained_run):
     assert saved["training"]["seed"] == 0 and saved["training"]["limit"] == 3000
     assert saved["training"]["augment"] is False
     assert saved["distribution"] == {"strategy": "default", "replicas": 1}
+    calibration = saved["calibration"]  # "not sure" below this confidence, from the validation split
+    assert 0 < calibration["threshold"] < 1 and calibration["precision"] >= 0.995
+    assert 0 < calibration["flagged_share"] < 1 and "99.5% precision" in calibration["rule"]
     assert saved["data"]["sha256"] == MNIST_SHA256
     assert saved["data"]["train_images"] == 2700 and saved["data"]["validation_images"] == 300
     assert {"tensorflow", "keras", "numpy", "scikit-learn"} <= set(saved["versions"])

@@ -1,10 +1,31 @@
 // Drawing pad: pointer events (mouse, pen, touch). When a stroke ends, the canvas is sent as a PNG
-// to /api/predict; all preprocessing happens on the server, as for any other image.
+// to /api/predict (one digit) or /api/number (a number); all preprocessing happens on the server,
+// as for any other image.
 const pad = document.getElementById("pad");
 const context = pad.getContext("2d");
 const bars = document.getElementById("bars");
 let drawing = false;
 let latestRequest = 0;  // answers to older strokes that arrive late are dropped
+
+const TITLES = { digit: "Draw a digit", number: "Write a number" };
+const HINTS = {
+  digit: "One digit, 0–9, as large as you like. The model reads it when you lift the pen.",
+  number: "Up to 12 digits on one line, side by side. The model reads them when you lift the pen.",
+};
+
+function mode() {
+  return document.body.dataset.mode;
+}
+
+for (const choice of document.querySelectorAll("input[name=mode]")) {
+  choice.addEventListener("change", () => {
+    document.body.dataset.mode = choice.value;
+    pad.width = choice.value === "number" ? 840 : 280;  // three times as wide, at the same pen scale
+    document.getElementById("title").textContent = TITLES[choice.value];
+    document.getElementById("hint").textContent = HINTS[choice.value];
+    clearPad();
+  });
+}
 
 function clearPad() {
   latestRequest++;
@@ -14,6 +35,7 @@ function clearPad() {
   document.getElementById("digit").textContent = "–";
   document.getElementById("confidence").innerHTML = "&nbsp;";
   document.getElementById("seen").removeAttribute("src");
+  document.getElementById("pieces").replaceChildren();
   document.getElementById("error").textContent = "";
   showProbabilities(new Array(10).fill(0), -1);
 }
@@ -55,23 +77,56 @@ async function predict(png) {
   const request = ++latestRequest;
   const error = document.getElementById("error");
   try {
-    const response = await fetch("/api/predict", {
+    const response = await fetch(mode() === "number" ? "/api/number" : "/api/predict", {
       method: "POST", headers: { "Content-Type": "image/png" }, body: png,
     });
     const body = await response.json();
     if (request !== latestRequest) return;
     if (!response.ok) throw new Error(body.detail || response.statusText);
     error.textContent = "";
-    document.getElementById("digit").textContent = body.digit;
-    document.getElementById("confidence").textContent =
-      `${(100 * body.confidence).toFixed(1)}% probability`;
-    document.getElementById("seen").src = body.preprocessed;
-    showProbabilities(body.probabilities, body.digit);
+    if (mode() === "number") showNumber(body); else showDigit(body);
   } catch (failure) {
     if (request === latestRequest) error.textContent = `Could not read the digit: ${failure.message}`;
   } finally {
     if (request === latestRequest) document.body.dataset.state = "ready";
   }
+}
+
+// "not sure: 4 (51%) or 9 (40%)": a reading below the model's calibrated confidence.
+function doubt(reading) {
+  const [first, second] = reading.top;
+  const percent = (item) => `${item.digit} (${(100 * item.probability).toFixed(0)}%)`;
+  return `not sure: ${percent(first)} or ${percent(second)}`;
+}
+
+function showDigit(body) {
+  const digit = document.getElementById("digit");
+  digit.textContent = body.not_sure ? "?" : body.digit;
+  digit.classList.toggle("unsure", body.not_sure);
+  document.getElementById("confidence").textContent =
+    body.not_sure ? doubt(body) : `${(100 * body.confidence).toFixed(1)}% probability`;
+  document.getElementById("seen").src = body.preprocessed;
+  showProbabilities(body.probabilities, body.digit);
+}
+
+function showNumber(body) {
+  const number = document.getElementById("digit");
+  number.textContent = body.number;
+  number.classList.toggle("unsure", body.not_sure);
+  const unsure = body.digits.filter((item) => item.not_sure).length;
+  document.getElementById("confidence").textContent =
+    unsure ? `not sure of ${unsure} of its ${body.digits.length} digits` : `${body.digits.length} digits`;
+  document.getElementById("pieces").replaceChildren(...body.digits.map((item) => {
+    const piece = document.createElement("li");
+    piece.className = item.not_sure ? "unsure" : "";
+    piece.title = item.not_sure ? doubt(item) : `${(100 * item.confidence).toFixed(1)}% probability`;
+    const seen = document.createElement("img");
+    Object.assign(seen, { src: item.preprocessed, width: 56, height: 56, alt: `digit read as ${item.digit}` });
+    const reading = document.createElement("b");
+    reading.textContent = item.not_sure ? `${item.top[0].digit}?` : item.digit;
+    piece.append(seen, reading);
+    return piece;
+  }));
 }
 
 function showProbabilities(probabilities, top) {

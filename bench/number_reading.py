@@ -1,0 +1,227 @@
+"""How well trained models read whole numbers, and when they say they are not sure.
+
+    python bench/number_reading.py artifacts/model.keras artifacts/cnn/model.keras            # the report
+    python bench/number_reading.py artifacts/model.keras --split validation --count 100      # developing
+
+Numbers: 2, 5 and 10 MNIST digits (--split: the test set for the report, the validation split
+while developing) written on one line with random spacing (some touching), sizes and a wobbling
+baseline, read as `predict.py --number` reads them. Whole-number accuracy stands beside the share
+of numbers whose digits are all read right one by one: what perfect splitting would give.
+
+"Not sure": the share of inputs each model flags with its calibrated threshold (run.json), for
+MNIST validation digits (should be small) and for things that are not one digit: letters and
+symbols in the fonts Debian ships, random scribbles, and two digits in single-digit mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import string
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))  # bench/ imports the project; nothing imports bench/
+
+from startup import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()
+
+from data import load_mnist, split_validation  # noqa: E402
+from model import ModelError, load_trained_model, probabilities_function  # noqa: E402
+from outputs import record_of  # noqa: E402
+from preprocess import ImageError, mnist_style_digit  # noqa: E402
+from reading import read_digits, read_number  # noqa: E402
+
+LENGTHS = (2, 5, 10)
+FONT_FOLDER = Path("/usr/share/fonts/truetype")  # Debian's fonts-dejavu, fonts-liberation, ...
+
+
+def digits_of(split: str) -> tuple[np.ndarray, np.ndarray]:
+    mnist = load_mnist()
+    if split == "test":
+        return mnist.x_test, mnist.y_test
+    _, _, x_val, y_val = split_validation(mnist.x_train, mnist.y_train, 0.1, seed=0)
+    return x_val, y_val
+
+
+def written_number(digits: list[np.ndarray], rng: np.random.Generator) -> Image.Image:
+    """Digits (white on black, 28x28) written side by side in dark ink: each cropped to its ink,
+    sized 0.85-1.15x, its baseline wobbling, the gaps random and now and then touching."""
+    height = 100
+    pieces = []
+    for digit in digits:
+        rows, columns = np.nonzero(digit > 30)
+        crop = digit[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
+        scale = height / 20 * rng.uniform(0.85, 1.15)
+        size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+        pieces.append(np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BICUBIC)))
+    gaps = [
+        height * (rng.uniform(-0.08, 0.02) if rng.random() < 0.15 else rng.uniform(0.1, 0.4)) for _ in pieces
+    ]
+    width = int(sum(piece.shape[1] for piece in pieces) + sum(max(gap, 0) for gap in gaps) + 2 * height)
+    page = np.zeros((3 * height, width), np.uint8)
+    left = height
+    for piece, gap in zip(pieces, gaps, strict=True):
+        top = int(height + rng.uniform(-0.1, 0.1) * height + (height * 1.15 - piece.shape[0]) / 2)
+        region = page[top : top + piece.shape[0], int(left) : int(left) + piece.shape[1]]
+        np.maximum(region, piece[: region.shape[0], : region.shape[1]], out=region)
+        left += piece.shape[1] + gap
+    return Image.fromarray(255 - page)
+
+
+def number_scores(read, digits: np.ndarray, labels: np.ndarray, count: int) -> dict:
+    """For each length: whole-number accuracy and the share whose digits are all right alone."""
+    rng = np.random.default_rng(0)
+    alone = np.array(
+        [
+            item["digit"]
+            for item in read_digits(read, [mnist_style_digit(Image.fromarray(255 - d)) for d in digits], None)
+        ]
+    )
+    right_alone = alone == labels
+    scores = {}
+    for length in LENGTHS:
+        whole = split_right = 0
+        for _ in range(count):
+            chosen = rng.choice(len(digits), length, replace=False)
+            image = written_number([digits[i] for i in chosen], rng)
+            try:
+                number, _ = read_number(read, image, None)
+                whole += number["number"] == "".join(str(labels[i]) for i in chosen)
+                split_right += len(number["digits"]) == length
+            except ImageError:
+                pass
+        scores[length] = {
+            "accuracy": whole / count,
+            "digits_right_alone": float(
+                np.mean(
+                    [
+                        np.all(right_alone[rng.choice(len(digits), length, replace=False)])
+                        for _ in range(count * 10)
+                    ]
+                )
+            ),
+            "split_into_the_right_count": split_right / count,
+        }
+    return scores
+
+
+def non_digits(rng: np.random.Generator, digits: np.ndarray) -> dict[str, list[Image.Image]]:
+    """Inputs that are not one digit, dark on light."""
+    fonts = sorted(FONT_FOLDER.glob("**/*.ttf"))
+    symbols = list("+-=×÷#@%&?!*$€§/\\<>()[]")
+    kinds: dict[str, list[Image.Image]] = {"letters": [], "symbols": [], "scribbles": [], "two digits": []}
+    for font_path in fonts[:12]:
+        for text, kind in [(c, "letters") for c in string.ascii_letters] + [(c, "symbols") for c in symbols]:
+            page = Image.new("L", (160, 160), 255)
+            font = ImageFont.truetype(str(font_path), int(rng.integers(70, 120)))
+            ImageDraw.Draw(page).text((80, 80), text, fill=0, font=font, anchor="mm")
+            kinds[kind].append(page)
+    for _ in range(500):
+        page = Image.new("L", (160, 160), 255)
+        points = [tuple(rng.uniform(20, 140, 2)) for _ in range(int(rng.integers(3, 8)))]
+        ImageDraw.Draw(page).line(points, fill=0, width=int(rng.integers(6, 14)), joint="curve")
+        kinds["scribbles"].append(page)
+    for _ in range(500):
+        pair = np.hstack([digits[i] for i in rng.choice(len(digits), 2, replace=False)])
+        kinds["two digits"].append(Image.fromarray(255 - pair).resize((224, 112), Image.Resampling.BICUBIC))
+    return kinds
+
+
+def flagged_share(read, images: list[Image.Image], threshold: float) -> float:
+    seen = []
+    for image in images:
+        try:
+            seen.append(mnist_style_digit(image))
+        except ImageError:
+            continue
+    return float(np.mean([item["not_sure"] for item in read_digits(read, seen, threshold)]))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="+", type=Path, help="model.keras files, each with its run.json")
+    parser.add_argument(
+        "--split", choices=("test", "validation"), default="test", help="digits numbers are made of"
+    )
+    parser.add_argument("--count", type=int, default=300, help="numbers of each length")
+    parser.add_argument(
+        "--out", type=Path, default=PROJECT_ROOT / "bench", help="folder for number_reading.*"
+    )
+    args = parser.parse_args(argv)
+    digits, labels = digits_of(args.split)
+    validation, _ = digits_of("validation")
+    results = {}
+    for path in args.models:
+        try:
+            read = probabilities_function(load_trained_model(path))
+        except ModelError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        started = time.perf_counter()
+        result = {"numbers": number_scores(read, digits, labels, args.count)}
+        calibration = record_of(path).get("calibration")
+        if calibration:
+            rng = np.random.default_rng(1)
+            inputs = {"MNIST validation digits": [Image.fromarray(255 - d) for d in validation[:2000]]}
+            inputs.update(non_digits(rng, validation))
+            result["not_sure"] = {
+                "threshold": calibration["threshold"],
+                "flagged": {
+                    kind: flagged_share(read, images, calibration["threshold"])
+                    for kind, images in inputs.items()
+                },
+                "counts": {kind: len(images) for kind, images in inputs.items()},
+            }
+        results[str(path)] = result
+        print(f"{path}: {time.perf_counter() - started:.0f} s", flush=True)
+    table = markdown(results, args)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "number_reading.md").write_text(table)
+    (args.out / "number_reading.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def markdown(results: dict, args) -> str:
+    names = list(results)
+    lines = [
+        f"Numbers benchmark, {time.strftime('%Y-%m-%d')}: {args.count} numbers of each length from MNIST "
+        f"{args.split} digits; whole numbers read right, and (in brackets) the share whose digits are all "
+        "right read alone.",
+        "",
+        "| digits | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for length in LENGTHS:
+        cells = [results[name]["numbers"][length] for name in names]
+        lines.append(
+            f"| {length} | "
+            + " | ".join(f"{c['accuracy']:.1%} ({c['digits_right_alone']:.1%})" for c in cells)
+            + " |"
+        )
+    unsure = [name for name in names if "not_sure" in results[name]]
+    if unsure:
+        lines += ["", '| flagged "not sure" | ' + " | ".join(unsure) + " |", "|---|" + "---|" * len(unsure)]
+        lines.append(
+            "| threshold (confidence) | "
+            + " | ".join(f"{results[n]['not_sure']['threshold']:.1%}" for n in unsure)
+            + " |"
+        )
+        for kind in results[unsure[0]]["not_sure"]["flagged"]:
+            count = results[unsure[0]]["not_sure"]["counts"][kind]
+            lines.append(
+                f"| {kind} ({count}) | "
+                + " | ".join(f"{results[n]['not_sure']['flagged'][kind]:.1%}" for n in unsure)
+                + " |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

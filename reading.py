@@ -1,0 +1,85 @@
+"""What a trained model reads in an image: one digit or a whole number, and whether it is sure.
+
+    from reading import read_digits, read_number
+    readings = read_digits(probabilities_of, [digit_28x28, ...], threshold)   # one digit each
+    number = read_number(probabilities_of, image, threshold)                   # "02139", digit by digit
+
+`probabilities_of` maps float images (n, 28, 28) to probabilities (n, 10), e.g.
+model.probability_model(network).predict. Below a confidence threshold a reading is "not sure",
+with its likeliest digits: the threshold is calibrated on the validation split when a model is
+trained (`calibrate`) and saved in its run.json. predict.py and serve.py read through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image
+
+from data import normalize_images
+from preprocess import mnist_style, number_pieces, page_ink
+
+# The rule: the lowest confidence at which the validation digits read at or above it are still
+# right 99.5% of the time. Below it a reading is reported as "not sure".
+TARGET_PRECISION = 0.995
+Probabilities = Callable[[np.ndarray], np.ndarray]
+
+
+def calibrate(probabilities: np.ndarray, labels: np.ndarray, precision: float = TARGET_PRECISION) -> dict:
+    """The confidence threshold for `precision` on held-out digits (probabilities (n, 10), labels (n,)),
+    with the share of them it flags and the precision it keeps."""
+    confidence = probabilities.max(axis=1)
+    order = np.argsort(-confidence)
+    correct = (probabilities.argmax(axis=1) == labels)[order]
+    kept_precision = np.cumsum(correct) / np.arange(1, len(correct) + 1)
+    meets = np.flatnonzero(kept_precision >= precision)
+    kept = meets[-1] + 1 if len(meets) else 1  # the most digits that still meet the precision
+    threshold = float(confidence[order][kept - 1])
+    return {
+        "threshold": threshold,
+        "rule": f"lowest confidence keeping {precision:.1%} precision on the validation split",
+        "flagged_share": float(np.mean(confidence < threshold)),
+        "precision": float(kept_precision[kept - 1]),
+    }
+
+
+def reading(row: np.ndarray, threshold: float | None, top: int = 3) -> dict:
+    """One row of 10 probabilities as the project reports it."""
+    ranked = np.argsort(-row)
+    confidence = float(row[ranked[0]])
+    not_sure = threshold is not None and confidence < threshold
+    shown = max(top, 2) if not_sure else top  # "not sure" always names the two likeliest
+    return {
+        "digit": int(ranked[0]),
+        "confidence": confidence,
+        "not_sure": not_sure,
+        "top": [{"digit": int(digit), "probability": float(row[digit])} for digit in ranked[:shown]],
+    }
+
+
+def read_digits(
+    probabilities_of: Probabilities, digits: list[np.ndarray], threshold: float | None, top: int = 3
+) -> list[dict]:
+    """Readings of MNIST-style uint8 digits (28, 28)."""
+    if not digits:
+        return []
+    probabilities = np.asarray(probabilities_of(normalize_images(np.stack(digits))))
+    return [reading(row, threshold, top) for row in probabilities]
+
+
+def read_number(
+    probabilities_of: Probabilities, image: Image.Image, threshold: float | None, top: int = 3
+) -> tuple[dict, list[np.ndarray]]:
+    """The number written on one line in `image`: its digits left to right, each with its box
+    (left, top, right, bottom in the image's pixels) and reading, not sure if any digit is; and the
+    MNIST-style digits the model saw."""
+    ink = page_ink(image)
+    boxes = number_pieces(ink)
+    digits = [mnist_style(ink[upper:lower, left:right]) for left, upper, right, lower in boxes]
+    readings = read_digits(probabilities_of, digits, threshold, top)
+    return {
+        "number": "".join(str(item["digit"]) for item in readings),
+        "not_sure": any(item["not_sure"] for item in readings),
+        "digits": [{"box": list(map(int, box)), **item} for box, item in zip(boxes, readings, strict=True)],
+    }, digits

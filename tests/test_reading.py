@@ -1,0 +1,34 @@
+"""reading.py: the "not sure" threshold and how a reading is reported."""
+
+import numpy as np
+import pytest
+
+from reading import calibrate, reading
+
+
+def probabilities_with(confidences, correct):
+    """Rows whose top probability is `confidence`, on digit 0 when `correct` (labels are all 0)."""
+    rows = np.full((len(confidences), 10), 0.0)
+    for row, confidence, right in zip(rows, confidences, correct, strict=True):
+        row[0 if right else 1] = confidence
+        row[2] = 1 - confidence
+    return rows
+
+
+def test_threshold_is_the_lowest_confidence_that_keeps_the_precision():
+    confidences = np.linspace(0.99, 0.5, 1000)
+    correct = np.ones(1000, bool)
+    correct[500:510] = False  # ten errors in a row, halfway down
+    calibration = calibrate(probabilities_with(confidences, correct), np.zeros(1000, int), precision=0.995)
+    kept = confidences >= calibration["threshold"]
+    assert kept.sum() == 502  # 2 errors in 502 is 99.6% right; 3 in 503 is 99.4%, and it never recovers
+    assert calibration["precision"] == pytest.approx(500 / 502) and calibration["flagged_share"] == 0.498
+
+
+def test_below_the_threshold_a_reading_is_not_sure_and_names_two_digits():
+    row = np.array([0.05, 0.55, 0.0, 0.0, 0.0, 0.0, 0.0, 0.4, 0.0, 0.0])
+    sure = reading(row, threshold=0.5, top=1)
+    assert sure["digit"] == 1 and not sure["not_sure"] and len(sure["top"]) == 1
+    unsure = reading(row, threshold=0.6, top=1)
+    assert unsure["not_sure"] and [item["digit"] for item in unsure["top"]] == [1, 7]
+    assert not reading(row, threshold=None)["not_sure"]  # a model saved without a calibration

@@ -35,11 +35,11 @@ class Settings:
 
 SECTIONS = {"model": ModelConfig, "training": TrainConfig}
 DEFAULT_ARCH = "mlp"
-# What each architecture starts from. A CNN epoch costs several MLP epochs, and its small dense
-# head overfits without more dropout (bench/NOTES.md).
+# What each architecture starts from. A CNN epoch costs several MLP epochs, and its dense layers
+# only read the convolutions' features (bench/NOTES.md).
 ARCH_DEFAULTS = {
     "mlp": Settings(ModelConfig(), TrainConfig()),
-    "cnn": Settings(ModelConfig(arch="cnn", hidden=(128,), dropout=0.3), TrainConfig(epochs=25)),
+    "cnn": Settings(ModelConfig(arch="cnn", hidden=(128,)), TrainConfig(epochs=25)),
 }
 
 

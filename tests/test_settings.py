@@ -105,7 +105,7 @@ def test_help_shows_each_architectures_default():
     assert helps["training.epochs"].endswith("[mlp: 30; cnn: 25]") and helps["training.lr"].endswith(
         "[0.002]"
     )
-    assert helps["model.dropout"].endswith("[mlp: 0.1; cnn: 0.3]")
+    assert helps["model.dropout"].endswith("[0.1]")
     assert helps["model.arch"].endswith("[mlp]") and helps["training.limit"].endswith("[all]")
 
 

@@ -29,16 +29,24 @@ SHIFT = 0.1  # of the image, in each direction
 MARKED_SHARE = 0.5  # of the training 1s and 7s that get a flag or a crossbar
 
 
-class RandomAffine(keras.layers.Layer):
-    """A random rotation, shear, zoom and shift of each image, in one resampling."""
+class TrainingOnly(keras.layers.Layer):
+    """A seeded random change of images (n, h, w, 1) while training; the identity otherwise."""
 
     def __init__(self, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training=False):
-        if not training:
-            return images
+        return self.changed(images) if training else images
+
+    def changed(self, images):
+        raise NotImplementedError
+
+
+class RandomAffine(TrainingOnly):
+    """A random rotation, shear, zoom and shift of each image, in one resampling."""
+
+    def changed(self, images):
         count = ops.shape(images)[0]
         height, width = images.shape[1], images.shape[2]
         draw = keras.random.uniform((count, 5), -1.0, 1.0, seed=self.seed_generator)
@@ -57,16 +65,10 @@ class RandomAffine(keras.layers.Layer):
         return ops.image.affine_transform(images, transform, fill_mode="constant")
 
 
-class RandomStrokeWidth(keras.layers.Layer):
+class RandomStrokeWidth(TrainingOnly):
     """Each image's strokes made up to a pixel thinner or thicker (grey erosion or dilation)."""
 
-    def __init__(self, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def call(self, images, training=False):
-        if not training:
-            return images
+    def changed(self, images):
         thicker = ops.max_pool(images, 3, strides=1, padding="same") - images
         thinner = images + ops.max_pool(-images, 3, strides=1, padding="same")
         amount = keras.random.uniform((ops.shape(images)[0], 1, 1, 1), -1.0, 1.0, seed=self.seed_generator)

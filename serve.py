@@ -16,18 +16,24 @@ from startup import import_tensorflow_quietly
 import_tensorflow_quietly()
 
 import argparse
+import asyncio
 import base64
+import functools
 import io
+import json
 from pathlib import Path
 
+import anyio
+import h11
 import keras
 import numpy as np
 import uvicorn
-from fastapi import FastAPI, File, HTTPException, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import File, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from PIL import Image
-from starlette.concurrency import run_in_threadpool
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from data import normalize_images
 from model import ModelError, load_trained_model, probabilities_function
@@ -37,6 +43,21 @@ from reading import read_number, reading
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD_BYTES = 1_000_000
+UPLOAD_SECONDS = 20.0  # to receive a whole upload: 1 MB at 50 KB/s, a poor mobile link
+HEADER_SECONDS = 10.0  # to receive a request's headers, from connecting or from the last answer
+KEEP_ALIVE_SECONDS = 5  # an idle connection is closed after this
+MAX_CONNECTIONS = 64  # open at once; past it, new requests get 503 at once
+DECODES_AT_ONCE = 2  # images read at once (one per core); each may take up to ~150 MB while it is
+# Every response: no content sniffing, no framing by other sites, and pages load only files of
+# this server. The API docs pages start Swagger UI or ReDoc with an inline script; only they may.
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+PAGE_POLICY = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
+DOCS_POLICY = PAGE_POLICY + "; script-src 'self' 'unsafe-inline'; worker-src blob:"
+DOCS_PATHS = ("/docs", "/redoc")
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")  # FastAPI parses these
 OUTPUT_LAYERS = {
     "sigmoid": "This model's output layer is 10 sigmoid units, whose own scores are independent and "
@@ -54,35 +75,134 @@ def probabilities_note(model: keras.Model) -> str:
     ).strip()
 
 
+async def send_error(send, status: int, detail: str) -> None:
+    """Answer `status` with FastAPI's JSON error form, and close the connection: the request's
+    unread remainder is not worth reading."""
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def upload_refusal(headers: dict[bytes, bytes]) -> tuple[int, str] | None:
+    """Why a POST with these headers is refused before its body is read (None: it is not)."""
+    length = headers.get(b"content-length")
+    if length is not None and b"transfer-encoding" in headers:
+        # Which of the two frames the body is where proxies and servers disagree: refuse both.
+        return 400, "send Content-Length or Transfer-Encoding, not both"
+    if length is None or not length.isdigit():
+        return 411, "send a Content-Length header"
+    if int(length) > MAX_UPLOAD_BYTES:
+        return 413, f"upload is {int(length):,} bytes; the limit is {MAX_UPLOAD_BYTES:,}"
+    return None
+
+
+class GuardedRequests:
+    """ASGI middleware in front of the app. A POST's body is received here, whole, before the app
+    sees it: the bytes that arrive are counted (whatever the headers claim) and refused past
+    MAX_UPLOAD_BYTES or after `upload_seconds`. Every response carries SECURITY_HEADERS."""
+
+    def __init__(self, app, upload_seconds: float = UPLOAD_SECONDS):
+        self.app = app
+        self.upload_seconds = upload_seconds
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        policy = DOCS_POLICY if scope["path"] in DOCS_PATHS else PAGE_POLICY
+        headers = [*SECURITY_HEADERS, (b"content-security-policy", policy.encode())]
+
+        async def secured_send(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *headers]}
+            await send(message)
+
+        if scope["method"] != "POST":
+            return await self.app(scope, receive, secured_send)
+        refusal = upload_refusal(dict(scope["headers"]))
+        if refusal:
+            return await send_error(secured_send, *refusal)
+        body = bytearray()
+        try:
+            async with asyncio.timeout(self.upload_seconds):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return  # the client left: nobody to answer
+                    body += message.get("body", b"")
+                    if len(body) > MAX_UPLOAD_BYTES:
+                        return await send_error(
+                            secured_send, 413, f"upload is over the limit of {MAX_UPLOAD_BYTES:,} bytes"
+                        )
+                    if not message.get("more_body"):
+                        break
+        except TimeoutError:
+            detail = f"the upload took over {self.upload_seconds:g} s; send it again on a faster link"
+            return await send_error(secured_send, 408, detail)
+        delivered = False
+
+        async def received():
+            nonlocal delivered
+            if delivered:
+                return await receive()  # nothing more but a disconnect
+            delivered = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, received, secured_send)
+
+
+class HeaderDeadlineProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, closing a connection whose request headers have not all
+    arrived `header_seconds` after it opened or after its last answer (uvicorn has no such limit,
+    so a client sending headers a byte at a time could hold a connection for ever)."""
+
+    def __init__(self, *args, header_seconds: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.header_seconds = header_seconds
+        self.header_deadline: asyncio.TimerHandle | None = None
+
+    def await_headers(self) -> None:
+        if self.header_deadline is not None:
+            self.header_deadline.cancel()
+        self.header_deadline = self.loop.call_later(self.header_seconds, self.close_if_no_headers)
+
+    def close_if_no_headers(self) -> None:
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.await_headers()
+
+    def on_response_complete(self):
+        super().on_response_complete()
+        self.await_headers()
+
+    def connection_lost(self, exc):
+        if self.header_deadline is not None:
+            self.header_deadline.cancel()
+        super().connection_lost(exc)
+
+
 def png_data_url(digit: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(digit).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def create_app(model: keras.Model, threshold: float | None = None) -> FastAPI:
+def create_app(
+    model: keras.Model, threshold: float | None = None, upload_seconds: float = UPLOAD_SECONDS
+) -> FastAPIOffline:
     """The FastAPI app serving `model` (loaded once by the caller) and the drawing page; readings
     less confident than `threshold` are "not sure"."""
     probabilities_of = probabilities_function(model)
     note = probabilities_note(model)
-    app = FastAPI(
+    app = FastAPIOffline(  # FastAPI with its docs pages' scripts served from here, not a CDN
         title="MNIST digit recognizer",
         description="Draw or upload a handwritten digit or number; get what the model reads. " + note,
     )
-
-    @app.middleware("http")
-    async def refuse_large_bodies(request: Request, call_next):
-        # Checked before the body is read, so an oversized upload costs nothing.
-        if request.method == "POST":
-            length = request.headers.get("content-length")
-            if length is None or not length.isdigit():
-                return JSONResponse({"detail": "send a Content-Length header"}, status_code=411)
-            if int(length) > MAX_UPLOAD_BYTES:
-                return JSONResponse(
-                    {"detail": f"upload is {int(length):,} bytes; the limit is {MAX_UPLOAD_BYTES:,}"},
-                    status_code=413,
-                )
-        return await call_next(request)
+    app.add_middleware(GuardedRequests, upload_seconds=upload_seconds)
+    decodes = anyio.CapacityLimiter(DECODES_AT_ONCE)
 
     def image_of(raw: bytes) -> Image.Image:
         try:
@@ -147,7 +267,7 @@ def create_app(model: keras.Model, threshold: float | None = None) -> FastAPI:
         **upload,
     )
     async def predict(request: Request, file: UploadFile | None = File(None)) -> dict:
-        return await run_in_threadpool(read_one_digit, await uploaded(request, file))
+        return await anyio.to_thread.run_sync(read_one_digit, await uploaded(request, file), limiter=decodes)
 
     @app.post(
         "/api/number",
@@ -157,7 +277,9 @@ def create_app(model: keras.Model, threshold: float | None = None) -> FastAPI:
         **upload,
     )
     async def number(request: Request, file: UploadFile | None = File(None)) -> dict:
-        return await run_in_threadpool(read_whole_number, await uploaded(request, file))
+        return await anyio.to_thread.run_sync(
+            read_whole_number, await uploaded(request, file), limiter=decodes
+        )
 
     @app.get("/healthz", summary="Liveness check")
     def healthz() -> dict:
@@ -173,6 +295,19 @@ def create_app(model: keras.Model, threshold: float | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     return app
+
+
+def guarded_server(app, host: str, port: int, header_seconds: float = HEADER_SECONDS) -> uvicorn.Server:
+    """uvicorn serving `app` with limits on slow and idle clients and on open connections."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=functools.partial(HeaderDeadlineProtocol, header_seconds=header_seconds),
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        limit_concurrency=MAX_CONNECTIONS,
+    )
+    return uvicorn.Server(config)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -193,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {exc}") from None
     threshold = record_of(args.model).get("calibration", {}).get("threshold")
     print(f"serving {args.model} on http://{args.host}:{args.port}  (API docs at /docs)")
-    uvicorn.run(create_app(model, threshold), host=args.host, port=args.port)
+    guarded_server(create_app(model, threshold), args.host, args.port).run()
 
 
 if __name__ == "__main__":

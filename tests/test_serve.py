@@ -2,6 +2,7 @@ import base64
 import contextlib
 import io
 import json
+import re
 import shutil
 import urllib.request
 from pathlib import Path
@@ -121,6 +122,21 @@ def test_page_static_files_and_api_docs_are_served(client):
     assert client.get("/static/../serve.py").status_code == 404
     schema = client.get("/openapi.json").json()
     assert "softmax" in schema["paths"]["/api/predict"]["post"]["description"]
+    for docs in ("/docs", "/redoc"):  # their scripts come from this server, not a CDN
+        html = client.get(docs).text
+        scripts = re.findall(r'src="([^"]+)"', html)
+        assert scripts and all(script.startswith("/") for script in scripts), scripts
+        assert all(client.get(script).status_code == 200 for script in scripts)
+
+
+@pytest.mark.parametrize("path", ["/", "/static/app.js", "/healthz", "/docs", "/api/predict"])
+def test_every_answer_forbids_sniffing_framing_and_other_sites_scripts(client, path):
+    response = client.post(path, content=b"x") if path.startswith("/api") else client.get(path)
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert ("unsafe-inline" in policy) == (path == "/docs")
 
 
 @pytest.mark.parametrize(
@@ -173,7 +189,7 @@ def draw(page, *strokes):
             for step in range(1, 11):  # in small steps, as a hand moves
                 move(x0 + (x1 - x0) * step / 10, y0 + (y1 - y0) * step / 10)
         page.mouse.up()
-    page.wait_for_function("document.body.dataset.state === 'ready'")
+    page.wait_for_selector("body[data-state='ready']", state="attached")
 
 
 def api_answer(url, endpoint, page):
@@ -214,3 +230,17 @@ def test_number_mode_in_a_real_browser_reads_three_digits_side_by_side(live_serv
         page.screenshot(path=str(tmp_path / "number_mode.png"))
     assert len(answer["number"]) == 3 and pieces == 3
     assert shown == answer["number"]
+
+
+def test_api_docs_render_in_a_real_browser_offline_under_the_security_policy(live_server, tmp_path):
+    with browser_page(live_server + "/docs") as page:
+        refused = []
+        page.on("console", lambda message: refused.append(message.text) if message.type == "error" else None)
+        page.context.route(
+            "**/*",
+            lambda route: route.continue_() if route.request.url.startswith(live_server) else route.abort(),
+        )
+        page.reload()
+        page.wait_for_selector("[data-path='/api/predict']", timeout=20_000)
+        page.screenshot(path=tmp_path / "docs.png")
+    assert not refused, refused

@@ -1,0 +1,114 @@
+"""The server against careless and hostile clients: uploads framed to dodge the size limit, slow and
+idle connections, clients leaving mid-upload, more connections than it takes. Against the real
+uvicorn server (HTTP parsing included), in this process, with short time limits."""
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+
+import pytest
+
+from local_server import free_ports
+from serve import MAX_CONNECTIONS, create_app, guarded_server
+
+SECONDS = 1.0  # the server's header and upload time limits here
+
+
+@pytest.fixture(scope="module")
+def address(trained_run):
+    port = free_ports(1)[0]
+    server = guarded_server(create_app(trained_run.model, upload_seconds=SECONDS), "127.0.0.1", port, SECONDS)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield ("127.0.0.1", port)
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def connect(address) -> socket.socket:
+    return socket.create_connection(address, timeout=SECONDS + 5)
+
+
+def answer(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def test_a_chunked_body_beside_a_content_length_is_refused(address):
+    # Content-Length would pass the size check while the parser reads the chunked body whole.
+    sock = connect(address)
+    chunk = b"\0" * 1_000_000
+    sock.sendall(
+        b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    with contextlib.suppress(OSError):  # the server may answer and close before the body is sent
+        for _ in range(4):
+            sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        sock.sendall(b"0\r\n\r\n")
+    response = answer(sock)
+    assert status_of(response) == 400 and b"not both" in response
+
+
+def test_a_chunked_body_without_a_length_is_refused(address):
+    sock = connect(address)
+    sock.sendall(
+        b"POST /api/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    )
+    assert status_of(answer(sock)) == 411
+
+
+def test_an_upload_that_stalls_is_answered_408(address):
+    sock = connect(address)
+    sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"\x89PNG")
+    started = time.monotonic()
+    response = answer(sock)
+    assert status_of(response) == 408 and b"took over" in response
+    assert time.monotonic() - started < SECONDS + 3
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["idle", "headers-a-byte-at-a-time"])
+def test_a_connection_without_a_whole_request_is_closed(address, trickle):
+    sock = connect(address)
+    started = time.monotonic()
+    if trickle:
+        with contextlib.suppress(OSError):
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
+                sock.send(bytes([byte]))
+                time.sleep(0.1)
+    assert answer(sock) == b""
+    assert time.monotonic() - started < SECONDS + 3
+
+
+def test_a_client_leaving_mid_upload_is_no_error_in_the_log(address, caplog):
+    with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+        for _ in range(5):
+            sock = connect(address)
+            sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
+            time.sleep(0.05)
+            sock.close()
+        time.sleep(0.5)
+        sock = connect(address)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert status_of(answer(sock)) == 200
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def test_connections_past_the_limit_are_answered_503(address):
+    held = [connect(address) for _ in range(MAX_CONNECTIONS)]
+    time.sleep(0.2)
+    sock = connect(address)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_of(answer(sock)) == 503
+    for other in held:
+        other.close()

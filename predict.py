@@ -27,7 +27,7 @@ from PIL import Image
 
 from model import ModelError, load_trained_model, probabilities_function
 from outputs import atomic_path, record_of
-from preprocess import FORMAT_NAMES, IMAGE_SUFFIXES, ImageError, mnist_style_digit, read_image
+from preprocess import FORMAT_NAMES, IMAGE_SUFFIXES, ImageError, mnist_style_digit, read_image_file
 from reading import read_digits, read_number
 
 
@@ -40,10 +40,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--number", action="store_true", help="read each image as a number of up to 12 digits"
     )
-    parser.add_argument("--top", type=int, default=3, help="how many likeliest digits to list")
+    parser.add_argument("--top", type=int, default=3, help="how many likeliest digits to list (1-10)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     parser.add_argument("--save-preprocessed", type=Path, metavar="DIR", help="write the 28x28 inputs here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not 1 <= args.top <= 10:
+        parser.error(f"--top {args.top}: list between 1 and 10 digits")
+    if args.save_preprocessed and args.save_preprocessed.exists() and not args.save_preprocessed.is_dir():
+        parser.error(f"--save-preprocessed {args.save_preprocessed} is a file: name a folder")
+    return args
 
 
 def image_paths(paths: list[Path]) -> tuple[list[Path], list[dict]]:
@@ -60,13 +65,19 @@ def image_paths(paths: list[Path]) -> tuple[list[Path], list[dict]]:
     return files, failures
 
 
-def read_file(path: Path) -> Image.Image:
-    """One file -> a decoded image, or ImageError."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ImageError(f"cannot read it ({exc.strerror})") from None
-    return read_image(raw)
+def unique_stems(files: list[str]) -> list[str]:
+    """Each file's stem, with -2, -3... added where files share one (3.png and 3.jpg, a/3.png and
+    b/3.png), so that their images saved by stem do not overwrite each other."""
+    taken, stems = set(), []
+    for file in files:
+        stem = candidate = Path(file).stem
+        count = 1
+        while candidate in taken:
+            count += 1
+            candidate = f"{stem}-{count}"
+        taken.add(candidate)
+        stems.append(candidate)
+    return stems
 
 
 def described(result: dict) -> str:
@@ -90,7 +101,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results, seen = [], []
     for path in files:
         try:
-            image = read_file(path)
+            image = read_image_file(path)
             if args.number:
                 number, digits = read_number(probabilities_of, image, threshold, args.top)
                 results.append({"file": str(path), **number})
@@ -101,14 +112,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 seen.append([digit])
         except ImageError as exc:
             failures.append({"file": str(path), "error": str(exc)})
+        except Exception as exc:  # a fault of one file's decoding or preprocessing costs only that file
+            failures.append({"file": str(path), "error": f"cannot be read ({type(exc).__name__}: {exc})"})
     if not args.number:  # one batch for all the single digits
         readings = read_digits(probabilities_of, [r.pop("image") for r in results], threshold, args.top)
         results = [{**result, **item} for result, item in zip(results, readings, strict=True)]
     if args.save_preprocessed:
-        for result, digits in zip(results, seen, strict=True):
-            for index, digit in enumerate(digits):
-                name = Path(result["file"]).stem + (f"_{index}" if args.number else "")
-                with atomic_path(args.save_preprocessed / f"{name}.png") as temporary:
+        stems = unique_stems([result["file"] for result in results])
+        for result, digits, stem in zip(results, seen, stems, strict=True):
+            names = [stem + (f"_{place}" if args.number else "") for place in range(len(digits))]
+            result["saved_as"] = [str(args.save_preprocessed / f"{name}.png") for name in names]
+            for digit, saved in zip(digits, result["saved_as"], strict=True):
+                with atomic_path(saved) as temporary:
                     Image.fromarray(digit).save(temporary)
 
     if args.json:

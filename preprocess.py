@@ -12,15 +12,22 @@ Used by predict.py, serve.py and the tests.
 from __future__ import annotations
 
 import io
+import os
+import stat
+from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
 from data import IMAGE_SIZE
 
 DIGIT_BOX = 20  # MNIST fits each digit's longer side to 20 px, leaving a 4 px margin
-MAX_PIXELS = 25_000_000  # refuse larger images before decoding them (decompression bombs)
+# Refuse larger images before decoding them (decompression bombs): 16 megapixels (a phone's photo
+# is 12) decode into at most 64 MB. JPEGs are decoded at a reduced scale first, so larger ones pass.
+MAX_PIXELS = 16_000_000
+MAX_FILE_BYTES = 64_000_000  # read from one file at most: any image under MAX_PIXELS fits
+WORK_SIDE = 1024  # px: larger images are shrunk to this before any arithmetic (a digit ends 20 px)
 MIN_CONTRAST = 40  # of 255: less difference between ink and paper than this is a blank page
 INK_THRESHOLD = 0.25  # share of full ink that counts towards the bounding box, above paper noise
 SPECK_SHARE = 0.05  # a separate piece with under this share of the largest piece's ink is a speck
@@ -53,8 +60,23 @@ class ImageError(Exception):
     """An image that cannot be read as a digit; the message says what is wrong with it."""
 
 
+def read_image_file(path: Path) -> Image.Image:
+    """`read_image` of a file's bytes: a regular file of at most MAX_FILE_BYTES, or ImageError."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device would be read for ever
+            raise ImageError("not a regular file: name an image file")
+        with open(path, "rb") as stream:
+            raw = stream.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ImageError(f"cannot read it ({exc.strerror})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ImageError(f"the file is over {MAX_FILE_BYTES:,} bytes: send a smaller image")
+    return read_image(raw)
+
+
 def read_image(raw: bytes) -> Image.Image:
-    """Decode image bytes (any of IMAGE_FORMATS) into a PIL image, refusing oversized ones."""
+    """Decode image bytes (any of IMAGE_FORMATS) into a PIL image of one grey channel (and its
+    transparency, if any) at most WORK_SIDE pixels across, refusing oversized ones."""
     if not raw:
         raise ImageError("the file is empty")
     # Pillow's decoders raise many exception types on malformed bytes (OSError, SyntaxError,
@@ -67,29 +89,42 @@ def read_image(raw: bytes) -> Image.Image:
         raise ImageError(f"too large; send at most {MAX_PIXELS:,} pixels") from None
     except Exception as exc:
         raise ImageError(f"the image header is damaged ({exc})") from None
+    image.draft(image.mode, (WORK_SIDE, WORK_SIDE))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise ImageError(f"{width}x{height} pixels is too large; send at most {MAX_PIXELS:,} pixels")
     try:
         image.load()  # first frame only, for animated GIFs
+        image = one_channel(image)
     except Exception as exc:
         raise ImageError(f"the image data is damaged ({exc})") from None
+    image.thumbnail((WORK_SIDE, WORK_SIDE))  # keeps the aspect ratio
     return image
+
+
+def one_channel(image: Image.Image) -> Image.Image:
+    """`image` as grey levels: "L", or "LA" where it has transparency, or "I"/"F" for 16-bit and
+    float images; a LAB image by its lightness."""
+    if image.mode in ("L", "LA", "I", "F"):
+        return image
+    if image.mode == "LAB":  # its "A" is a colour axis, not alpha
+        return image.getchannel("L")
+    if image.mode.startswith("I;16"):
+        return image.convert("I")
+    if image.has_transparency_data:
+        return (image if image.mode == "RGBA" else image.convert("RGBA")).convert("LA")
+    return (image if image.mode == "RGB" else image.convert("RGB")).convert("L")
 
 
 def ink_intensity(image: Image.Image) -> np.ndarray:
     """float32 (h, w) in [0, 255]: how much ink each pixel holds, whatever the mode or colours."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit and float greyscale
-        gray = np.asarray(image, dtype=np.float32)
+    image = one_channel(image)
+    gray = np.asarray(image.getchannel("L") if image.mode == "LA" else image, dtype=np.float32)
+    if not np.isfinite(gray).all():
+        raise ImageError("some pixels are not numbers (NaN or infinite): save the image as PNG or JPEG")
+    if image.mode in ("I", "F"):  # 16-bit and float greyscale
         gray = gray * (255.0 / max(float(gray.max()), 255.0))
-        alpha = None
-    else:
-        if image.mode == "P":
-            image = image.convert("RGBA")
-        if image.mode == "CMYK":
-            image = image.convert("RGB")
-        alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255 if "A" in image.mode else None
-        gray = np.asarray(ImageOps.grayscale(image.convert("RGB")), dtype=np.float32)
+    alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255 if image.mode == "LA" else None
     if alpha is not None and alpha.min() < 1:
         # Transparent pixels are paper: give them the colour that contrasts with the opaque ink.
         opaque = gray[alpha > 0.5]
@@ -218,6 +253,8 @@ def mnist_style(ink: np.ndarray) -> np.ndarray:
     to 20 px, placed by its center of mass in a 28x28 field, as MNIST's digits were."""
     rows = np.flatnonzero((ink >= INK_THRESHOLD * 255).any(axis=1))
     columns = np.flatnonzero((ink >= INK_THRESHOLD * 255).any(axis=0))
+    if not len(rows):
+        raise ImageError("no digit found: no stroke stands out from the paper")
     crop = ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1].copy()
     crop[crop < INK_THRESHOLD * 255 / 2] = 0  # faint paper texture inside the box
 

@@ -1,6 +1,8 @@
 import json
+import os
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import predict
 from conftest import run_script
 from data import normalize_images
 from model import probability_model
+from preprocess import MAX_FILE_BYTES
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +78,69 @@ def test_bad_files_are_reported_and_the_rest_still_predicted(trained_run, rerend
     assert [line.split(": ")[1] for line in errors] == [
         str(tmp_path / name) for name in ("empty.png", "notes.png", "blank.png", "missing.png")
     ]
+
+
+def test_a_file_failing_in_any_way_is_only_that_files_error_in_the_json(trained_run, rerendered, tmp_path):
+    pixels = np.full((100, 100), 255.0, dtype=np.float32)
+    pixels[50, 50] = np.nan
+    Image.fromarray(pixels, mode="F").save(tmp_path / "nan.tif")
+    (tmp_path / "fifo.png").unlink(missing_ok=True)
+    os.mkfifo(tmp_path / "fifo.png")  # would be read for ever
+    with open(tmp_path / "huge.png", "wb") as huge:  # starts like a PNG; sparse, so it costs no disk
+        huge.write(b"\x89PNG\r\n\x1a\n")
+        huge.truncate(MAX_FILE_BYTES + 1)
+    names = ("nan.tif", "fifo.png", "huge.png")
+    result = run_script(
+        "predict.py",
+        str(rerendered / "001.png"),
+        *(str(tmp_path / name) for name in names),
+        "--json",
+        "--model",
+        str(trained_run.folder / "model.keras"),
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    printed = json.loads(result.stdout)
+    assert [entry["file"] for entry in printed["predictions"]] == [str(rerendered / "001.png")]
+    errors = {Path(entry["file"]).name: entry["error"] for entry in printed["errors"]}
+    assert list(errors) == list(names)
+    assert "not numbers" in errors["nan.tif"] and "not a regular file" in errors["fifo.png"]
+    assert f"over {MAX_FILE_BYTES:,} bytes" in errors["huge.png"]
+
+
+def test_preprocessed_images_of_files_sharing_a_name_do_not_overwrite_each_other(
+    trained_run, rerendered, mnist, tmp_path, capsys
+):
+    (tmp_path / "b").mkdir()
+    Image.open(rerendered / "000.png").save(tmp_path / "3.png")
+    Image.open(rerendered / "001.png").convert("RGB").save(tmp_path / "3.jpg")
+    Image.open(rerendered / "002.png").save(tmp_path / "b" / "3.png")
+    files = [str(tmp_path / name) for name in ("3.png", "3.jpg", "b/3.png")]
+    seen = tmp_path / "seen"
+    results = predict.main(
+        [*files, "--model", str(trained_run.folder / "model.keras"), "--save-preprocessed", str(seen)]
+    )
+    saved = [result["saved_as"][0] for result in results]
+    assert len(set(saved)) == 3 and sorted(p.name for p in seen.iterdir()) == ["3-2.png", "3-3.png", "3.png"]
+    images = [np.asarray(Image.open(path)) for path in saved]
+    assert not np.array_equal(images[0], images[2])  # a/3.png and b/3.png, each its own digit
+    assert np.array_equal(images[2], predict.mnist_style_digit(Image.open(rerendered / "002.png")))
+
+
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--top", "0"], "between 1 and 10"),
+        (["--top", "11"], "between 1 and 10"),
+        (["--save-preprocessed", "FILE"], "is a file"),
+    ],
+)
+def test_flags_out_of_range_are_usage_errors(tmp_path, capsys, flags, says):
+    (tmp_path / "FILE").write_text("keep me")
+    flags = [str(tmp_path / "FILE") if flag == "FILE" else flag for flag in flags]
+    with pytest.raises(SystemExit) as exit:
+        predict.parse_args(["digit.png", *flags])
+    assert exit.value.code == 2 and says in capsys.readouterr().err
+    assert (tmp_path / "FILE").read_text() == "keep me"
 
 
 def test_folder_without_images_is_an_error(trained_run, tmp_path):

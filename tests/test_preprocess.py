@@ -1,10 +1,25 @@
 import io
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from preprocess import DIGIT_BOX, ImageError, mnist_style_digit, number_pieces, page_ink, read_image
+from preprocess import (
+    DIGIT_BOX,
+    MAX_PIXELS,
+    ImageError,
+    mnist_style_digit,
+    number_pieces,
+    page_ink,
+    read_image,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def encode(image, format="PNG"):
@@ -118,6 +133,81 @@ def test_huge_dimensions_are_refused_before_decoding():
     assert len(bomb) < 1_000_000
     with pytest.raises(ImageError, match="too large"):
         read_image(bomb)
+
+
+def test_a_lab_image_is_read_by_its_lightness():
+    # LAB's "A" is a colour axis. Read as transparency, a grey page of CIELab TIFF (a and b stored
+    # signed, so neutral is 0) was all transparent: "no digit found".
+    lightness = drawn_one()
+    neutral = Image.new("L", lightness.size, 0)
+    lab = Image.merge("LAB", (lightness, neutral, neutral))
+    assert np.abs(mnist_style_digit(read_image(encode(lab, "TIFF"))).astype(int) - reference_one()).mean() < 3
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_float_image_with_a_pixel_that_is_not_a_number_is_an_error(bad):
+    pixels = np.asarray(drawn_one(), dtype=np.float32)
+    pixels[5, 5] = bad
+    with pytest.raises(ImageError, match="not numbers"):
+        mnist_style_digit(read_image(encode(Image.fromarray(pixels, mode="F"), "TIFF")))
+
+
+def reference_one():
+    return mnist_style_digit(read_image(encode(drawn_one())))
+
+
+def test_a_phone_sized_photo_reads_as_the_same_picture_smaller(mnist):
+    # Shrunk before any arithmetic, a 12-megapixel photo gives the digit its 1,000-pixel copy gives.
+    page = np.full((3024, 4032), 235.0) * (1 - 0.3 * np.linspace(0, 1, 4032))  # light falling off
+    photo = on_page(mnist.x_test[2], page)
+    small = photo.resize((1008, 756), Image.Resampling.BOX)
+    assert difference(read_image(encode(photo, "JPEG")), small) < 4
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale():
+    jpeg = encode(drawn_one(size=(6000, 4000), box=(2000, 1000, 2400, 3000), width=120), "JPEG")
+    assert 6000 * 4000 > MAX_PIXELS
+    assert_mnist_style(mnist_style_digit(read_image(jpeg)))
+
+
+PEAK_SCRIPT = """
+import json, resource, sys
+from preprocess import ImageError, mnist_style_digit, read_image
+raw = open(sys.argv[1], "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    mnist_style_digit(read_image(raw))
+except ImageError:
+    pass
+print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024))
+"""
+
+
+SIDE = math.isqrt(MAX_PIXELS)
+LARGEST = drawn_one(
+    (SIDE, SIDE),
+    (SIDE // 4, SIDE // 4, SIDE // 3, SIDE * 3 // 4),
+    ink=(0, 0, 0, 255),
+    paper=(255, 255, 255, 255),
+    mode="RGBA",
+    width=SIDE // 40,
+)
+
+
+@pytest.mark.parametrize(
+    "image, format",
+    [(LARGEST, "PNG"), (LARGEST, "WEBP"), (Image.new("RGBA", (MAX_PIXELS, 1), (255, 255, 255, 255)), "PNG")],
+    ids=["rgba-png", "webp", "strip"],
+)
+def test_the_largest_images_accepted_cost_at_most_300_mb_to_read(image, format, tmp_path):
+    path = tmp_path / f"large.{format.lower()}"
+    image.save(path, format=format)
+    assert path.stat().st_size < 1_000_000 and image.width * image.height <= MAX_PIXELS  # a server takes it
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, str(path)], cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) < 300_000_000, f"{json.loads(result.stdout) / 1e6:.0f} MB"
 
 
 def difference(image, reference):

@@ -40,6 +40,14 @@ def truncated_png():
     return buffer.getvalue()[:2000]
 
 
+def nan_tiff():
+    pixels = np.full((64, 64), 255.0, dtype=np.float32)
+    pixels[10, 10] = np.nan
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="F").save(buffer, "TIFF")
+    return buffer.getvalue()
+
+
 def png_of(digit_uint8, size=140):
     """Dark on light, enlarged to `size` square (None: five times, keeping the shape)."""
     buffer = io.BytesIO()
@@ -99,6 +107,7 @@ def test_multipart_upload_gives_the_same_answer(client, mnist):
         ({"content": b""}, 400, "empty"),
         ({"content": truncated_png()}, 400, "damaged"),
         ({"content": b"plain text"}, 400, "not an image"),
+        ({"content": nan_tiff()}, 400, "not numbers"),
         ({"files": {"other": ("a.txt", b"hi", "text/plain")}}, 400, "field `file`"),
         (
             {"content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=x"}},
@@ -107,7 +116,15 @@ def test_multipart_upload_gives_the_same_answer(client, mnist):
         ),
         ({"content": b"\0" * (MAX_UPLOAD_BYTES + 1)}, 413, "limit is 1,000,000"),
     ],
-    ids=["empty", "truncated-png", "text", "form-without-file", "malformed-multipart", "oversized"],
+    ids=[
+        "empty",
+        "truncated-png",
+        "text",
+        "nan-pixel",
+        "form-without-file",
+        "malformed-multipart",
+        "oversized",
+    ],
 )
 def test_bad_uploads_get_4xx_with_a_json_reason(client, request_args, status, detail):
     response = client.post("/api/predict", **request_args)

@@ -99,7 +99,11 @@ def keep_settings(lock: Path, settings: dict, out: Path) -> None:
     Resuming an interrupted run (or search) is only sound with the settings that started it.
     """
     settings = json.loads(json.dumps(settings))  # tuples as JSON gives them back
-    if lock.exists() and json.loads(lock.read_text()) != settings:
+    try:
+        kept = json.loads(lock.read_text()) if lock.exists() else settings
+    except (OSError, ValueError):
+        raise OutputError(f"{lock} is damaged: add --fresh to discard the work in {out}") from None
+    if kept != settings:
         raise OutputError(
             f"{out} holds work done with other settings: rerun that command to "
             "resume or reuse it, add --fresh to discard it, or choose another --out"

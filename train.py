@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
         )
         print(f"\ninterrupted with {saved}", file=sys.stderr)
         raise SystemExit(130) from None
+    except TrainingError as exc:
+        raise SystemExit(f"error: {exc}") from None
     wall_seconds = time.perf_counter() - started
     calibration = None
     if validation:  # the confidence below which a reading is "not sure" (reading.py)

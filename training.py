@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -219,10 +220,41 @@ def stop_on_signals() -> Iterator[StopOnSignal]:
             signal.signal(stop, handler)
 
 
+BACKUP_FILES = ("latest.weights.h5", "training_metadata.json")  # BackupAndRestore's, in its folder
+PREVIOUS = ".bkp"  # the suffix of its copies of the epoch before (double_checkpoint)
+
+
 def completed_epochs(backup: Path) -> int:
-    """Epochs that Keras's BackupAndRestore has saved in `backup` (0 if none)."""
-    metadata = backup / "training_metadata.json"
-    return json.loads(metadata.read_text())["epoch"] if metadata.exists() else 0
+    """Epochs that Keras's BackupAndRestore has saved in `backup`: the last backup's, or the one
+    before if the last cannot be read (0 if none)."""
+    for suffix in ("", PREVIOUS):
+        try:
+            return int(json.loads((backup / (BACKUP_FILES[1] + suffix)).read_text())["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return 0
+
+
+class CheckedBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras's BackupAndRestore, restoring from damaged backups too: a last backup that cannot be
+    loaded (an empty file, a disk that filled up mid-write) gives way to the epoch before's; if that
+    fails as well, a TrainingError says to start over. Keras itself falls back on OSError only."""
+
+    def on_train_begin(self, logs=None):
+        backup = Path(self.backup_dir)
+        previous = [backup / (name + PREVIOUS) for name in BACKUP_FILES]
+        while True:
+            try:
+                return super().on_train_begin(logs)
+            except Exception as exc:  # whatever damaged files raise: JSON, HDF5 or variable errors
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if not all(path.exists() for path in previous):
+                raise TrainingError(
+                    f"the backup in {backup} cannot be restored ({reason}): add --fresh to start over"
+                )
+            for path, name in zip(previous, BACKUP_FILES, strict=True):
+                os.replace(path, backup / name)  # the copies are gone: a second failure ends it
+            print(f"the last backup in {backup} is damaged ({reason}); resuming from the one before")
 
 
 def fit(
@@ -246,22 +278,31 @@ def fit(
     """
     batch_size = config.batch_size * model.distribute_strategy.num_replicas_in_sync
     x_fit = training_images(x_fit, y_fit, config)
-    callbacks = list(callbacks)
+    # Raising at the first NaN loss, before the epoch's end would back up the NaN weights.
+    callbacks = [keras.callbacks.TerminateOnNaN(raise_error=True), *callbacks]
     if backup is not None:
         epoch_history = EpochHistory(backup / "history.json")
         # double_checkpoint keeps the previous epoch's files while the next are being written.
-        restore = keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)
+        restore = CheckedBackupAndRestore(str(backup), double_checkpoint=True)
         callbacks = [epoch_history, restore, *callbacks]  # history first: restore deletes the folder
-    history = model.fit(
-        training_batches(x_fit, y_fit, batch_size, config.seed),
-        steps_per_epoch=steps_per_epoch(len(x_fit), batch_size),
-        shuffle=False,  # training_batches shuffles
-        epochs=epochs or config.epochs,
-        initial_epoch=initial_epoch,
-        validation_data=validation,
-        callbacks=callbacks,
-        verbose=progress_mode() if verbose is None else verbose,
-    ).history
+    try:
+        history = model.fit(
+            training_batches(x_fit, y_fit, batch_size, config.seed),
+            steps_per_epoch=steps_per_epoch(len(x_fit), batch_size),
+            shuffle=False,  # training_batches shuffles
+            epochs=epochs or config.epochs,
+            initial_epoch=initial_epoch,
+            validation_data=validation,
+            callbacks=callbacks,
+            verbose=progress_mode() if verbose is None else verbose,
+        ).history
+    except RuntimeError as exc:
+        if "NaN or Inf loss" not in str(exc):  # TerminateOnNaN's
+            raise
+        raise TrainingError(
+            f"training diverged: the loss became NaN or infinite, and this run saved nothing. "
+            f"Rerun with a lower --lr (this run's: {config.lr:g}) and --fresh"
+        ) from None
     return epoch_history.history() if backup is not None else history
 
 

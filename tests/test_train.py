@@ -5,6 +5,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import matplotlib.image
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import train
 from conftest import PROJECT_ROOT, TINY_TRAINING, run_script
 from data import MNIST_SHA256, normalize_images
 from model import load_trained_model
+from training import completed_epochs
 
 
 def test_training_lowers_loss_on_a_real_slice(trained_run):
@@ -160,8 +162,8 @@ def test_bad_dataset_is_one_line_without_traceback(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {broken} is not a readable .npz")
 
 
-def start_and_stop_after_first_epoch(argv, stop_signal):
-    """Start train.py and send `stop_signal` once its first epoch is backed up."""
+def start_and_stop_after_first_epoch(argv, stop_signal, epochs=1):
+    """Start train.py and send `stop_signal` once its first `epochs` are backed up."""
     process = subprocess.Popen(
         [sys.executable, "train.py", *argv],
         cwd=PROJECT_ROOT,
@@ -171,7 +173,9 @@ def start_and_stop_after_first_epoch(argv, stop_signal):
     )
     metadata = Path(argv[argv.index("--out") + 1]) / ".backup" / "training_metadata.json"
     deadline = time.monotonic() + 120
-    while not metadata.exists() and process.poll() is None and time.monotonic() < deadline:
+    while (
+        completed_epochs(metadata.parent) < epochs and process.poll() is None and time.monotonic() < deadline
+    ):
         time.sleep(0.02)
     assert process.poll() is None, "training ended before it could be stopped"
     process.send_signal(stop_signal)
@@ -210,3 +214,33 @@ def test_other_settings_refuse_to_resume_until_fresh(tmp_path):
     fresh = run_script("train.py", *argv, "--epochs", "1", "--fresh")
     assert fresh.returncode == 0 and "resuming" not in fresh.stdout
     assert json.loads((tmp_path / "run.json").read_text())["resumed_from_epoch"] == 0
+
+
+def test_a_damaged_backup_without_an_earlier_one_says_to_start_afresh(tmp_path):
+    argv = RESUMABLE + ["--out", str(tmp_path)]
+    start_and_stop_after_first_epoch(argv, signal.SIGKILL)
+    (tmp_path / ".backup" / "training_metadata.json").write_text("")  # as a full disk leaves it
+    (tmp_path / ".backup" / "training_metadata.json.bkp").unlink(missing_ok=True)
+    damaged = run_script("train.py", *argv)
+    assert damaged.returncode == 1 and "Traceback" not in damaged.stderr
+    assert damaged.stderr.strip().splitlines()[-1].startswith("error: the backup in ")
+    assert "add --fresh to start over" in damaged.stderr
+    assert run_script("train.py", *argv, "--fresh").returncode == 0
+
+
+def test_a_damaged_last_backup_gives_way_to_the_epoch_before(tmp_path):
+    argv = RESUMABLE + ["--out", str(tmp_path)]
+    start_and_stop_after_first_epoch(argv, signal.SIGKILL, epochs=2)
+    weights = tmp_path / ".backup" / "latest.weights.h5"
+    h5py.File(weights, "w").close()  # the disk filled up before any layer's weights were written
+    result = run_script("train.py", *argv)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "is damaged" in result.stdout and "resuming from the one before" in result.stdout
+    assert json.loads((tmp_path / "run.json").read_text())["epochs_run"] == 6
+    load_trained_model(tmp_path / "model.keras")
+
+
+def test_a_loss_that_becomes_nan_stops_training_and_saves_nothing(tmp_path):
+    with pytest.raises(SystemExit, match="training diverged: .* lower --lr"):
+        train.main(TINY_TRAINING + ["--lr", "1e30", "--out", str(tmp_path)])
+    assert not (tmp_path / "model.keras").exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import json
 import os
 import platform
@@ -27,6 +28,7 @@ DPI = 110  # every PNG the project writes
 MODEL_NAME = "model.keras"
 RECORD_NAME = "run.json"  # beside every saved model: how it was made
 MIN_FREE_BYTES = 200_000_000  # a model, its backup and the plots, with room to spare
+LOCK_NAME = ".lock"  # in an output folder: held by the run writing there, names its process
 
 
 class OutputError(Exception):
@@ -91,6 +93,28 @@ def check_writable(folder: Path) -> None:
             f"only {free / 1e6:.0f} MB free in {folder}, {MIN_FREE_BYTES / 1e6:.0f} MB needed: "
             "free some space or choose another --out"
         )
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold `folder` while inside: another process asking for it gets an OutputError naming the
+    holder. The operating system lets go when the holder ends, however it ends (a kill included)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_NAME, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise OutputError(
+                f"{folder} is in use by another run (process {holder}): wait for it to end, "
+                "or choose another --out"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        yield
 
 
 def keep_settings(lock: Path, settings: dict, out: Path) -> None:

@@ -20,6 +20,7 @@ from startup import import_tensorflow_quietly
 import_tensorflow_quietly()
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -34,7 +35,7 @@ from matplotlib.ticker import MaxNLocator
 import multiworker
 import outputs
 import settings
-from data import MNIST_SHA256, DataError, load_mnist
+from data import MNIST_SHA256, DataError, Mnist, load_mnist
 from model import probability_model, weights_sha256
 from reading import calibrate
 from training import (
@@ -111,14 +112,28 @@ def resume_or_start(args: argparse.Namespace, backup: Path, lock: dict) -> int:
 
 def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
     args = parse_args(argv)
-    run = args.settings
     try:
         outputs.check_writable(args.out)
         mnist = load_mnist(args.data)
-        x_fit, y_fit, x_val, y_val = training_split(mnist, run.training)
+        split = training_split(mnist, args.settings.training)
     except (outputs.OutputError, DataError, TrainingError) as exc:
         raise SystemExit(f"error: {exc}") from None
     strategy = distribution_strategy(args.strategy)
+    with contextlib.ExitStack() as held:
+        if strategy.extended.should_checkpoint:  # the one process of a cluster that writes --out
+            try:
+                held.enter_context(outputs.folder_lock(args.out))
+            except outputs.OutputError as exc:
+                raise SystemExit(f"error: {exc}") from None
+        return train_and_save(args, mnist, split, strategy)
+
+
+def train_and_save(
+    args: argparse.Namespace, mnist: Mnist, split: tuple, strategy
+) -> tuple[keras.Model, dict]:
+    """Train (or resume) as the flags say, then save the model, its record and its curves."""
+    run = args.settings
+    x_fit, y_fit, x_val, y_val = split
     multiworker_run = args.strategy == "multiworker"
     distribution = {"strategy": args.strategy, "replicas": strategy.num_replicas_in_sync}
     backup = args.out / BACKUP_NAME

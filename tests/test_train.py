@@ -244,3 +244,20 @@ def test_a_loss_that_becomes_nan_stops_training_and_saves_nothing(tmp_path):
     with pytest.raises(SystemExit, match="training diverged: .* lower --lr"):
         train.main(TINY_TRAINING + ["--lr", "1e30", "--out", str(tmp_path)])
     assert not (tmp_path / "model.keras").exists()
+
+
+def test_a_second_run_on_the_same_folder_says_it_is_in_use_and_touches_nothing(tmp_path):
+    argv = RESUMABLE + ["--epochs", "30", "--out", str(tmp_path)]
+    first = subprocess.Popen([sys.executable, "train.py", *argv], cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while completed_epochs(tmp_path / ".backup") < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = run_script("train.py", *argv)
+        assert first.poll() is None, "the first run ended before the second started"
+    finally:
+        first.kill()
+        first.wait()
+    assert second.returncode == 1 and "Traceback" not in second.stderr
+    assert f"is in use by another run (process {first.pid})" in second.stderr
+    assert "resuming" not in second.stdout

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,12 +117,19 @@ def split_validation(
     return x[fit], y[fit], x[val], y[val]
 
 
+NPY_HEADER_ROOM = 4096  # bytes: a .npy member's header, beside its array's bytes
+
+
 def _read_npz(path: Path, hint: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = set(EXPECTED_SHAPES) - set(npz.files)
             if missing:
                 raise DataError(f"{path} lacks {', '.join(sorted(missing))}: {hint}")
+            for name, shape in EXPECTED_SHAPES.items():  # sizes as the zip declares them, before reading
+                size = npz.zip.getinfo(f"{name}.npy").file_size
+                if size > math.prod(shape) + NPY_HEADER_ROOM:
+                    raise DataError(f"{path}: {name} holds {size:,} bytes, more than MNIST's: {hint}")
             return {name: npz[name] for name in EXPECTED_SHAPES}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path} is not a readable .npz ({exc}): {hint}") from None
@@ -134,26 +142,33 @@ def _read_idx_folder(folder: Path) -> dict[str, np.ndarray]:
         found = next((path for path in candidates if path.exists()), None)
         if found is None:
             raise DataError(f"{folder} has no {stem}[.gz]: put the four MNIST IDX files there")
-        arrays[name] = _read_idx(found)
+        arrays[name] = _read_idx(found, EXPECTED_SHAPES[name])
     return arrays
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """Parse one IDX file of unsigned bytes (magic 0x0000 08 ndim, big-endian sizes, data)."""
+def _read_idx(path: Path, expected: tuple[int, ...]) -> np.ndarray:
+    """Parse one IDX file of unsigned bytes (magic 0x0000 08 ndim, big-endian sizes, data) holding
+    an array of the `expected` shape; the header is checked before the body is read."""
+    broken = f"{path} is not an IDX file of unsigned bytes: replace it with an intact copy"
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as stream:
-            raw = stream.read()
+            magic = stream.read(4)
+            if len(magic) < 4 or magic[:3] != b"\x00\x00\x08" or magic[3] not in (1, 3):
+                raise DataError(broken)
+            sizes = stream.read(4 * magic[3])
+            if len(sizes) < 4 * magic[3]:
+                raise DataError(broken)
+            shape = tuple(int.from_bytes(sizes[i : i + 4], "big") for i in range(0, len(sizes), 4))
+            if shape != expected:
+                raise DataError(f"{path} holds an array of {shape}, MNIST's is {expected}: replace it")
+            body = stream.read(math.prod(shape))
+            padded = stream.read(1) != b""
     except (OSError, EOFError) as exc:
         raise DataError(f"{path} is unreadable ({exc}): replace it with an intact copy") from None
-    ndim = raw[3] if len(raw) >= 4 else 0
-    header_size = 4 + 4 * ndim
-    if len(raw) < header_size or raw[:3] != b"\x00\x00\x08" or ndim not in (1, 3):
-        raise DataError(f"{path} is not an IDX file of unsigned bytes: replace it with an intact copy")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    if len(raw) - header_size != int(np.prod(shape)):
+    if len(body) != math.prod(shape) or padded:
         raise DataError(f"{path} is truncated or padded: replace it with an intact copy")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(shape)
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
 
 def _download_with_keras() -> dict[str, np.ndarray]:

@@ -12,6 +12,7 @@ defaults live in settings.py; a saved model travels with a run record (run.json,
 from __future__ import annotations
 
 import hashlib
+import json
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,12 +111,44 @@ class ModelError(Exception):
     """A saved model that is missing, unreadable or not a digit classifier; says how to fix it."""
 
 
+MAX_CONFIG_BYTES = 1_000_000  # a .keras file's config.json; train.py's are a few kB
+MAX_CONFIG_DEPTH = 40  # nesting of that config; train.py's nest about 8 deep
+MAX_WIDTH = 65_536  # units or filters of one layer; train.py's are at most a few thousand
+
+
+def config_problem(archive: zipfile.ZipFile) -> str | None:
+    """What makes a .keras file's config unsafe to build (None: nothing): deeper nesting than
+    Keras can recurse through, or a layer so wide its weights would exhaust memory."""
+    if archive.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
+        return f"its config is over {MAX_CONFIG_BYTES:,} bytes"
+    try:
+        stack = [(json.loads(archive.read("config.json")), 1)]  # walked without recursion
+    except RecursionError:
+        return "its config nests too deep to read"
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_CONFIG_DEPTH:
+            return f"its config nests over {MAX_CONFIG_DEPTH} levels deep"
+        if isinstance(value, dict):
+            for key in ("units", "filters"):
+                if isinstance(value.get(key), int) and value[key] > MAX_WIDTH:
+                    return f"a layer has {value[key]:,} {key}, over {MAX_WIDTH:,}"
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+    return None
+
+
 def load_trained_model(path: str | Path) -> keras.Model:
     """Load a model saved by train.py, refusing anything that is not a 28x28 -> 10 classifier."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"no trained model at {path}: run `python train.py` first")
     try:
+        with zipfile.ZipFile(path) as archive:
+            problem = config_problem(archive)
+        if problem:
+            raise ValueError(problem)
         # safe_mode refuses lambdas and other code stored in the file: a model never runs code.
         model = keras.models.load_model(path, safe_mode=True)
     except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as exc:

@@ -118,6 +118,40 @@ def test_idx_folder_errors_name_the_missing_or_broken_file(tmp_path, mnist):
         load_mnist(tmp_path)
 
 
+def idx_folder_with(tmp_path, mnist, name, header_shape, body):
+    """The four IDX files, `name`'s replaced by a header claiming `header_shape` and `body`."""
+    for other, stem in IDX_FILES.items():
+        write_idx(tmp_path / stem, getattr(mnist, other))
+    path = tmp_path / IDX_FILES[name]
+    path.unlink()
+    with gzip.open(path.with_suffix(".gz"), "wb") as stream:
+        stream.write(
+            bytes([0, 0, 8, len(header_shape)]) + b"".join(n.to_bytes(4, "big") for n in header_shape)
+        )
+        stream.write(body)
+    return tmp_path
+
+
+def test_idx_sizes_are_checked_exactly_before_the_body_is_read(tmp_path, mnist):
+    # 2**32-1 cubed overflows 64-bit integers: wrapped, it once looked like an empty array.
+    folder = idx_folder_with(tmp_path, mnist, "x_test", (2**32 - 1,) * 3, b"")
+    with pytest.raises(DataError, match=r"holds an array of \(4294967295, 4294967295, 4294967295\)"):
+        load_mnist(folder)
+
+
+def test_an_idx_file_with_data_past_its_array_is_refused(tmp_path, mnist):
+    folder = idx_folder_with(tmp_path, mnist, "y_test", (10000,), mnist.y_test.tobytes() + bytes(50_000_000))
+    with pytest.raises(DataError, match="truncated or padded"):
+        load_mnist(folder)
+
+
+def test_an_npz_member_larger_than_mnists_is_refused_before_it_is_read(tmp_path, mnist):
+    path = tmp_path / "mnist.npz"
+    np.savez_compressed(path, **{**arrays_of(mnist), "y_test": np.zeros(50_000_000, dtype=np.uint8)})
+    with pytest.raises(DataError, match="y_test holds 50,000,128 bytes, more than MNIST's"):
+        load_mnist(path)
+
+
 def test_missing_path_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="no dataset at"):
         load_mnist(tmp_path / "absent.npz")

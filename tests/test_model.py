@@ -1,3 +1,6 @@
+import json
+import zipfile
+
 import keras
 import numpy as np
 import pytest
@@ -77,6 +80,45 @@ def test_garbage_and_truncated_models_are_model_errors(tmp_path, trained_run):
     truncated.write_bytes(saved[: len(saved) // 2])
     with pytest.raises(ModelError, match="cannot load"):
         load_trained_model(truncated)
+
+
+def with_config(saved, path, change):
+    """A copy of the .keras file `saved` at `path`, its config.json text rewritten by `change`."""
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(path, "w") as copy:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "config.json":
+                data = change(json.loads(data)).encode()
+            copy.writestr(item, data)
+    return path
+
+
+def first_dense(config):
+    return next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")
+
+
+def widened(config):
+    first_dense(config)["config"]["units"] = 2**28  # 800 GB of weights
+    return json.dumps(config)
+
+
+def nested(config, depth=100_000):
+    first_dense(config)["config"]["extra"] = "DEEP"
+    return json.dumps(config).replace('"DEEP"', "[" * depth + "]" * depth)
+
+
+def fairly_nested(config):
+    return nested(config, depth=100)
+
+
+@pytest.mark.parametrize(
+    "change, says",
+    [(widened, "268,435,456 units"), (nested, "nests too deep"), (fairly_nested, "nests over 40")],
+)
+def test_a_model_file_too_wide_or_too_deep_to_build_is_refused_unbuilt(tmp_path, trained_run, change, says):
+    path = with_config(trained_run.folder / "model.keras", tmp_path / "bad.keras", change)
+    with pytest.raises(ModelError, match=f"cannot load .*{says}"):
+        load_trained_model(path)
 
 
 def test_model_of_another_shape_is_refused(tmp_path):

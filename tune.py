@@ -22,6 +22,8 @@ import_tensorflow_quietly()
 import argparse
 import csv
 import dataclasses
+import math
+import numbers
 import os
 import shutil
 import sys
@@ -122,6 +124,62 @@ class DigitHyperModel(keras_tuner.HyperModel):
         return model.history  # KerasTuner scores a History
 
 
+def outside_space(hypermodel: DigitHyperModel, values: dict) -> str | None:
+    """What in a reported point lies outside the search space `hypermodel` declares (None: all
+    inside): its values are read through the hypermodel, which declares each one's choices or range."""
+    point = keras_tuner.HyperParameters()
+    point.values = {name: value for name, value in values.items() if not name.startswith("tuner/")}
+    try:
+        hypermodel.settings(point)  # declares the space, keeping the reported values
+    except (ValueError, TypeError) as exc:
+        return str(exc)
+    for declared in point.space:
+        value = point.values.get(declared.name)
+        if isinstance(declared, keras_tuner.engine.hyperparameters.Choice):
+            inside = value in declared.values
+        else:  # Int or Float
+            inside = (
+                isinstance(value, numbers.Real)
+                and math.isfinite(value)
+                and declared.min_value <= value <= declared.max_value
+            )
+        if not inside:
+            return f"{declared.name} = {value!r}"
+    return None
+
+
+class CheckedOracle:
+    """The search's oracle, refusing reports from outside the search. A chief's oracle answers
+    anyone who reaches its port (KerasTuner's gRPC has neither authentication nor encryption), so
+    a trial ended with settings outside the space is kept with the settings it was given and
+    marked FAILED, and metrics that are not finite (accuracies: not in [0, 1]) are refused."""
+
+    def __init__(self, oracle: keras_tuner.Oracle, hypermodel: DigitHyperModel):
+        self.oracle = oracle
+        self.hypermodel = hypermodel
+
+    def __getattr__(self, name):
+        return getattr(self.oracle, name)
+
+    def update_trial(self, trial_id, metrics, step=0):
+        for name, value in metrics.items():
+            finite = isinstance(value, numbers.Real) and math.isfinite(value)
+            if not finite or (name.endswith("accuracy") and not 0 <= value <= 1):
+                raise ValueError(f"refused trial {trial_id}'s {name} = {value!r}")
+        return self.oracle.update_trial(trial_id, metrics, step=step)
+
+    def end_trial(self, trial):
+        problem = outside_space(self.hypermodel, trial.hyperparameters.values)
+        if problem:
+            print(
+                f"refused trial {trial.trial_id} as reported: {problem} is outside the search",
+                file=sys.stderr,
+            )
+            trial.hyperparameters = self.oracle.get_trial(trial.trial_id).hyperparameters
+            trial.status, trial.message = keras_tuner.engine.trial.TrialStatus.FAILED, f"refused: {problem}"
+        return self.oracle.end_trial(trial)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The flags, with `base`: the settings every trial starts from."""
     parser = argparse.ArgumentParser(
@@ -181,9 +239,12 @@ def make_tuner(args: argparse.Namespace, hypermodel: DigitHyperModel) -> keras_t
         overwrite=False,
     )
     if args.tuner == "bayesian":
-        return keras_tuner.BayesianOptimization(max_trials=args.trials or BAYESIAN_TRIALS, **common)
-    tuner = keras_tuner.Hyperband(max_epochs=args.base.training.epochs, factor=3, **common)
-    tuner.oracle.max_trials = args.trials  # Hyperband takes no max_trials; its oracle honours one
+        tuner = keras_tuner.BayesianOptimization(max_trials=args.trials or BAYESIAN_TRIALS, **common)
+    else:
+        tuner = keras_tuner.Hyperband(max_epochs=args.base.training.epochs, factor=3, **common)
+        tuner.oracle.max_trials = args.trials  # Hyperband takes no max_trials; its oracle honours one
+    if role() != "worker":  # a worker's oracle is a client of the chief's
+        tuner.oracle = CheckedOracle(tuner.oracle, hypermodel)
     return tuner
 
 

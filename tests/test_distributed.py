@@ -1,11 +1,15 @@
-"""Scale-out: a KerasTuner search shared by a chief and two workers, and train.py on two
-MultiWorkerMirroredStrategy workers, each a separate process on 127.0.0.1."""
+"""Scale-out: a KerasTuner search shared by a chief and two workers (and one refusing an intruder's
+reports), and train.py on two MultiWorkerMirroredStrategy workers, each a separate process on
+127.0.0.1."""
 
 import csv
 import json
 
+import grpc
+import keras_tuner
 import pytest
 import tensorflow as tf
+from keras_tuner.src import protos
 
 import train
 from conftest import TINY_TRAINING, run_script, start_script
@@ -15,7 +19,13 @@ from settings import resolve
 
 def finish(processes, timeout=600):
     """Wait for every process; return their (stdout, stderr), failing on any non-zero exit."""
-    outputs = [process.communicate(timeout=timeout) for process in processes]
+    try:
+        outputs = [process.communicate(timeout=timeout) for process in processes]
+    finally:
+        for process in processes:  # none outlives a failed test
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
     for process, (_, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, stderr[-3000:]
     return outputs
@@ -36,6 +46,45 @@ def test_chief_and_two_workers_share_one_search(tmp_path):
     assert "best of 6 trials" in chief_out
     best = json.loads((tmp_path / "best_config.json").read_text())
     assert resolve(best).as_dict() == best
+
+
+def oracle_stub(port):
+    """A gRPC client of the chief's oracle, as anyone who reaches its port can make one."""
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    grpc.channel_ready_future(channel).result(timeout=120)
+    return protos.get_service_grpc().OracleStub(channel), protos.get_service()
+
+
+def test_reports_from_outside_the_search_space_never_become_the_best(tmp_path):
+    port = free_ports(1)[0]
+    argv = ["tune.py", "--limit", "1000", "--max-epochs", "3", "--out", str(tmp_path)]
+    oracle = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+    chief = start_script(*argv, KERASTUNER_TUNER_ID="chief", **oracle)
+    try:
+        stub, service = oracle_stub(port)
+        # Under the worker's name, so that the chief does not wait for the intruder to finish.
+        issued = stub.CreateTrial(service.CreateTrialRequest(tuner_id="tuner0")).trial
+        not_a_number = {"val_accuracy": float("nan")}
+        with pytest.raises(grpc.RpcError):
+            stub.UpdateTrial(service.UpdateTrialRequest(trial_id=issued.trial_id, metrics=not_a_number))
+        stub.UpdateTrial(service.UpdateTrialRequest(trial_id=issued.trial_id, metrics={"val_accuracy": 1.0}))
+        forged = keras_tuner.engine.trial.Trial.from_proto(issued)
+        forged.hyperparameters.values.update({"width_1": 123456, "lr": float("nan")})
+        forged.status = "COMPLETED"
+        stub.EndTrial(service.EndTrialRequest(trial=forged.to_proto()))
+    except BaseException:
+        chief.kill()
+        chief.communicate()
+        raise
+    worker = start_script(*argv, KERASTUNER_TUNER_ID="tuner0", **oracle)
+    (_, chief_err), _ = finish([chief, worker])
+    assert "outside the search" in chief_err
+    with open(tmp_path / "trials.csv", newline="") as stream:
+        rows = {row["trial"]: row for row in csv.DictReader(stream)}
+    assert rows[issued.trial_id]["status"] == "FAILED"
+    best = json.loads((tmp_path / "best_config.json").read_text())
+    assert resolve(best).as_dict() == best and 123456 not in best["model"]["hidden"]
+    assert best["training"]["lr"] == best["training"]["lr"]  # not NaN
 
 
 def test_two_workers_train_the_same_weights_and_only_the_chief_saves(tmp_path):

@@ -1,0 +1,237 @@
+"""Export a trained model for other runtimes, each file checked in its own runtime before it counts.
+
+    python export.py                                       # artifacts/model.keras -> artifacts/export
+    python export.py --model artifacts/cnn/model.keras --out artifacts/cnn-export
+
+Writes into --out:
+- saved_model/mnist/<version>/: a SavedModel in TF Serving's layout (versions count up from 1,
+  never overwritten), signature `serving_default`;
+- model.onnx (ONNX, for onnxruntime) and model.tflite (LiteRT, for phones and ai-edge-litert);
+- export.json: each file's sha256, the input and output contract, the checks and the run.json of
+  the model they came from.
+Every format takes float32 images (n, 28, 28) in [0, 1], as preprocess.py and data.normalize_images
+make them, and returns the ten probabilities (the softmax of the logits). Before a file is moved
+into place it must give the Keras model's digit on all 10,000 test images, probabilities within
+1e-4, and the same answer twice. A format that fails is reported and the others still written.
+"""
+
+from __future__ import annotations
+
+from startup import import_tensorflow_quietly
+
+import_tensorflow_quietly()
+
+import argparse
+import hashlib
+import os
+import shutil
+import sys
+import uuid
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import outputs
+from data import IMAGE_SIZE, NUM_CLASSES, DataError, load_mnist, normalize_images
+from model import ModelError, load_trained_model, probability_model
+
+TOLERANCE = 1e-4  # largest difference in any probability from the Keras model's
+BATCH = 1000  # test images per call in the checks
+SERVING_NAME = "mnist"  # TF Serving's model name: saved_model/mnist/<version>/
+# The converters Keras's own `model.export` uses; their known failures on Keras 3 models.
+UPSTREAM = {
+    "onnx": "tf2onnx via keras export; see onnx/tensorflow-onnx#2329",
+    "litert": "the LiteRT converter via keras export; see tensorflow/tensorflow#63867",
+}
+INPUT_CONTRACT = {
+    "name": "image",
+    "shape": [None, IMAGE_SIZE, IMAGE_SIZE],
+    "dtype": "float32",
+    "range": [0.0, 1.0],
+    "preprocessing": "preprocess.mnist_style_digit (white digit on black, 20x20 box centred by mass "
+    "in 28x28), then data.normalize_images (uint8 / 255)",
+}
+
+
+# Keras's ONNX route probes `np.object`, which NumPy 2 warns about on every export: not ours to fix.
+warnings.filterwarnings("ignore", category=FutureWarning, module="keras.src.export.tf2onnx_lib")
+
+
+class ExportError(Exception):
+    """A format that could not be written or did not pass its checks; the message says why."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, default=Path("artifacts/model.keras"))
+    parser.add_argument("--out", type=Path, default=Path("artifacts/export"))
+    return parser.parse_args(argv)
+
+
+def saved_model_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """The SavedModel's `serving_default` signature, as TF Serving calls it."""
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    return lambda images: signature(image=tf.constant(images))["output_0"].numpy()
+
+
+def onnx_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda images: session.run(None, {name: images})[0]
+
+
+def litert_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    entry, exit_ = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+
+    def run(images: np.ndarray) -> np.ndarray:
+        interpreter.resize_tensor_input(entry, images.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(entry, images)
+        interpreter.invoke()
+        return interpreter.get_tensor(exit_).copy()
+
+    return run
+
+
+FORMATS = {  # name -> (keras export format, file or folder name, runner)
+    "saved_model": ("tf_saved_model", None, saved_model_runner),
+    "onnx": ("onnx", "model.onnx", onnx_runner),
+    "litert": ("litert", "model.tflite", litert_runner),
+}
+
+
+def checks(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, reference: np.ndarray) -> dict:
+    """How `run` agrees with the Keras model's probabilities `reference` on `images`."""
+    answers = np.concatenate([run(images[start : start + BATCH]) for start in range(0, len(images), BATCH)])
+    again = run(images[:BATCH])
+    return {
+        "test_images": len(images),
+        "same_digit": int((answers.argmax(axis=1) == reference.argmax(axis=1)).sum()),
+        "largest_probability_difference": float(np.abs(answers - reference).max()),
+        "same_answer_twice": bool(np.array_equal(again, answers[:BATCH])),
+    }
+
+
+def failure(result: dict) -> str | None:
+    """Why the checks' `result` fails (None: it passes)."""
+    if result["same_digit"] != result["test_images"]:
+        return f"a different digit on {result['test_images'] - result['same_digit']} test images"
+    if result["largest_probability_difference"] > TOLERANCE:
+        return f"probabilities differ by up to {result['largest_probability_difference']:.2g}"
+    if not result["same_answer_twice"]:
+        return "a different answer for the same images"
+    return None
+
+
+def sha256_of(path: Path) -> dict[str, str] | str:
+    """A file's sha256, or a folder's files' sha256 by relative path."""
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    return {
+        str(file.relative_to(path)): hashlib.sha256(file.read_bytes()).hexdigest()
+        for file in sorted(path.rglob("*"))
+        if file.is_file()
+    }
+
+
+def next_version(folder: Path) -> int:
+    """TF Serving's next version number in `folder`: one past the highest there, from 1."""
+    versions = [int(entry.name) for entry in folder.glob("*") if entry.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def export_format(
+    name: str, probabilities: keras.Model, out: Path, images: np.ndarray, reference: np.ndarray
+) -> tuple[Path, dict]:
+    """Write one format beside its final place, check it, then move it there; returns its path and
+    the checks' figures, or raises ExportError leaving nothing behind."""
+    keras_format, file_name, runner = FORMATS[name]
+    if file_name is None:
+        parent = out / "saved_model" / SERVING_NAME
+        final = parent / str(next_version(parent))
+    else:
+        parent, final = out, out / file_name
+    parent.mkdir(parents=True, exist_ok=True)
+    partial = parent / f".{final.name}.{uuid.uuid4().hex[:8]}.partial{final.suffix}"
+    try:
+        try:
+            probabilities.export(str(partial), format=keras_format, verbose=False)
+            result = checks(runner(partial), images, reference)
+        except Exception as exc:  # a converter's or a runtime's own failure, whatever its type
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            upstream = f" ({UPSTREAM[name]})" if name in UPSTREAM else ""
+            raise ExportError(f"the converter or its runtime failed: {reason}{upstream}") from None
+        problem = failure(result)
+        if problem:
+            raise ExportError(f"its check failed: {problem}, against the Keras model")
+        os.replace(partial, final)
+    finally:
+        if partial.is_dir():
+            shutil.rmtree(partial)
+        elif partial.exists():
+            partial.unlink()
+    return final, result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    try:
+        network = load_trained_model(args.model)
+        mnist = load_mnist()
+        outputs.check_writable(args.out)
+    except (ModelError, DataError, outputs.OutputError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    random = [layer.name for layer in network.layers if type(layer).__name__.startswith("Random")]
+    if random:  # models saved before augmentation moved into training.py hold it inside
+        raise SystemExit(
+            f"error: {args.model} holds training-time augmentation ({', '.join(random)}), which an "
+            "export would apply at inference: retrain it with `python train.py`"
+        )
+    probabilities = probability_model(network)
+    images = normalize_images(mnist.x_test)
+    reference = probabilities.predict(images, batch_size=BATCH, verbose=0)
+    written, failed = {}, {}
+    for name in FORMATS:
+        try:
+            path, result = export_format(name, probabilities, args.out, images, reference)
+        except ExportError as exc:
+            failed[name] = str(exc)
+            print(f"error: {name}: {exc}; not written", file=sys.stderr)
+            continue
+        written[name] = {"path": str(path.relative_to(args.out)), "sha256": sha256_of(path), "checks": result}
+        print(
+            f"{name}: {path} (same digit on {result['same_digit']:,} of {result['test_images']:,} test "
+            f"images, probabilities within {result['largest_probability_difference']:.1e})"
+        )
+    record = outputs.run_record(
+        source={"model": str(args.model), "run": outputs.record_of(args.model)},
+        input=INPUT_CONTRACT,
+        output={
+            "name": "output_0",
+            "shape": [None, NUM_CLASSES],
+            "dtype": "float32",
+            "meaning": ("the probability of each digit 0-9: the softmax of the network's logits"),
+        },
+        formats=written,
+        failed=failed,
+    )
+    outputs.write_json(args.out / "export.json", record)
+    print(f"wrote {args.out / 'export.json'}")
+    if failed:
+        raise SystemExit(1)
+    return record
+
+
+if __name__ == "__main__":
+    main()

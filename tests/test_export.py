@@ -1,0 +1,77 @@
+"""export.py: each format written, checked in its own runtime, and moved into place only if it
+answers like the Keras model; TF Serving's version folders; models that must not be exported."""
+
+import hashlib
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import export
+from data import normalize_images
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export")
+    return export.main(["--model", str(trained_run.folder / "model.keras"), "--out", str(folder)]), folder
+
+
+def test_every_format_answers_like_the_keras_model_on_all_test_digits(exported):
+    record, folder = exported
+    assert set(record["formats"]) == {"saved_model", "onnx", "litert"} and record["failed"] == {}
+    for written in record["formats"].values():
+        assert written["checks"]["same_digit"] == written["checks"]["test_images"] == 10_000
+        assert written["checks"]["largest_probability_difference"] <= 1e-4
+        assert written["checks"]["same_answer_twice"]
+    assert json.loads((folder / "export.json").read_text()) == record
+    onnx = folder / record["formats"]["onnx"]["path"]
+    assert hashlib.sha256(onnx.read_bytes()).hexdigest() == record["formats"]["onnx"]["sha256"]
+    assert record["source"]["run"]["weights_sha256"] and record["input"]["range"] == [0.0, 1.0]
+
+
+def test_the_saved_model_serves_probabilities_through_tf_servings_signature(exported, mnist):
+    record, folder = exported
+    assert record["formats"]["saved_model"]["path"] == "saved_model/mnist/1"
+    signature = tf.saved_model.load(str(folder / "saved_model/mnist/1")).signatures["serving_default"]
+    spec = signature.structured_input_signature[1]["image"]
+    assert spec.dtype == tf.float32 and spec.shape.as_list() == [None, 28, 28]
+    probabilities = signature(image=tf.constant(normalize_images(mnist.x_test[:50])))["output_0"].numpy()
+    assert probabilities.shape == (50, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_a_new_export_is_the_next_saved_model_version_and_leaves_the_last_untouched(exported, trained_run):
+    record, folder = exported
+    again = export.main(["--model", str(trained_run.folder / "model.keras"), "--out", str(folder)])
+    assert again["formats"]["saved_model"]["path"] == "saved_model/mnist/2"
+    assert export.sha256_of(folder / "saved_model/mnist/1") == record["formats"]["saved_model"]["sha256"]
+
+
+def test_a_format_failing_its_check_is_not_written_and_the_others_are(trained_run, tmp_path, monkeypatch):
+    keras_format, name, runner = export.FORMATS["onnx"]
+    wrong = lambda path: lambda images: runner(path)(images)[:, ::-1]  # noqa: E731 - digits reversed
+    monkeypatch.setitem(export.FORMATS, "onnx", (keras_format, name, wrong))
+    with pytest.raises(SystemExit) as exit_info:
+        export.main(["--model", str(trained_run.folder / "model.keras"), "--out", str(tmp_path)])
+    assert exit_info.value.code == 1
+    record = json.loads((tmp_path / "export.json").read_text())
+    assert "a different digit" in record["failed"]["onnx"] and set(record["formats"]) == {
+        "saved_model",
+        "litert",
+    }
+    assert not (tmp_path / "model.onnx").exists() and not list(tmp_path.glob(".*partial*"))
+
+
+def test_a_model_holding_training_augmentation_is_refused(tmp_path):
+    inputs = keras.Input((28, 28))
+    x = keras.layers.Reshape((28, 28, 1))(inputs)
+    x = keras.layers.RandomTranslation(0.1, 0.1)(x)  # as models saved before training.py held it
+    logits = keras.layers.Dense(10, name="logits")(keras.layers.Flatten()(x))
+    path = tmp_path / "old.keras"
+    keras.Model(inputs, keras.layers.Activation("sigmoid", name="digit")(logits)).save(path)
+    with pytest.raises(SystemExit, match="holds training-time augmentation"):
+        export.main(["--model", str(path), "--out", str(tmp_path / "export")])
+    assert not (tmp_path / "export").exists() or not any((tmp_path / "export").iterdir())

@@ -1,11 +1,14 @@
 # The README's two commands: `make run` (train, then evaluate) and `make test`; CI adds `make lint`.
 # Each creates or reuses the virtual environment in $(VENV).
 PYTHON ?= python3
-VENV ?= .venv
+# GPU=1 installs TensorFlow with CUDA (requirements-gpu.txt) instead of the CPU-only wheel, in an
+# environment of its own: the two TensorFlow packages cannot share one.
+VENV ?= $(if $(GPU),.venv-gpu,.venv)
 BIN := $(VENV)/bin
+RUN_REQUIREMENTS := $(if $(GPU),requirements-gpu.txt,requirements.txt)
 
 .PHONY: run test lint
-run: $(VENV)/.installed-run
+run: $(VENV)/.installed-run$(if $(GPU),-gpu)
 	$(BIN)/python train.py
 	$(BIN)/python evaluate.py
 
@@ -19,6 +22,6 @@ lint: $(VENV)/.installed-dev
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed-%: requirements.txt requirements-dev.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -r $(if $(filter dev,$*),requirements-dev.txt,requirements.txt)
+$(VENV)/.installed-%: requirements.txt requirements-gpu.txt requirements-libraries.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r $(if $(filter dev,$*),requirements-dev.txt,$(RUN_REQUIREMENTS))
 	touch $@

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 DPI = 110  # every PNG the project writes
 MODEL_NAME = "model.keras"
 RECORD_NAME = "run.json"  # beside every saved model: how it was made
+LOGS_NAME = "logs"  # TensorBoard's event files, in an output folder
 MIN_FREE_BYTES = 200_000_000  # a model, its backup and the plots, with room to spare
 LOCK_NAME = ".lock"  # in an output folder: held by the run writing there, names its process
 

@@ -42,6 +42,8 @@ from training import (
     STRATEGIES,
     TrainingError,
     completed_epochs,
+    described_devices,
+    devices,
     distribution_strategy,
     stop_on_signals,
     train,
@@ -144,6 +146,8 @@ def train_and_save(
     except outputs.OutputError as exc:
         raise SystemExit(f"error: {exc}") from None
     validation = (x_val, y_val) if len(x_val) else None
+    hardware = devices()
+    print(f"training on {described_devices(hardware)}")
     started = time.perf_counter()
     try:
         with stop_on_signals() as stopper:
@@ -152,8 +156,10 @@ def train_and_save(
                     run.model, run.training, (x_fit, y_fit), validation, strategy, stopper
                 )
             else:
+                # Per-epoch loss, accuracy and learning rate: `tensorboard --logdir artifacts`.
+                logs = keras.callbacks.TensorBoard(str(args.out / outputs.LOGS_NAME))
                 network, history = train(
-                    run.model, run.training, (x_fit, y_fit), validation, [stopper], backup, strategy
+                    run.model, run.training, (x_fit, y_fit), validation, [stopper, logs], backup, strategy
                 )
     except KeyboardInterrupt:
         saved = (
@@ -177,6 +183,7 @@ def train_and_save(
     record = outputs.run_record(
         **run.as_dict(),
         distribution=distribution,
+        devices=hardware,
         data={
             "source": mnist.source,
             "sha256": MNIST_SHA256,

@@ -321,6 +321,23 @@ def train(
     return network_of(model), history
 
 
+def devices() -> dict:
+    """What training runs on: the GPUs TensorFlow sees, by name, or else the CPU and its threads."""
+    gpus = [
+        tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+        for gpu in tf.config.list_physical_devices("GPU")
+    ]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"gpus": gpus, "cpu_threads": tf.config.threading.get_intra_op_parallelism_threads() or cores}
+
+
+def described_devices(found: dict) -> str:
+    """`devices()` in words: "1 GPU: NVIDIA H100 80GB" or "the CPU, 2 threads"."""
+    if found["gpus"]:
+        return f"{len(found['gpus'])} GPU{'s' if len(found['gpus']) > 1 else ''}: {', '.join(found['gpus'])}"
+    return f"the CPU, {found['cpu_threads']} threads"
+
+
 def distribution_strategy(name: str) -> tf.distribute.Strategy:
     """The tf.distribute strategy of that name; create it before TensorFlow does anything else."""
     if name == "mirrored":

@@ -344,6 +344,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                 y_fit,
                 validation_data=(x_val, y_val),
                 epochs=base.training.epochs,
+                # KerasTuner gives each trial its own folder of logs under this one.
+                callbacks=[keras.callbacks.TensorBoard(str(args.out / outputs.LOGS_NAME))],
                 verbose=progress_mode(),
             )
     except KeyboardInterrupt:

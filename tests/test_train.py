@@ -198,7 +198,7 @@ def test_stopped_training_resumes_and_ends_with_all_epochs(tmp_path, stop_signal
         assert "run the same command again to resume" in stopped.stderr.splitlines()[-1]
     result = run_script("train.py", *argv)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "resuming after epoch" in result.stdout
+    assert "resuming after epoch" in result.stdout and "training on the CPU, " in result.stdout
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["epochs_run"] == 6 and 1 <= record["resumed_from_epoch"] < 6
     assert len(json.loads((tmp_path / "history.json").read_text())["loss"]) == 6
@@ -261,3 +261,49 @@ def test_a_second_run_on_the_same_folder_says_it_is_in_use_and_touches_nothing(t
     assert second.returncode == 1 and "Traceback" not in second.stderr
     assert f"is in use by another run (process {first.pid})" in second.stderr
     assert "resuming" not in second.stdout
+
+
+def test_tensorboard_logs_hold_each_epochs_loss_accuracy_and_learning_rate(trained_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for split, tags in [
+        ("train", {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"}),
+        ("validation", {"epoch_loss", "epoch_accuracy"}),
+    ]:
+        events = EventAccumulator(
+            str(trained_run.folder / "logs" / split), size_guidance={"tensors": 0}
+        ).Reload()
+        assert tags <= set(events.Tags()["tensors"]), events.Tags()
+        assert len(events.Tensors("epoch_loss")) == trained_run.record["epochs_run"]
+
+
+def test_the_devices_trained_on_are_in_the_record(trained_run):
+    assert trained_run.record["devices"]["gpus"] == []  # this project's machines have none
+    assert trained_run.record["devices"]["cpu_threads"] >= 1
+
+
+def test_gpu_requirements_resolve_to_tensorflow_with_cuda_and_not_the_cpu_wheel(tmp_path):
+    report = tmp_path / "report.json"
+    resolved = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            str(report),
+            "-r",
+            "requirements-gpu.txt",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resolved.returncode == 0, resolved.stderr[-2000:]
+    installs = {item["metadata"]["name"]: item for item in json.loads(report.read_text())["install"]}
+    assert installs["tensorflow"].get("requested_extras") == ["and-cuda"]
+    assert "tensorflow-cpu" not in installs and any(name.startswith("nvidia-cudnn") for name in installs)

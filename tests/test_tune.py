@@ -147,3 +147,12 @@ def test_fixed_settings_are_flags_and_searched_ones_are_not(capsys):
     with pytest.raises(SystemExit):
         tune.parse_args(["--lr", "0.1"])
     assert "unrecognized arguments: --lr" in capsys.readouterr().err
+
+
+def test_each_trial_writes_its_own_tensorboard_logs(search):
+    _, folder = search
+    trials = [row["trial"] for row in read_trials(folder)]
+    logged = {
+        path.relative_to(folder / "logs").parts[0] for path in (folder / "logs").rglob("train/events.*")
+    }
+    assert set(trials) <= logged, (trials, logged)

@@ -225,11 +225,16 @@ def test_drawing_in_a_real_browser_shows_what_the_api_returns(live_server, tmp_p
                 "rows => rows.map(row => row.dataset.probability)"
             )
         ]
+        drawn = page.locator("#bars li .bar").evaluate_all(
+            "bars => bars.map(bar => bar.firstElementChild.getBoundingClientRect().width"
+            " / bar.getBoundingClientRect().width)"
+        )
         answer = api_answer(live_server, "/api/predict", page)
         note = page.locator("#note").text_content()
         page.screenshot(path=str(tmp_path / "web_page.png"))
     assert shown_digit == ("?" if answer["not_sure"] else str(answer["digit"]))
     assert shown == pytest.approx(answer["probabilities"], abs=1e-6)
+    assert drawn == pytest.approx(answer["probabilities"], abs=0.02)  # each bar as long as its share
     assert note == json.load(urllib.request.urlopen(live_server + "/api/model"))["probabilities"]
     assert (tmp_path / "web_page.png").stat().st_size > 10_000
 

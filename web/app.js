@@ -135,8 +135,10 @@ function showProbabilities(probabilities, top) {
     row.className = digit === top ? "top" : "";
     row.dataset.probability = probability;
     const percent = (100 * probability).toFixed(1);
-    row.innerHTML = `<span>${digit}</span><div class="bar"><span style="width:${percent}%"></span></div>` +
+    row.innerHTML = `<span>${digit}</span><div class="bar"><span></span></div>` +
       `<span class="value">${percent}%</span>`;
+    // Set through the DOM: the content security policy refuses inline style attributes.
+    row.querySelector(".bar span").style.width = `${percent}%`;
     return row;
   }));
 }

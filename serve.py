@@ -49,14 +49,17 @@ KEEP_ALIVE_SECONDS = 5  # an idle connection is closed after this
 MAX_CONNECTIONS = 64  # open at once; past it, new requests get 503 at once
 DECODES_AT_ONCE = 2  # images read at once (one per core); each may take up to ~150 MB while it is
 # Every response: no content sniffing, no framing by other sites, and pages load only files of
-# this server. The API docs pages start Swagger UI or ReDoc with an inline script; only they may.
+# this server. The API docs pages start Swagger UI or ReDoc with an inline script (and ReDoc styles
+# itself inline); only they may.
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
 ]
 PAGE_POLICY = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
-DOCS_POLICY = PAGE_POLICY + "; script-src 'self' 'unsafe-inline'; worker-src blob:"
+DOCS_POLICY = (
+    PAGE_POLICY + "; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; worker-src blob:"
+)
 DOCS_PATHS = ("/docs", "/redoc")
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")  # FastAPI parses these
 OUTPUT_LAYERS = {
@@ -117,9 +120,13 @@ class GuardedRequests:
                 message = {**message, "headers": [*message.get("headers", []), *headers]}
             await send(message)
 
+        sent = dict(scope["headers"])
         if scope["method"] != "POST":
+            if sent.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in sent:
+                # Unread, a body would keep the connection waiting for it, past every time limit.
+                return await send_error(secured_send, 400, f"only POST takes a body, not {scope['method']}")
             return await self.app(scope, receive, secured_send)
-        refusal = upload_refusal(dict(scope["headers"]))
+        refusal = upload_refusal(sent)
         if refusal:
             return await send_error(secured_send, *refusal)
         body = bytearray()

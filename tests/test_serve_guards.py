@@ -68,6 +68,13 @@ def test_a_chunked_body_without_a_length_is_refused(address):
     assert status_of(answer(sock)) == 411
 
 
+def test_a_body_sent_with_another_method_is_refused_unread(address):
+    sock = connect(address)
+    sock.sendall(b"PUT /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
+    response = answer(sock)  # at once, and the connection closed: nothing waits for the rest
+    assert status_of(response) == 400 and b"only POST takes a body" in response
+
+
 def test_an_upload_that_stalls_is_answered_408(address):
     sock = connect(address)
     sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"\x89PNG")

@@ -207,6 +207,10 @@ def main(argv: list[str] | None = None) -> dict:
             path, result = export_format(name, probabilities, args.out, images, reference)
         except ExportError as exc:
             failed[name] = str(exc)
+            file_name = FORMATS[name][1]
+            if file_name and (args.out / file_name).exists():  # an earlier export's, maybe of another model
+                (args.out / file_name).unlink()
+                exc = f"{exc}; the earlier {file_name} there is removed"
             print(f"error: {name}: {exc}; not written", file=sys.stderr)
             continue
         written[name] = {"path": str(path.relative_to(args.out)), "sha256": sha256_of(path), "checks": result}

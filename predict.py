@@ -19,6 +19,7 @@ from startup import import_tensorflow_quietly
 import_tensorflow_quietly()
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -65,19 +66,22 @@ def image_paths(paths: list[Path]) -> tuple[list[Path], list[dict]]:
     return files, failures
 
 
-def unique_stems(files: list[str]) -> list[str]:
-    """Each file's stem, with -2, -3... added where files share one (3.png and 3.jpg, a/3.png and
-    b/3.png), so that their images saved by stem do not overwrite each other."""
-    taken, stems = set(), []
-    for file in files:
-        stem = candidate = Path(file).stem
-        count = 1
-        while candidate in taken:
-            count += 1
-            candidate = f"{stem}-{count}"
-        taken.add(candidate)
-        stems.append(candidate)
-    return stems
+def saved_names(files: list[str], counts: list[int], number: bool) -> list[list[str]]:
+    """PNG names for each file's `count` 28x28 images: the file's stem (and, for a number, each
+    digit's place), with -2, -3... added to the stem where a name is taken (3.png and 3.jpg,
+    a/3.png and b/3.png; a number's 3_0.png and a file named 3_0.png)."""
+    taken: set[str] = set()
+    names = []
+    for file, count in zip(files, counts, strict=True):
+        stem = Path(file).stem
+        for attempt in itertools.count(1):
+            base = stem if attempt == 1 else f"{stem}-{attempt}"
+            chosen = [f"{base}_{place}.png" if number else f"{base}.png" for place in range(count)]
+            if taken.isdisjoint(chosen):
+                break
+        taken.update(chosen)
+        names.append(chosen)
+    return names
 
 
 def described(result: dict) -> str:
@@ -118,10 +122,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         readings = read_digits(probabilities_of, [r.pop("image") for r in results], threshold, args.top)
         results = [{**result, **item} for result, item in zip(results, readings, strict=True)]
     if args.save_preprocessed:
-        stems = unique_stems([result["file"] for result in results])
-        for result, digits, stem in zip(results, seen, stems, strict=True):
-            names = [stem + (f"_{place}" if args.number else "") for place in range(len(digits))]
-            result["saved_as"] = [str(args.save_preprocessed / f"{name}.png") for name in names]
+        files = [result["file"] for result in results]
+        all_names = saved_names(files, [len(digits) for digits in seen], args.number)
+        for result, digits, names in zip(results, seen, all_names, strict=True):
+            result["saved_as"] = [str(args.save_preprocessed / name) for name in names]
             for digit, saved in zip(digits, result["saved_as"], strict=True):
                 with atomic_path(saved) as temporary:
                     Image.fromarray(digit).save(temporary)

@@ -52,8 +52,13 @@ def test_a_new_export_is_the_next_saved_model_version_and_leaves_the_last_untouc
 
 def test_a_format_failing_its_check_is_not_written_and_the_others_are(trained_run, tmp_path, monkeypatch):
     keras_format, name, runner = export.FORMATS["onnx"]
-    wrong = lambda path: lambda images: runner(path)(images)[:, ::-1]  # noqa: E731 - digits reversed
-    monkeypatch.setitem(export.FORMATS, "onnx", (keras_format, name, wrong))
+
+    def reversed_digits(path):  # onnxruntime's answers with the digits in reverse order
+        run = runner(path)
+        return lambda images: run(images)[:, ::-1]
+
+    monkeypatch.setitem(export.FORMATS, "onnx", (keras_format, name, reversed_digits))
+    (tmp_path / "model.onnx").write_bytes(b"an earlier export, perhaps of another model")
     with pytest.raises(SystemExit) as exit_info:
         export.main(["--model", str(trained_run.folder / "model.keras"), "--out", str(tmp_path)])
     assert exit_info.value.code == 1

@@ -191,3 +191,11 @@ def test_a_trained_model_is_sure_of_most_digits(trained_run, rerendered):
     flagged = np.mean([result["not_sure"] for result in results])
     assert 0 < trained_run.record["calibration"]["threshold"] < 1
     assert flagged < 0.9  # a 2-epoch model on 3,000 digits; the full model flags a few percent
+
+
+def test_saved_names_never_repeat_whatever_the_files_are_called():
+    names = predict.saved_names(["3.png", "3.jpg", "3-2.png", "b/3.png"], [1, 1, 1, 1], number=False)
+    assert names == [["3.png"], ["3-2.png"], ["3-2-2.png"], ["3-3.png"]]
+    digits = predict.saved_names(["12.png", "12_1.png", "a/12.png"], [2, 1, 2], number=True)
+    flat = [name for file in digits for name in file]
+    assert len(set(flat)) == len(flat) and digits[0] == ["12_0.png", "12_1.png"]

@@ -117,19 +117,23 @@ def split_validation(
     return x[fit], y[fit], x[val], y[val]
 
 
-NPY_HEADER_ROOM = 4096  # bytes: a .npy member's header, beside its array's bytes
-
-
 def _read_npz(path: Path, hint: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = set(EXPECTED_SHAPES) - set(npz.files)
             if missing:
                 raise DataError(f"{path} lacks {', '.join(sorted(missing))}: {hint}")
-            for name, shape in EXPECTED_SHAPES.items():  # sizes as the zip declares them, before reading
-                size = npz.zip.getinfo(f"{name}.npy").file_size
-                if size > math.prod(shape) + NPY_HEADER_ROOM:
-                    raise DataError(f"{path}: {name} holds {size:,} bytes, more than MNIST's: {hint}")
+            for name, expected in EXPECTED_SHAPES.items():  # each header, before NumPy allocates its shape
+                with npz.zip.open(f"{name}.npy") as member:
+                    version = np.lib.format.read_magic(member)
+                    read_header = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read_header(member)
+                if dtype != np.uint8 or shape != expected:
+                    raise DataError(f"{path}: {name} is {dtype} {shape}, expected uint8 {expected}: {hint}")
             return {name: npz[name] for name in EXPECTED_SHAPES}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path} is not a readable .npz ({exc}): {hint}") from None

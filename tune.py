@@ -124,27 +124,36 @@ class DigitHyperModel(keras_tuner.HyperModel):
         return model.history  # KerasTuner scores a History
 
 
-def outside_space(hypermodel: DigitHyperModel, values: dict) -> str | None:
-    """What in a reported point lies outside the search space `hypermodel` declares (None: all
-    inside): its values are read through the hypermodel, which declares each one's choices or range."""
+def inside(declared: keras_tuner.engine.hyperparameters.HyperParameter, value) -> bool:
+    """Whether `value` is one that the hyperparameter `declared` can take."""
+    if isinstance(declared, keras_tuner.engine.hyperparameters.Choice):
+        return value in declared.values
+    return (  # Int or Float
+        isinstance(value, numbers.Real)
+        and math.isfinite(value)
+        and declared.min_value <= value <= declared.max_value
+    )
+
+
+def outside_space(
+    hypermodel: DigitHyperModel, space: keras_tuner.HyperParameters, values: dict
+) -> str | None:
+    """What in a reported point lies outside the search space (None: all inside). Values are first
+    checked against the `space` the oracle holds (so no value is used before it is checked), then
+    read through the hypermodel, which declares the choices or range of any it reads."""
+    values = {name: value for name, value in values.items() if not name.startswith("tuner/")}
     point = keras_tuner.HyperParameters()
-    point.values = {name: value for name, value in values.items() if not name.startswith("tuner/")}
+    point.values = values
     try:
+        for declared in space.space:
+            if declared.name in values and not inside(declared, values[declared.name]):
+                raise ValueError(f"{declared.name} = {values[declared.name]!r}")
         hypermodel.settings(point)  # declares the space, keeping the reported values
+        for declared in point.space:
+            if not inside(declared, point.values.get(declared.name)):
+                raise ValueError(f"{declared.name} = {point.values.get(declared.name)!r}")
     except (ValueError, TypeError) as exc:
         return str(exc)
-    for declared in point.space:
-        value = point.values.get(declared.name)
-        if isinstance(declared, keras_tuner.engine.hyperparameters.Choice):
-            inside = value in declared.values
-        else:  # Int or Float
-            inside = (
-                isinstance(value, numbers.Real)
-                and math.isfinite(value)
-                and declared.min_value <= value <= declared.max_value
-            )
-        if not inside:
-            return f"{declared.name} = {value!r}"
     return None
 
 
@@ -169,7 +178,7 @@ class CheckedOracle:
         return self.oracle.update_trial(trial_id, metrics, step=step)
 
     def end_trial(self, trial):
-        problem = outside_space(self.hypermodel, trial.hyperparameters.values)
+        problem = outside_space(self.hypermodel, self.oracle.get_space(), trial.hyperparameters.values)
         if problem:
             print(
                 f"refused trial {trial.trial_id} as reported: {problem} is outside the search",

@@ -69,7 +69,7 @@ def test_reports_from_outside_the_search_space_never_become_the_best(tmp_path):
             stub.UpdateTrial(service.UpdateTrialRequest(trial_id=issued.trial_id, metrics=not_a_number))
         stub.UpdateTrial(service.UpdateTrialRequest(trial_id=issued.trial_id, metrics={"val_accuracy": 1.0}))
         forged = keras_tuner.engine.trial.Trial.from_proto(issued)
-        forged.hyperparameters.values.update({"width_1": 123456, "lr": float("nan")})
+        forged.hyperparameters.values.update({"layers": 10**9, "width_1": 123456, "lr": float("nan")})
         forged.status = "COMPLETED"
         stub.EndTrial(service.EndTrialRequest(trial=forged.to_proto()))
     except BaseException:

@@ -28,6 +28,7 @@ DIGIT_BOX = 20  # MNIST fits each digit's longer side to 20 px, leaving a 4 px m
 MAX_PIXELS = 16_000_000
 MAX_FILE_BYTES = 64_000_000  # read from one file at most: any compressed image under MAX_PIXELS fits
 WORK_SIDE = 1024  # px: larger images are shrunk to this before any arithmetic (a digit ends 20 px)
+SOURCE_SIZE = "source_size"  # in a shrunk image's info: the (width, height) it was decoded at
 MIN_CONTRAST = 40  # of 255: less difference between ink and paper than this is a blank page
 INK_THRESHOLD = 0.25  # share of full ink that counts towards the bounding box, above paper noise
 SPECK_SHARE = 0.05  # a separate piece with under this share of the largest piece's ink is a speck
@@ -98,7 +99,9 @@ def read_image(raw: bytes) -> Image.Image:
         image = one_channel(image)
     except Exception as exc:
         raise ImageError(f"the image data is damaged ({exc})") from None
+    size = image.size
     image.thumbnail((WORK_SIDE, WORK_SIDE))  # keeps the aspect ratio
+    image.info[SOURCE_SIZE] = size  # boxes found on the copy are given in the source's pixels
     return image
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from data import normalize_images
-from preprocess import mnist_style, number_pieces, page_ink
+from preprocess import SOURCE_SIZE, mnist_style, number_pieces, page_ink
 
 # The rule: the lowest confidence at which the validation digits read at or above it are still
 # right 99.5% of the time. Below it a reading is reported as "not sure".
@@ -72,14 +72,17 @@ def read_number(
     probabilities_of: Probabilities, image: Image.Image, threshold: float | None, top: int = 3
 ) -> tuple[dict, list[np.ndarray]]:
     """The number written on one line in `image`: its digits left to right, each with its box
-    (left, top, right, bottom in the image's pixels) and reading, not sure if any digit is; and the
-    MNIST-style digits the model saw."""
+    (left, top, right, bottom, in the pixels of the image as sent) and reading, not sure if any
+    digit is; and the MNIST-style digits the model saw."""
     ink = page_ink(image)
     boxes = number_pieces(ink)
     digits = [mnist_style(ink[upper:lower, left:right]) for left, upper, right, lower in boxes]
     readings = read_digits(probabilities_of, digits, threshold, top)
+    width, height = image.info.get(SOURCE_SIZE, image.size)  # read_image may have shrunk it
+    scale = np.array([width, height, width, height]) / np.array([*image.size, *image.size])
+    boxes = [np.rint(np.array(box) * scale).astype(int).tolist() for box in boxes]
     return {
         "number": "".join(str(item["digit"]) for item in readings),
         "not_sure": any(item["not_sure"] for item in readings),
-        "digits": [{"box": list(map(int, box)), **item} for box, item in zip(boxes, readings, strict=True)],
+        "digits": [{"box": box, **item} for box, item in zip(boxes, readings, strict=True)],
     }, digits

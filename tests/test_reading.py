@@ -1,9 +1,13 @@
 """reading.py: the "not sure" threshold and how a reading is reported."""
 
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
-from reading import calibrate, reading
+from preprocess import read_image
+from reading import calibrate, read_number, reading
 
 
 def probabilities_with(confidences, correct):
@@ -32,3 +36,22 @@ def test_below_the_threshold_a_reading_is_not_sure_and_names_two_digits():
     unsure = reading(row, threshold=0.6, top=1)
     assert unsure["not_sure"] and [item["digit"] for item in unsure["top"]] == [1, 7]
     assert not reading(row, threshold=None)["not_sure"]  # a model saved without a calibration
+
+
+@pytest.mark.parametrize("enlarged", [5, 40], ids=["small", "shrunk-when-read"])
+def test_digit_boxes_are_in_the_pixels_of_the_image_as_sent(mnist, enlarged):
+    row = np.hstack([np.pad(digit, ((6, 6), (4, 4))) for digit in mnist.x_test[:3]])  # 40 x 108
+    picture = Image.fromarray(255 - row).resize((108 * enlarged, 40 * enlarged), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+
+    def uniform(images):  # the boxes need no model
+        return np.full((len(images), 10), 0.1)
+
+    number, _ = read_number(uniform, read_image(buffer.getvalue()), threshold=None)
+    for (left, top, right, bottom), column in zip(
+        [item["box"] for item in number["digits"]], range(3), strict=True
+    ):
+        # Each digit's ink lies in its own 36-pixel column, 6 rows below the top, in source pixels.
+        assert 36 * column * enlarged <= left < right <= 36 * (column + 1) * enlarged
+        assert 5 * enlarged <= top < bottom <= 35 * enlarged

@@ -26,7 +26,7 @@ DIGIT_BOX = 20  # MNIST fits each digit's longer side to 20 px, leaving a 4 px m
 # Refuse larger images before decoding them (decompression bombs): 16 megapixels (a phone's photo
 # is 12) decode into at most 64 MB. JPEGs are decoded at a reduced scale first, so larger ones pass.
 MAX_PIXELS = 16_000_000
-MAX_FILE_BYTES = 64_000_000  # read from one file at most: any compressed image under MAX_PIXELS fits
+MAX_FILE_BYTES = 4 * MAX_PIXELS + 1_000_000  # read from one file: MAX_PIXELS even as 32-bit raw pixels
 WORK_SIDE = 1024  # px: larger images are shrunk to this before any arithmetic (a digit ends 20 px)
 SOURCE_SIZE = "source_size"  # in a shrunk image's info: the (width, height) it was decoded at
 MIN_CONTRAST = 40  # of 255: less difference between ink and paper than this is a blank page

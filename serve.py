@@ -21,6 +21,7 @@ import base64
 import functools
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -259,12 +260,15 @@ def create_app(
     }
     sent = f"Send a {FORMAT_NAMES} image (at most 1 MB) as multipart field `file` or as the raw body. "
 
-    async def uploaded(request: Request, file: UploadFile | None) -> bytes:
+    async def answer(read: Callable[[bytes], dict], request: Request, file: UploadFile | None) -> dict:
+        """`read` of the uploaded image's bytes, in a thread, DECODES_AT_ONCE images at most at once."""
         if file is not None:
-            return await file.read()
-        if request.headers.get("content-type", "").startswith(FORM_TYPES):
+            raw = await file.read()
+        elif request.headers.get("content-type", "").startswith(FORM_TYPES):
             raise HTTPException(status_code=400, detail="a form upload needs its image in field `file`")
-        return await request.body()
+        else:
+            raw = await request.body()
+        return await anyio.to_thread.run_sync(read, raw, limiter=decodes)
 
     @app.post(
         "/api/predict",
@@ -274,7 +278,7 @@ def create_app(
         **upload,
     )
     async def predict(request: Request, file: UploadFile | None = File(None)) -> dict:
-        return await anyio.to_thread.run_sync(read_one_digit, await uploaded(request, file), limiter=decodes)
+        return await answer(read_one_digit, request, file)
 
     @app.post(
         "/api/number",
@@ -284,9 +288,7 @@ def create_app(
         **upload,
     )
     async def number(request: Request, file: UploadFile | None = File(None)) -> dict:
-        return await anyio.to_thread.run_sync(
-            read_whole_number, await uploaded(request, file), limiter=decodes
-        )
+        return await answer(read_whole_number, request, file)
 
     @app.get("/healthz", summary="Liveness check")
     def healthz() -> dict:

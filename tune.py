@@ -135,26 +135,31 @@ def inside(declared: keras_tuner.engine.hyperparameters.HyperParameter, value) -
     )
 
 
+def first_outside(declared: list, values: dict) -> str | None:
+    """The first of `values` that its hyperparameter in `declared` cannot take (None: none)."""
+    for hyperparameter in declared:
+        name = hyperparameter.name
+        if name in values and not inside(hyperparameter, values[name]):
+            return f"{name} = {values[name]!r}"
+    return None
+
+
 def outside_space(
     hypermodel: DigitHyperModel, space: keras_tuner.HyperParameters, values: dict
 ) -> str | None:
     """What in a reported point lies outside the search space (None: all inside). Values are first
     checked against the `space` the oracle holds (so no value is used before it is checked), then
     read through the hypermodel, which declares the choices or range of any it reads."""
-    values = {name: value for name, value in values.items() if not name.startswith("tuner/")}
     point = keras_tuner.HyperParameters()
-    point.values = values
+    point.values = {name: value for name, value in values.items() if not name.startswith("tuner/")}
+    problem = first_outside(space.space, point.values)
+    if problem:
+        return problem
     try:
-        for declared in space.space:
-            if declared.name in values and not inside(declared, values[declared.name]):
-                raise ValueError(f"{declared.name} = {values[declared.name]!r}")
         hypermodel.settings(point)  # declares the space, keeping the reported values
-        for declared in point.space:
-            if not inside(declared, point.values.get(declared.name)):
-                raise ValueError(f"{declared.name} = {point.values.get(declared.name)!r}")
     except (ValueError, TypeError) as exc:
         return str(exc)
-    return None
+    return first_outside(point.space, point.values)
 
 
 class CheckedOracle:

@@ -202,7 +202,9 @@ def without_ruled_lines(ink: np.ndarray) -> np.ndarray:
     for axis in (1, 0):  # lines along the rows, then along the columns
         length, across = ink.shape[axis], ink.shape[1 - axis]
         span = max(3, round(LINE_SPAN * length))
-        run = ndimage.binary_opening(marks, structure=np.ones((1, span) if axis == 1 else (span, 1)))
+        run = long_runs(marks, span) if axis == 1 else long_runs(marks.T, span).T
+        if not run.any():  # nothing runs that far: no line (most pages)
+            continue
         pen = stroke_width(marks & ~run)
         labels, _ = ndimage.label(run)
         lines, thickest = np.zeros_like(marks), 0.0
@@ -218,6 +220,20 @@ def without_ruled_lines(ink: np.ndarray) -> np.ndarray:
             closed = ndimage.grey_closing(cleaned, size=(bridge, 1) if axis == 1 else (1, bridge))
             cleaned = np.where(lines, closed, cleaned)
     return cleaned
+
+
+def long_runs(marks: np.ndarray, span: int) -> np.ndarray:
+    """The pixels of a boolean mask in runs along its rows at least `span` long: its binary opening
+    by a `span`-long line, in time linear in the pixels (scipy's opening takes time x span)."""
+    height, width = marks.shape
+    edges = np.diff(np.pad(marks, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    rows, starts = np.nonzero(edges == 1)  # row-major order, so each run's start pairs with its end
+    _, ends = np.nonzero(edges == -1)
+    long = ends - starts >= span
+    change = np.zeros((height, width + 1), np.int32)
+    np.add.at(change, (rows[long], starts[long]), 1)
+    np.add.at(change, (rows[long], ends[long]), -1)
+    return np.cumsum(change, axis=1)[:, :width] > 0
 
 
 def stroke_width(marks: np.ndarray) -> float:

@@ -22,6 +22,6 @@ lint: $(VENV)/.installed-dev
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed-%: requirements.txt requirements-gpu.txt requirements-libraries.txt requirements-dev.txt | $(BIN)/python
+$(VENV)/.installed-%: requirements.txt requirements-gpu.txt requirements-libraries.txt requirements-serve.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r $(if $(filter dev,$*),requirements-dev.txt,$(RUN_REQUIREMENTS))
 	touch $@

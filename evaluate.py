@@ -21,8 +21,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix
 
+from classifier import ModelError
 from data import NUM_CLASSES, DataError, load_mnist, normalize_images
-from model import ModelError, load_trained_model, probability_model
+from model import load_trained_model, probability_model
 from outputs import save_figure, write_json
 
 DIGITS = list(range(NUM_CLASSES))

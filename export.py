@@ -22,7 +22,6 @@ from startup import import_tensorflow_quietly
 import_tensorflow_quietly()
 
 import argparse
-import hashlib
 import os
 import shutil
 import sys
@@ -36,8 +35,9 @@ import numpy as np
 import tensorflow as tf
 
 import outputs
+from classifier import ModelError, onnx_probabilities
 from data import IMAGE_SIZE, NUM_CLASSES, DataError, load_mnist, normalize_images
-from model import ModelError, load_trained_model, probability_model
+from model import load_trained_model, probability_model
 
 TOLERANCE = 1e-4  # largest difference in any probability from the Keras model's
 BATCH = 1000  # test images per call in the checks
@@ -80,14 +80,6 @@ def saved_model_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     return lambda images: signature(image=tf.constant(images))["output_0"].numpy()
 
 
-def onnx_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda images: session.run(None, {name: images})[0]
-
-
 def litert_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter
 
@@ -106,7 +98,7 @@ def litert_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
 
 FORMATS = {  # name -> (keras export format, file or folder name, runner)
     "saved_model": ("tf_saved_model", None, saved_model_runner),
-    "onnx": ("onnx", "model.onnx", onnx_runner),
+    "onnx": ("onnx", "model.onnx", onnx_probabilities),
     "litert": ("litert", "model.tflite", litert_runner),
 }
 
@@ -132,17 +124,6 @@ def failure(result: dict) -> str | None:
     if not result["same_answer_twice"]:
         return "a different answer for the same images"
     return None
-
-
-def sha256_of(path: Path) -> dict[str, str] | str:
-    """A file's sha256, or a folder's files' sha256 by relative path."""
-    if path.is_file():
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    return {
-        str(file.relative_to(path)): hashlib.sha256(file.read_bytes()).hexdigest()
-        for file in sorted(path.rglob("*"))
-        if file.is_file()
-    }
 
 
 def next_version(folder: Path) -> int:
@@ -213,13 +194,17 @@ def main(argv: list[str] | None = None) -> dict:
                 exc = f"{exc}; the earlier {file_name} there is removed"
             print(f"error: {name}: {exc}; not written", file=sys.stderr)
             continue
-        written[name] = {"path": str(path.relative_to(args.out)), "sha256": sha256_of(path), "checks": result}
+        written[name] = {
+            "path": str(path.relative_to(args.out)),
+            "sha256": outputs.sha256_of(path),
+            "checks": result,
+        }
         print(
             f"{name}: {path} (same digit on {result['same_digit']:,} of {result['test_images']:,} test "
             f"images, probabilities within {result['largest_probability_difference']:.1e})"
         )
     record = outputs.run_record(
-        source={"model": str(args.model), "run": outputs.record_of(args.model)},
+        source={"model": str(args.model), "name": network.name, "run": outputs.record_of(args.model)},
         input=INPUT_CONTRACT,
         output={
             "name": "output_0",

@@ -10,6 +10,7 @@ on leaving. Only ever on the loopback address: nothing here can reach another ma
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import subprocess
 import sys
@@ -35,12 +36,13 @@ def free_ports(count: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def running_server(model: Path, *flags: str) -> Iterator[str]:
-    """serve.py for `model` (with `flags`) on a free local port; yields its base URL."""
+def running_server(model: Path, *flags: str, workers: int = 1, python: str = sys.executable) -> Iterator[str]:
+    """serve.py for `model` (with `flags`, run by `python`) on a free local port, once each of its
+    `workers` processes has answered; yields its base URL."""
     port = free_ports(1)[0]
     log = tempfile.TemporaryFile()  # a file, not a pipe: a pipe nobody reads would stall the server
     process = subprocess.Popen(
-        [sys.executable, "serve.py", "--port", str(port), "--model", str(model), *flags],
+        [python, "serve.py", "--port", str(port), "--model", str(model), "--workers", str(workers), *flags],
         cwd=PROJECT_ROOT,
         stdout=subprocess.DEVNULL,
         stderr=log,
@@ -48,19 +50,24 @@ def running_server(model: Path, *flags: str) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_SECONDS
-        while True:
+        answered: set[str] = set()  # the processes that have answered (a new connection each time)
+        while len(answered) < workers:
             try:
-                urllib.request.urlopen(url + "/healthz", timeout=1)
-                break
+                with urllib.request.urlopen(url + "/healthz", timeout=1) as response:
+                    answered.add(json.load(response)["process"])
+                time.sleep(0.05)  # the kernel hands the next connection to any process that accepts
             except OSError:
                 if process.poll() is not None:
                     log.seek(0)
                     raise RuntimeError(
                         f"serve.py exited at start-up: {log.read()[-2000:].decode()}"
                     ) from None
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"serve.py did not answer /healthz within {START_SECONDS} s") from None
                 time.sleep(0.3)
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{workers - len(answered)} of serve.py's {workers} processes did not answer /healthz "
+                    f"within {START_SECONDS} s"
+                )
         yield url
     finally:
         process.terminate()

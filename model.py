@@ -21,6 +21,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from classifier import ModelError
 from data import IMAGE_SIZE, NUM_CLASSES
 
 ARCHS = ("mlp", "cnn")
@@ -105,10 +106,6 @@ def probabilities_function(model: keras.Model) -> Callable[[np.ndarray], np.ndar
 def weights_sha256(model: keras.Model) -> str:
     """A fingerprint of the weights: equal for equal training, and on every worker of a run."""
     return hashlib.sha256(b"".join(weight.tobytes() for weight in model.get_weights())).hexdigest()
-
-
-class ModelError(Exception):
-    """A saved model that is missing, unreadable or not a digit classifier; says how to fix it."""
 
 
 MAX_CONFIG_BYTES = 1_000_000  # a .keras file's config.json; train.py's are a few kB

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -21,8 +22,10 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from matplotlib.figure import Figure
+if TYPE_CHECKING:  # matplotlib is imported by what draws, not by predict.py and serve.py
+    from matplotlib.figure import Figure
 
 DPI = 110  # every PNG the project writes
 MODEL_NAME = "model.keras"
@@ -73,6 +76,17 @@ def record_of(model_path: Path) -> dict:
         return json.loads((Path(model_path).parent / RECORD_NAME).read_text())
     except (OSError, ValueError):
         return {}
+
+
+def sha256_of(path: Path) -> dict[str, str] | str:
+    """A file's sha256, or a folder's files' sha256 by relative path."""
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    return {
+        str(file.relative_to(path)): hashlib.sha256(file.read_bytes()).hexdigest()
+        for file in sorted(path.rglob("*"))
+        if file.is_file()
+    }
 
 
 def save_figure(figure: Figure, path: str | Path) -> None:

@@ -4,19 +4,16 @@
     python predict.py zip_code.jpg --number           # a number of up to 12 digits on one line
     python predict.py scans/ --json
     python predict.py drawing.png --save-preprocessed artifacts/seen   # what the model saw
+    python predict.py my_seven.png --model artifacts/export/model.onnx  # no TensorFlow needed
 
 Each image is brought to MNIST's form by preprocess.py (the paper and its printed lines taken
 away, the ink cropped, fitted into 20x20, centred by mass in 28x28); with --number it is first
 split into its digits. A reading less confident than the model's calibrated threshold (in its
-run.json) is "not sure", with its two likeliest digits. Files that cannot be read are reported and
-the rest still read; the exit code is 1 if any failed.
+run.json, or in the export.json beside an .onnx file) is "not sure", with its two likeliest digits.
+Files that cannot be read are reported and the rest still read; the exit code is 1 if any failed.
 """
 
 from __future__ import annotations
-
-from startup import import_tensorflow_quietly
-
-import_tensorflow_quietly()
 
 import argparse
 import itertools
@@ -26,8 +23,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from model import ModelError, load_trained_model, probabilities_function
-from outputs import atomic_path, record_of
+from classifier import ModelError, load_classifier
+from outputs import atomic_path
 from preprocess import FORMAT_NAMES, IMAGE_SUFFIXES, ImageError, mnist_style_digit, read_image_file
 from reading import read_digits, read_number
 
@@ -37,7 +34,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     parser.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
-    parser.add_argument("--model", type=Path, default=Path("artifacts/model.keras"))
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=Path("artifacts/model.keras"),
+        help="a .keras file from train.py, or a model.onnx from export.py (read without TensorFlow)",
+    )
     parser.add_argument(
         "--number", action="store_true", help="read each image as a number of up to 12 digits"
     )
@@ -96,18 +98,16 @@ def described(result: dict) -> str:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     try:
-        network = load_trained_model(args.model)
+        model = load_classifier(args.model)
     except ModelError as exc:
         raise SystemExit(f"error: {exc}") from None
-    probabilities_of = probabilities_function(network)
-    threshold = record_of(args.model).get("calibration", {}).get("threshold")
     files, failures = image_paths(args.images)
     results, seen = [], []
     for path in files:
         try:
             image = read_image_file(path)
             if args.number:
-                number, digits = read_number(probabilities_of, image, threshold, args.top)
+                number, digits = read_number(model.probabilities_of, image, model.threshold, args.top)
                 results.append({"file": str(path), **number})
                 seen.append(digits)
             else:
@@ -119,7 +119,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         except Exception as exc:  # a fault of one file's decoding or preprocessing costs only that file
             failures.append({"file": str(path), "error": f"cannot be read ({type(exc).__name__}: {exc})"})
     if not args.number:  # one batch for all the single digits
-        readings = read_digits(probabilities_of, [r.pop("image") for r in results], threshold, args.top)
+        readings = read_digits(
+            model.probabilities_of, [r.pop("image") for r in results], model.threshold, args.top
+        )
         results = [{**result, **item} for result, item in zip(results, readings, strict=True)]
     if args.save_preprocessed:
         files = [result["file"] for result in results]

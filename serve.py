@@ -2,6 +2,7 @@
 
     python serve.py                          # http://127.0.0.1:8000, artifacts/model.keras
     python serve.py --port 8080 --model artifacts/softmax/model.keras
+    python serve.py --model artifacts/export/model.onnx --workers 2   # no TensorFlow; 2 processes
 
 POST /api/predict takes one image (multipart field `file`, or the raw image as the body) and returns
 the digit, whether the model is sure of it, the probabilities and the 28x28 image the model saw;
@@ -11,22 +12,18 @@ Uploads stay in memory and are never written to disk.
 
 from __future__ import annotations
 
-from startup import import_tensorflow_quietly
-
-import_tensorflow_quietly()
-
 import argparse
 import asyncio
 import base64
 import functools
 import io
 import json
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import h11
-import keras
 import numpy as np
 import uvicorn
 from fastapi import File, HTTPException, Request, UploadFile
@@ -35,10 +32,10 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from PIL import Image
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.supervisors import Multiprocess
 
+from classifier import Classifier, ModelError, load_classifier
 from data import normalize_images
-from model import ModelError, load_trained_model, probabilities_function
-from outputs import record_of
 from preprocess import FORMAT_NAMES, ImageError, mnist_style_digit, read_image
 from reading import read_number, reading
 
@@ -70,12 +67,12 @@ OUTPUT_LAYERS = {
 }
 
 
-def probabilities_note(model: keras.Model) -> str:
+def probabilities_note(model: Classifier) -> str:
     """What the probabilities shown for `model` are, true for its own output layer."""
-    activation = model.get_layer("digit").activation.__name__
     return (
         "Probabilities are the softmax of the network's output logits, the distribution that its "
-        "training loss (categorical cross-entropy) optimised. " + OUTPUT_LAYERS.get(activation, "")
+        "training loss (categorical cross-entropy) optimised. "
+        + OUTPUT_LAYERS.get(model.output_activation, "")
     ).strip()
 
 
@@ -198,12 +195,10 @@ def png_data_url(digit: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def create_app(
-    model: keras.Model, threshold: float | None = None, upload_seconds: float = UPLOAD_SECONDS
-) -> FastAPIOffline:
+def create_app(model: Classifier, upload_seconds: float = UPLOAD_SECONDS) -> FastAPIOffline:
     """The FastAPI app serving `model` (loaded once by the caller) and the drawing page; readings
-    less confident than `threshold` are "not sure"."""
-    probabilities_of = probabilities_function(model)
+    less confident than its threshold are "not sure"."""
+    probabilities_of, threshold = model.probabilities_of, model.threshold
     note = probabilities_note(model)
     app = FastAPIOffline(  # FastAPI with its docs pages' scripts served from here, not a CDN
         title="MNIST digit recognizer",
@@ -290,9 +285,11 @@ def create_app(
     async def number(request: Request, file: UploadFile | None = File(None)) -> dict:
         return await answer(read_whole_number, request, file)
 
-    @app.get("/healthz", summary="Liveness check")
+    process = secrets.token_hex(4)  # which of --workers' processes answers: each has its own app
+
+    @app.get("/healthz", summary="Liveness check, and which server process answered")
     def healthz() -> dict:
-        return {"status": "ok", "model": model.name}
+        return {"status": "ok", "model": model.name, "process": process}
 
     @app.get("/api/model", summary="The model served, what its probabilities are, when it is not sure")
     def model_info() -> dict:
@@ -306,17 +303,30 @@ def create_app(
     return app
 
 
-def guarded_server(app, host: str, port: int, header_seconds: float = HEADER_SECONDS) -> uvicorn.Server:
-    """uvicorn serving `app` with limits on slow and idle clients and on open connections."""
-    config = uvicorn.Config(
+def app_of(model_path: Path) -> FastAPIOffline:
+    """The app for the model at `model_path`: what each worker process builds for itself."""
+    return create_app(load_classifier(model_path))
+
+
+def guarded_config(
+    app, host: str, port: int, header_seconds: float = HEADER_SECONDS, **options
+) -> uvicorn.Config:
+    """uvicorn's settings for `app` with limits on slow and idle clients and on open connections
+    (per process); `options` are further uvicorn.Config settings."""
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
         http=functools.partial(HeaderDeadlineProtocol, header_seconds=header_seconds),
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         limit_concurrency=MAX_CONNECTIONS,
+        **options,
     )
-    return uvicorn.Server(config)
+
+
+def guarded_server(app, host: str, port: int, header_seconds: float = HEADER_SECONDS) -> uvicorn.Server:
+    """uvicorn serving `app` in this process, with guarded_config's limits."""
+    return uvicorn.Server(guarded_config(app, host, port, header_seconds))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -325,19 +335,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--model", type=Path, default=Path("artifacts/model.keras"))
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=Path("artifacts/model.keras"),
+        help="a .keras file from train.py, or a model.onnx from export.py (served without TensorFlow)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="server processes sharing the port, each with its own model"
+    )
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers {args.workers}: run at least 1")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        model = load_trained_model(args.model)
+        model = load_classifier(args.model)  # in this process too, so a bad file is one clear error
     except ModelError as exc:
         raise SystemExit(f"error: {exc}") from None
-    threshold = record_of(args.model).get("calibration", {}).get("threshold")
-    print(f"serving {args.model} on http://{args.host}:{args.port}  (API docs at /docs)")
-    guarded_server(create_app(model, threshold), args.host, args.port).run()
+    processes = f", {args.workers} processes" if args.workers > 1 else ""
+    print(f"serving {args.model} on http://{args.host}:{args.port}{processes}  (API docs at /docs)")
+    if args.workers == 1:
+        guarded_server(create_app(model), args.host, args.port).run()
+        return
+    del model  # each worker loads its own
+    config = guarded_config(
+        functools.partial(app_of, args.model), args.host, args.port, workers=args.workers, factory=True
+    )
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
 
 
 if __name__ == "__main__":

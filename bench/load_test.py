@@ -2,6 +2,7 @@
 
     python bench/load_test.py                        # 5,000 requests, 16 at a time
     python bench/load_test.py --requests 200 --concurrency 4 --model artifacts/model.keras
+    python bench/load_test.py --model artifacts/export/model.onnx --workers 2
 
 Starts serve.py on a free 127.0.0.1 port, sends real MNIST test digits as PNGs, and reports
 throughput, p50/p99 latency, errors and 5xx answers. Bounded in count and in time (--timeout), and
@@ -70,13 +71,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--timeout", type=float, default=600, help="stop sending after this many seconds")
     parser.add_argument("--model", type=Path, default=PROJECT_ROOT / "artifacts" / "model.keras")
+    parser.add_argument("--workers", type=int, default=1, help="serve.py's --workers")
     args = parser.parse_args(argv)
 
     pngs = digit_pngs(200)
     jobs = [pngs[i % len(pngs)] for i in range(args.requests)]
     shares = [jobs[i :: args.concurrency] for i in range(args.concurrency)]
     try:
-        with running_server(args.model) as url:
+        with running_server(args.model, workers=args.workers) as url:
             port = urllib.parse.urlsplit(url).port
             deadline = time.monotonic() + args.timeout
             started = time.perf_counter()
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "requests": len(outcomes),
         "concurrency": args.concurrency,
+        "model": str(args.model),
+        "workers": args.workers,
         "seconds": round(elapsed, 2),
         "requests_per_second": round(len(outcomes) / elapsed, 1),
         "p50_ms": round(float(np.percentile(latencies, 50)), 1),

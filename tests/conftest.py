@@ -1,4 +1,5 @@
-"""Shared fixtures: the real MNIST, loaded once, and one tiny real training run for the session."""
+"""Shared fixtures: the real MNIST loaded once, one tiny real training run and its exports, and
+MNIST test digits saved as a user's scans."""
 
 import os
 import subprocess
@@ -7,7 +8,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import keras
+import numpy as np
 import pytest
+from PIL import Image
 
 from data import load_mnist
 
@@ -47,6 +50,36 @@ def trained_run(tmp_path_factory) -> TrainedRun:
     folder = tmp_path_factory.mktemp("run")
     model, record = train.main(TINY_TRAINING + ["--out", str(folder)])
     return TrainedRun(model, record, folder)
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run, tmp_path_factory) -> tuple[dict, Path]:
+    """export.py's formats of the tiny run's model: (export.json's record, the folder)."""
+    import export
+
+    folder = tmp_path_factory.mktemp("export")
+    return export.main(["--model", str(trained_run.folder / "model.keras"), "--out", str(folder)]), folder
+
+
+@pytest.fixture(scope="session")
+def rerendered(tmp_path_factory, mnist):
+    """200 real MNIST test digits saved as dark-on-light 200x200 PNGs, as a user's scans would be."""
+    folder = tmp_path_factory.mktemp("scans")
+    for index in range(200):
+        image = Image.fromarray(255 - mnist.x_test[index]).resize((200, 200), Image.Resampling.BICUBIC)
+        image.save(folder / f"{index:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def written_number(tmp_path_factory, mnist):
+    """MNIST test digits 7, 2, 1 (its first three) side by side, dark on light, as a scanned number."""
+    row = np.hstack([np.pad(digit, ((6, 6), (4, 4))) for digit in mnist.x_test[:3]])
+    path = tmp_path_factory.mktemp("number") / "721.png"
+    Image.fromarray(255 - row).resize((row.shape[1] * 5, row.shape[0] * 5), Image.Resampling.BICUBIC).save(
+        path
+    )
+    return path
 
 
 def run_script(*args: str, **environment: str) -> subprocess.CompletedProcess:

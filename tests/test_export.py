@@ -10,13 +10,8 @@ import pytest
 import tensorflow as tf
 
 import export
+import outputs
 from data import normalize_images
-
-
-@pytest.fixture(scope="module")
-def exported(trained_run, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("export")
-    return export.main(["--model", str(trained_run.folder / "model.keras"), "--out", str(folder)]), folder
 
 
 def test_every_format_answers_like_the_keras_model_on_all_test_digits(exported):
@@ -47,7 +42,7 @@ def test_a_new_export_is_the_next_saved_model_version_and_leaves_the_last_untouc
     record, folder = exported
     again = export.main(["--model", str(trained_run.folder / "model.keras"), "--out", str(folder)])
     assert again["formats"]["saved_model"]["path"] == "saved_model/mnist/2"
-    assert export.sha256_of(folder / "saved_model/mnist/1") == record["formats"]["saved_model"]["sha256"]
+    assert outputs.sha256_of(folder / "saved_model/mnist/1") == record["formats"]["saved_model"]["sha256"]
 
 
 def test_a_format_failing_its_check_is_not_written_and_the_others_are(trained_run, tmp_path, monkeypatch):

@@ -15,16 +15,6 @@ from model import probability_model
 from preprocess import MAX_FILE_BYTES
 
 
-@pytest.fixture(scope="module")
-def rerendered(tmp_path_factory, mnist):
-    """200 real MNIST test digits saved as dark-on-light 200x200 PNGs, as a user's scans would be."""
-    folder = tmp_path_factory.mktemp("scans")
-    for index in range(200):
-        image = Image.fromarray(255 - mnist.x_test[index]).resize((200, 200), Image.Resampling.BICUBIC)
-        image.save(folder / f"{index:03d}.png")
-    return folder
-
-
 def test_rerendered_mnist_digits_keep_their_labels(trained_run, rerendered, mnist, capsys):
     results = predict.main([str(rerendered), "--model", str(trained_run.folder / "model.keras"), "--json"])
     assert len(results) == 200
@@ -153,17 +143,6 @@ def test_missing_model_says_to_train_first(tmp_path):
     result = run_script("predict.py", "digit.png", "--model", str(tmp_path / "model.keras"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "run `python train.py` first" in result.stderr
-
-
-@pytest.fixture(scope="module")
-def written_number(tmp_path_factory, mnist):
-    """MNIST test digits 7, 2, 1 (its first three) side by side, dark on light, as a scanned number."""
-    row = np.hstack([np.pad(digit, ((6, 6), (4, 4))) for digit in mnist.x_test[:3]])
-    path = tmp_path_factory.mktemp("number") / "721.png"
-    Image.fromarray(255 - row).resize((row.shape[1] * 5, row.shape[0] * 5), Image.Resampling.BICUBIC).save(
-        path
-    )
-    return path
 
 
 def test_number_is_read_digit_by_digit_left_to_right(trained_run, written_number, mnist, capsys):

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from classifier import keras_classifier
 from local_server import running_server
 from model import ModelConfig, build_model
 from serve import MAX_UPLOAD_BYTES, create_app, parse_args
@@ -30,7 +31,7 @@ CHROMIUM_FLAGS = [
 
 @pytest.fixture(scope="module")
 def client(trained_run):
-    with TestClient(create_app(trained_run.model)) as client:
+    with TestClient(create_app(keras_classifier(trained_run.model))) as client:
         yield client
 
 
@@ -75,7 +76,7 @@ def test_real_digit_is_read_from_a_raw_png_body(client, mnist):
 
 
 def test_below_the_threshold_the_answer_is_not_sure_with_two_digits(trained_run, mnist):
-    with TestClient(create_app(trained_run.model, threshold=1.0)) as unsure:
+    with TestClient(create_app(keras_classifier(trained_run.model, threshold=1.0))) as unsure:
         body = unsure.post("/api/predict", content=png_of(mnist.x_test[0])).json()
         assert unsure.get("/api/model").json()["not_sure_below"] == 1.0
     assert body["not_sure"] is True and len(body["top"]) >= 2 and body["digit"] == body["top"][0]["digit"]
@@ -162,7 +163,7 @@ def test_every_answer_forbids_sniffing_framing_and_other_sites_scripts(client, p
 )
 def test_probabilities_note_is_true_for_the_model_served(activation, says, never_says):
     network = build_model(ModelConfig(hidden=(8,), output_activation=activation))
-    with TestClient(create_app(network)) as client:
+    with TestClient(create_app(keras_classifier(network))) as client:
         note = client.get("/api/model").json()["probabilities"]
         description = client.get("/openapi.json").json()["paths"]["/api/predict"]["post"]["description"]
     assert says in note and never_says not in note and note in description
@@ -170,6 +171,12 @@ def test_probabilities_note_is_true_for_the_model_served(activation, says, never
 
 def test_server_binds_loopback_unless_told_otherwise():
     assert parse_args([]).host == "127.0.0.1"
+
+
+def test_fewer_than_one_worker_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(["--workers", "0"])
+    assert stopped.value.code == 2 and "--workers 0: run at least 1" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from classifier import keras_classifier
 from serve import create_app
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -16,7 +17,7 @@ FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 
 @pytest.fixture(scope="module")
 def client(trained_run):
-    with TestClient(create_app(trained_run.model), raise_server_exceptions=False) as client:
+    with TestClient(create_app(keras_classifier(trained_run.model)), raise_server_exceptions=False) as client:
         yield client
 
 

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from classifier import keras_classifier
 from local_server import free_ports
 from serve import MAX_CONNECTIONS, create_app, guarded_server
 
@@ -19,7 +20,9 @@ SECONDS = 1.0  # the server's header and upload time limits here
 @pytest.fixture(scope="module")
 def address(trained_run):
     port = free_ports(1)[0]
-    server = guarded_server(create_app(trained_run.model, upload_seconds=SECONDS), "127.0.0.1", port, SECONDS)
+    server = guarded_server(
+        create_app(keras_classifier(trained_run.model), upload_seconds=SECONDS), "127.0.0.1", port, SECONDS
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:

@@ -1,0 +1,124 @@
+"""A trained digit classifier ready to read with: train.py's .keras file, on TensorFlow, or
+export.py's .onnx file, on onnxruntime alone.
+
+    from classifier import load_classifier
+    digits = load_classifier(Path("artifacts/model.keras"))   # or artifacts/export/model.onnx
+    digits.probabilities_of(images)   # float32 (n, 28, 28) in [0, 1] -> probabilities (n, 10)
+    digits.threshold                  # below it a reading is "not sure" (None: never calibrated)
+
+predict.py and serve.py load their model here, so with an .onnx file they run where only
+requirements-serve.txt is installed: TensorFlow is imported for a .keras file only. The threshold
+is the one calibrated when the model was trained, from its run.json (a .keras file) or from the
+export.json beside an .onnx file that it lists by sha256.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data import IMAGE_SIZE, NUM_CLASSES
+from outputs import record_of, sha256_of
+
+EXPORT_RECORD = "export.json"  # beside export.py's files: their sha256 and the run they came from
+Probabilities = Callable[[np.ndarray], np.ndarray]
+
+
+class ModelError(Exception):
+    """A saved model that is missing, unreadable or not a digit classifier; says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Classifier:
+    name: str
+    probabilities_of: Probabilities  # float32 images (n, 28, 28) -> probabilities (n, 10)
+    threshold: float | None  # the confidence below which a reading is "not sure"
+    output_activation: str | None  # the network's own output layer ("sigmoid", "softmax"), if known
+
+
+def load_classifier(path: str | Path) -> Classifier:
+    """The classifier saved at `path`: an .onnx file read by onnxruntime, anything else by Keras."""
+    path = Path(path)
+    return onnx_classifier(path) if path.suffix.lower() == ".onnx" else keras_file_classifier(path)
+
+
+def keras_file_classifier(path: Path) -> Classifier:
+    """A .keras file saved by train.py, with the threshold from its run.json."""
+    try:
+        from startup import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
+    except ModuleNotFoundError:
+        raise ModelError(
+            f"{path} needs TensorFlow, which this environment lacks: install requirements.txt, or "
+            "read an export of it (`python export.py` writes model.onnx) here"
+        ) from None
+    from model import load_trained_model
+
+    return keras_classifier(load_trained_model(path), record_of(path).get("calibration", {}).get("threshold"))
+
+
+def keras_classifier(network, threshold: float | None = None) -> Classifier:
+    """A Keras model already loaded (keras.Model), read through the softmax of its logits."""
+    from model import probabilities_function
+
+    activation = network.get_layer("digit").activation.__name__
+    return Classifier(network.name, probabilities_function(network), threshold, activation)
+
+
+def onnx_probabilities(path: Path) -> Probabilities:
+    """An ONNX digit classifier's probabilities function on onnxruntime's CPU provider."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    # One thread per call: a few digits at a time are too small to share, and the thread pool's
+    # spinning would take the cores that decoding images needs.
+    options.intra_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    (entry,), (exit_,) = session.get_inputs(), session.get_outputs()
+    fits = (
+        entry.type == "tensor(float)"
+        and entry.shape[1:] == [IMAGE_SIZE, IMAGE_SIZE]
+        and exit_.shape[1:] == [NUM_CLASSES]
+    )
+    if not fits:
+        raise ValueError(
+            f"it maps {entry.shape} {entry.type} to {exit_.shape}, not 28x28 images to 10 digits"
+        )
+    return lambda images: session.run([exit_.name], {entry.name: np.asarray(images, np.float32)})[0]
+
+
+def onnx_classifier(path: Path) -> Classifier:
+    """An .onnx file written by export.py, with the source run's threshold from export.json."""
+    if not path.is_file():
+        raise ModelError(f"no exported model at {path}: run `python export.py` first")
+    try:
+        probabilities_of = onnx_probabilities(path)
+    except Exception as exc:  # onnxruntime's own error classes (InvalidProtobuf, Fail...) share no base
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(f"cannot load {path} ({reason}): export it again with `python export.py`") from None
+    source = export_source(path)
+    run = source.get("run", {})
+    return Classifier(
+        source.get("name", path.stem),
+        probabilities_of,
+        run.get("calibration", {}).get("threshold"),
+        run.get("model", {}).get("output_activation"),
+    )
+
+
+def export_source(path: Path) -> dict:
+    """What export.json beside `path` says of the model it was exported from ({} when there is no
+    export.json, or it does not list this very file, e.g. a file copied over from another export)."""
+    try:
+        record = json.loads((path.parent / EXPORT_RECORD).read_text())
+        listed = {entry["path"]: entry["sha256"] for entry in record["formats"].values()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    if listed.get(path.name) != sha256_of(path):
+        return {}
+    return record.get("source", {})

@@ -1,0 +1,152 @@
+"""Reading with export.py's model.onnx: the same answers as the Keras model it came from, its
+calibrated threshold found through export.json, and predict.py and serve.py working in a fresh
+environment of requirements-serve.txt alone, where TensorFlow cannot be imported."""
+
+import json
+import shutil
+import subprocess
+import sys
+import urllib.request
+
+import keras
+import numpy as np
+import pytest
+
+from classifier import ModelError, load_classifier
+from conftest import PROJECT_ROOT, run_script
+from data import normalize_images
+from local_server import running_server
+
+
+def onnx_path(exported):
+    record, folder = exported
+    return folder / record["formats"]["onnx"]["path"]
+
+
+def test_an_onnx_export_reads_like_its_keras_model_with_the_same_threshold(exported, trained_run, mnist):
+    keras_model = load_classifier(trained_run.folder / "model.keras")
+    onnx_model = load_classifier(onnx_path(exported))
+    images = normalize_images(mnist.x_test[:500])
+    np.testing.assert_allclose(
+        onnx_model.probabilities_of(images), keras_model.probabilities_of(images), atol=1e-5
+    )
+    assert onnx_model.threshold == keras_model.threshold == trained_run.record["calibration"]["threshold"]
+    assert (onnx_model.name, onnx_model.output_activation) == (
+        keras_model.name,
+        keras_model.output_activation,
+    )
+
+
+def test_an_onnx_file_that_export_json_does_not_list_has_no_threshold(exported, tmp_path):
+    alone = tmp_path / "model.onnx"
+    shutil.copy(onnx_path(exported), alone)
+    assert load_classifier(alone).threshold is None  # no export.json beside it
+    shutil.copy(exported[1] / "export.json", tmp_path / "export.json")
+    assert load_classifier(alone).threshold is not None
+    alone.write_bytes(alone.read_bytes() + b"\0")  # another file now than the one export.json lists
+    with pytest.raises(ModelError):  # and not a readable model either
+        load_classifier(alone)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # Keras's ONNX route probes np.object
+def test_onnx_files_that_are_missing_damaged_or_not_digit_classifiers_are_refused(tmp_path):
+    with pytest.raises(ModelError, match="run `python export.py` first"):
+        load_classifier(tmp_path / "model.onnx")
+    (tmp_path / "garbage.onnx").write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="cannot load .*export it again"):
+        load_classifier(tmp_path / "garbage.onnx")
+    inputs = keras.Input(shape=(5,), name="image")
+    other = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    other(np.zeros((1, 5), np.float32))  # Keras exports only a model that has been called
+    other.export(str(tmp_path / "other.onnx"), format="onnx", verbose=False)
+    with pytest.raises(ModelError, match="not 28x28 images to 10 digits"):
+        load_classifier(tmp_path / "other.onnx")
+
+
+@pytest.fixture(scope="module")
+def serving_python(tmp_path_factory) -> str:
+    """The Python of a new virtual environment holding requirements-serve.txt and nothing else."""
+    environment = tmp_path_factory.mktemp("serving-venv")
+    subprocess.run([sys.executable, "-m", "venv", str(environment)], check=True)
+    python = str(environment / "bin" / "python")
+    subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", "-r", "requirements-serve.txt"],
+        cwd=PROJECT_ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return python
+
+
+def run_with(python, *args):
+    return subprocess.run([python, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_the_serving_environment_cannot_import_tensorflow(serving_python):
+    found = run_with(
+        serving_python,
+        "-c",
+        "import importlib.util as u; print([m for m in ('tensorflow', 'keras', 'matplotlib', 'sklearn') "
+        "if u.find_spec(m)])",
+    )
+    assert found.stdout.strip() == "[]"
+
+
+def test_predict_reads_with_an_onnx_export_as_with_its_keras_model(
+    serving_python, exported, trained_run, rerendered, written_number
+):
+    files = [str(rerendered / f"{index:03d}.png") for index in range(40)]
+    for flags in (files, ["--number", str(written_number)]):
+        with_keras = run_script(
+            "predict.py", "--json", "--model", str(trained_run.folder / "model.keras"), *flags
+        )
+        with_onnx = run_with(
+            serving_python, "predict.py", "--json", "--model", str(onnx_path(exported)), *flags
+        )
+        assert with_onnx.returncode == with_keras.returncode == 0, with_onnx.stderr
+        keras_readings = json.loads(with_keras.stdout)["predictions"]
+        onnx_readings = json.loads(with_onnx.stdout)["predictions"]
+        for read_by_keras, read_by_onnx in zip(keras_readings, onnx_readings, strict=True):
+            for keras_digit, onnx_digit in zip(
+                read_by_keras.get("digits", [read_by_keras]),
+                read_by_onnx.get("digits", [read_by_onnx]),
+                strict=True,
+            ):
+                assert (onnx_digit["digit"], onnx_digit["not_sure"]) == (
+                    keras_digit["digit"],
+                    keras_digit["not_sure"],
+                )
+                assert onnx_digit["confidence"] == pytest.approx(keras_digit["confidence"], abs=1e-4)
+
+
+def test_a_keras_model_where_tensorflow_is_missing_is_one_clear_error(
+    serving_python, trained_run, written_number
+):
+    result = run_with(
+        serving_python, "predict.py", str(written_number), "--model", str(trained_run.folder / "model.keras")
+    )
+    assert result.returncode == 1
+    assert "needs TensorFlow" in result.stderr and "python export.py" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_two_server_processes_answer_from_an_onnx_export_like_the_keras_model(
+    serving_python, exported, trained_run, written_number
+):
+    body = written_number.read_bytes()
+
+    def answer(url, path):
+        request = urllib.request.Request(url + path, data=body, headers={"Content-Type": "image/png"})
+        return json.load(urllib.request.urlopen(request, timeout=30))
+
+    with running_server(trained_run.folder / "model.keras") as url:
+        by_keras = answer(url, "/api/number")
+    # running_server waits until both processes have answered /healthz.
+    with running_server(onnx_path(exported), workers=2, python=serving_python) as url:
+        by_onnx = answer(url, "/api/number")
+        about = json.load(urllib.request.urlopen(url + "/api/model"))
+    assert by_onnx["number"] == by_keras["number"]
+    assert [digit["box"] for digit in by_onnx["digits"]] == [digit["box"] for digit in by_keras["digits"]]
+    assert about["not_sure_below"] == trained_run.record["calibration"]["threshold"]
+    assert "10 sigmoid units" in about["probabilities"]

@@ -38,8 +38,10 @@ def train(
     validation: tuple[np.ndarray, np.ndarray] | None,
     strategy: tf.distribute.MultiWorkerMirroredStrategy,
     stopper: StopOnSignal,
+    callbacks: list[keras.callbacks.Callback] = (),
 ) -> tuple[keras.Model, dict[str, list[float]]]:
-    """`training.train` for several workers; `batch_size` is per replica."""
+    """`training.train` for several workers; `batch_size` is per replica. `callbacks` are told of
+    the training's start and end and of each epoch's end, with its logs (e.g. TensorBoard)."""
     x_fit, y_fit = training
     model = build_for_training(model_config, config, len(x_fit), strategy)
     loss_of = keras.losses.get(LOSS)
@@ -79,6 +81,8 @@ def train(
     )
     metrics = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if validation else [])
     history = {name: [] for name in metrics}
+    told = keras.callbacks.CallbackList(list(callbacks), model=model)
+    told.on_train_begin()
     for epoch in range(config.epochs):
         print(f"Epoch {epoch + 1}/{config.epochs}")  # as Model.fit shows it
         progress = keras.utils.Progbar(steps, verbose=progress_mode(), stateful_metrics=metrics)
@@ -96,4 +100,6 @@ def train(
             progress.update(step, list(logs.items()))
         for name in metrics:
             history[name].append(float(logs[name]))
+        told.on_epoch_end(epoch, {name: float(value) for name, value in logs.items()})
+    told.on_train_end()
     return network_of(model), history

@@ -151,15 +151,17 @@ def train_and_save(
     started = time.perf_counter()
     try:
         with stop_on_signals() as stopper:
+            # Per-epoch loss, accuracy and learning rate: `tensorboard --logdir artifacts`; written
+            # by the one process of a cluster that writes --out.
+            writes = strategy.extended.should_checkpoint
+            logs = [keras.callbacks.TensorBoard(str(args.out / outputs.LOGS_NAME))] if writes else []
             if multiworker_run:
                 network, history = multiworker.train(
-                    run.model, run.training, (x_fit, y_fit), validation, strategy, stopper
+                    run.model, run.training, (x_fit, y_fit), validation, strategy, stopper, logs
                 )
             else:
-                # Per-epoch loss, accuracy and learning rate: `tensorboard --logdir artifacts`.
-                logs = keras.callbacks.TensorBoard(str(args.out / outputs.LOGS_NAME))
                 network, history = train(
-                    run.model, run.training, (x_fit, y_fit), validation, [stopper, logs], backup, strategy
+                    run.model, run.training, (x_fit, y_fit), validation, [stopper, *logs], backup, strategy
                 )
     except KeyboardInterrupt:
         saved = (

@@ -82,6 +82,19 @@ def written_number(tmp_path_factory, mnist):
     return path
 
 
+def assert_tensorboard_logs(folder: Path, epochs: int) -> None:
+    """`folder` holds TensorBoard's per-epoch loss, accuracy and learning rate, for each of `epochs`."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for split, tags in [
+        ("train", {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"}),
+        ("validation", {"epoch_loss", "epoch_accuracy"}),
+    ]:
+        events = EventAccumulator(str(folder / split), size_guidance={"tensors": 0}).Reload()
+        assert tags <= set(events.Tags()["tensors"]), events.Tags()
+        assert len(events.Tensors("epoch_loss")) == epochs
+
+
 def run_script(*args: str, **environment: str) -> subprocess.CompletedProcess:
     """Run one of the project's scripts as a user would, capturing its output."""
     return subprocess.run(

@@ -12,7 +12,7 @@ import tensorflow as tf
 from keras_tuner.src import protos
 
 import train
-from conftest import TINY_TRAINING, run_script, start_script
+from conftest import TINY_TRAINING, assert_tensorboard_logs, run_script, start_script
 from local_server import free_ports
 from settings import resolve
 
@@ -115,6 +115,8 @@ def test_two_workers_train_the_same_weights_and_only_the_chief_saves(tmp_path):
     assert record["distribution"] == {"strategy": "multiworker", "replicas": 2} and record["epochs_run"] == 2
     assert record["final"]["val_accuracy"] > 0.7  # chance is 0.1
     assert not (tmp_path / "worker1" / "model.keras").exists()
+    assert_tensorboard_logs(tmp_path / "worker0" / "logs", epochs=2)
+    assert not (tmp_path / "worker1" / "logs").exists()
     evaluation = run_script("evaluate.py", "--model", str(tmp_path / "worker0" / "model.keras"))
     assert evaluation.returncode == 0, evaluation.stderr[-2000:]
 

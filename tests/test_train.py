@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import outputs
 import train
-from conftest import PROJECT_ROOT, TINY_TRAINING, run_script
+from conftest import PROJECT_ROOT, TINY_TRAINING, assert_tensorboard_logs, run_script
 from data import MNIST_SHA256, normalize_images
 from model import load_trained_model
 from training import completed_epochs
@@ -264,17 +264,7 @@ def test_a_second_run_on_the_same_folder_says_it_is_in_use_and_touches_nothing(t
 
 
 def test_tensorboard_logs_hold_each_epochs_loss_accuracy_and_learning_rate(trained_run):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    for split, tags in [
-        ("train", {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"}),
-        ("validation", {"epoch_loss", "epoch_accuracy"}),
-    ]:
-        events = EventAccumulator(
-            str(trained_run.folder / "logs" / split), size_guidance={"tensors": 0}
-        ).Reload()
-        assert tags <= set(events.Tags()["tensors"]), events.Tags()
-        assert len(events.Tensors("epoch_loss")) == trained_run.record["epochs_run"]
+    assert_tensorboard_logs(trained_run.folder / "logs", epochs=trained_run.record["epochs_run"])
 
 
 def test_the_devices_trained_on_are_in_the_record(trained_run):

@@ -48,7 +48,6 @@ def test_an_onnx_file_that_export_json_does_not_list_has_no_threshold(exported, 
         load_classifier(alone)
 
 
-@pytest.mark.filterwarnings("ignore::FutureWarning")  # Keras's ONNX route probes np.object
 def test_onnx_files_that_are_missing_damaged_or_not_digit_classifiers_are_refused(tmp_path):
     with pytest.raises(ModelError, match="run `python export.py` first"):
         load_classifier(tmp_path / "model.onnx")

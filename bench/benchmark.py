@@ -1,7 +1,8 @@
 """Benchmark: our configurations beside the peers, on the same data, each in its own clean process.
 
-    python bench/benchmark.py            # full run, about 15 minutes on 2 cores
-    python bench/benchmark.py --quick    # smoke run: 2,000 images, one epoch each
+    python bench/benchmark.py                 # full run, about 15 minutes on 2 cores
+    python bench/benchmark.py --quick         # smoke run: 2,000 images, one epoch each
+    python bench/benchmark.py --seeds 0,1,2   # each contender once per seed: mean and spread
 
 Reports test accuracy, training seconds, training seconds until test accuracy first reaches 98% and
 99% (checked at epoch ends, with the clock stopped while checking), samples/s, achieved GFLOP/s as
@@ -40,26 +41,37 @@ OURS = {
     "ours-mlp": {},
     "ours-mlp-softmax": {"model": {"output_activation": "softmax"}},
     "ours-cnn": {"model": {"arch": "cnn"}},
+    "ours-cnn-2-epochs": {"model": {"arch": "cnn"}, "training": {"epochs": 2}},
 }
 # name -> (what it is, which of ours it is compared with); ours first.
 CONTENDERS = {
     "ours-mlp": ("train.py defaults: MLP 1024-512, sigmoid output", None),
     "ours-mlp-softmax": ("train.py --output-activation softmax", None),
     "ours-cnn": ("train.py --arch cnn", None),
+    "ours-cnn-2-epochs": ("train.py --arch cnn --epochs 2", None),
     "seed-mlp": ("peer: Dense(128, ReLU) -> Dense(10, sigmoid), Adam, batch 32, 5 epochs", "ours-mlp"),
     "sklearn-mlp": ("peer: scikit-learn MLPClassifier((128,)), 10 epochs", "ours-mlp"),
     "keras-convnet": ("peer: Keras example mnist_convnet, batch 128, 15 epochs", "ours-cnn"),
+    "tuomaso-cnn": (
+        "peer: tuomaso/train_mnist_fast, conv 24 5x5 - pool - conv 32 5x5 - pool - dense 256, "
+        "Adam (0.7, 0.9) one-cycle to 0.01, batch 256, 1 epoch",
+        "ours-cnn",
+    ),
 }
-TARGETS = [  # (what, contender, field, comparison, bound)
-    ("default MLP test accuracy >= 98.7%", "ours-mlp", "test_accuracy", ">=", 0.987),
+# tuomaso/train_mnist_fast's final recipe, from its README: one-cycle (warm-up over the first 30%
+# of the steps from a 25th of the peak, then cosine to 0), as PyTorch's OneCycleLR does by default.
+ONE_CYCLE_PEAK, ONE_CYCLE_WARMUP, ONE_CYCLE_START = 0.01, 0.3, 1 / 25
+TARGETS = [  # (what, contender, field, comparison, bound): the training-speed issue's
+    ("default CNN test accuracy >= 99.6%", "ours-cnn", "test_accuracy", ">=", 0.996),
+    ("default CNN training <= 300 s", "ours-cnn", "train_seconds", "<=", 300),
+    ("CNN, 2 epochs: test accuracy >= 99.0%", "ours-cnn-2-epochs", "test_accuracy", ">=", 0.99),
+    ("CNN, 2 epochs: training <= 15 s", "ours-cnn-2-epochs", "train_seconds", "<=", 15),
+    ("default MLP test accuracy >= 99.1%", "ours-mlp", "test_accuracy", ">=", 0.991),
     ("default MLP training <= 90 s", "ours-mlp", "train_seconds", "<=", 90),
-    ("CNN test accuracy >= 99.6%", "ours-cnn", "test_accuracy", ">=", 0.996),
-    ("CNN training <= 300 s", "ours-cnn", "train_seconds", "<=", 300),
     ("MLP reaches 98% test accuracy in <= 10 s", "ours-mlp", "seconds_to_98", "<=", 10),
-    ("CNN reaches 99% test accuracy in <= 60 s", "ours-cnn", "seconds_to_99", "<=", 60),
     ("default MLP at >= 0.6 of the matmul ceiling", "ours-mlp", "ceiling_fraction", ">=", 0.6),
-    ("evaluate.py start to PNGs <= 10 s", "ours-mlp", "evaluate_seconds", "<=", 10),
-    ("predicting 10,000 test images <= 1 s", "ours-mlp", "predict_10k_seconds", "<=", 1),
+    ("evaluate.py start to PNGs <= 6.1 s (unchanged)", "ours-mlp", "evaluate_seconds", "<=", 6.1),
+    ("predicting 10,000 test images <= 0.19 s (unchanged)", "ours-mlp", "predict_10k_seconds", "<=", 0.19),
 ]
 
 
@@ -113,8 +125,8 @@ def keras_result(model: keras.Model, clock: TestAccuracyClock, samples: int, epo
     }
 
 
-def run_ours(name: str, quick: bool, data: dict, workdir: Path) -> dict:
-    run = settings.resolve(settings.merged(OURS[name], QUICK if quick else {}))
+def run_ours(name: str, quick: bool, seed: int, data: dict, workdir: Path) -> dict:
+    run = settings.resolve(settings.merged(OURS[name], QUICK if quick else {}, {"training": {"seed": seed}}))
     x_fit, y_fit, x_val, y_val = data["split"](run.training)
     clock = TestAccuracyClock(data["x_test"], data["y_test"])
     model, _ = train(run.model, run.training, (x_fit, y_fit), (x_val, y_val), callbacks=[clock])
@@ -139,12 +151,14 @@ def run_ours(name: str, quick: bool, data: dict, workdir: Path) -> dict:
     return result
 
 
-def run_peer(name: str, quick: bool, data: dict) -> dict:
-    x_fit, y_fit, _, _ = data["split"](settings.resolve(QUICK if quick else {}).training)
+def run_peer(name: str, quick: bool, seed: int, data: dict) -> dict:
+    x_fit, y_fit, _, _ = data["split"](
+        settings.resolve(settings.merged(QUICK if quick else {}, {"training": {"seed": seed}})).training
+    )
     if name == "sklearn-mlp":
         from sklearn.neural_network import MLPClassifier
 
-        classifier = MLPClassifier(hidden_layer_sizes=(128,), random_state=0)
+        classifier = MLPClassifier(hidden_layer_sizes=(128,), random_state=seed)
         x_flat, labels = x_fit.reshape(len(x_fit), -1), y_fit.argmax(1)
         test_flat = data["x_test"].reshape(len(data["x_test"]), -1)
         points, trained = [], 0.0
@@ -164,7 +178,8 @@ def run_peer(name: str, quick: bool, data: dict) -> dict:
             "flops_per_sample": 3.0 * 2 * (784 * 128 + 128 * 10),
             "curve": points,
         }
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
+    optimizer = "adam"
     if name == "seed-mlp":
         model = keras.Sequential(
             [
@@ -175,6 +190,33 @@ def run_peer(name: str, quick: bool, data: dict) -> dict:
             ]
         )
         batch_size, epochs = 32, 5
+    elif name == "tuomaso-cnn":
+        model = keras.Sequential(
+            [
+                keras.Input((28, 28)),
+                keras.layers.Reshape((28, 28, 1)),
+                keras.layers.Conv2D(24, 5),
+                keras.layers.MaxPooling2D(
+                    2
+                ),  # pooling before the ReLU, as the recipe does: the same, cheaper
+                keras.layers.ReLU(),
+                keras.layers.Conv2D(32, 5),
+                keras.layers.MaxPooling2D(2),
+                keras.layers.ReLU(),
+                keras.layers.Flatten(),
+                keras.layers.Dense(256, activation="relu"),
+                keras.layers.Dense(10, activation="softmax"),
+            ]
+        )
+        batch_size, epochs = 256, 1
+        steps = epochs * -(-len(x_fit) // batch_size)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            ONE_CYCLE_PEAK * ONE_CYCLE_START,
+            decay_steps=steps - int(ONE_CYCLE_WARMUP * steps),
+            warmup_target=ONE_CYCLE_PEAK,
+            warmup_steps=int(ONE_CYCLE_WARMUP * steps),
+        )
+        optimizer = keras.optimizers.Adam(schedule, beta_1=0.7, beta_2=0.9)
     else:  # keras-convnet, as in keras-io examples/vision/mnist_convnet.py
         model = keras.Sequential(
             [
@@ -191,7 +233,7 @@ def run_peer(name: str, quick: bool, data: dict) -> dict:
         )
         batch_size, epochs = 128, 15
     epochs = 1 if quick else epochs
-    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
     clock = TestAccuracyClock(data["x_test"], data["y_test"])
     model.fit(x_fit, y_fit, batch_size=batch_size, epochs=epochs, callbacks=[clock], verbose=2)
     return keras_result(model, clock, len(x_fit), epochs)
@@ -211,8 +253,8 @@ def matmul_ceiling(size: int) -> float:
     return 2 * size**3 / best / 1e9
 
 
-def worker(name: str, quick: bool, result_path: Path) -> None:
-    """Run one contender in this (fresh) process and write its result as JSON."""
+def worker(name: str, quick: bool, seed: int, result_path: Path) -> None:
+    """Run one contender with `seed` in this (fresh) process and write its result as JSON."""
     if name == "matmul-ceiling":
         result = {"gflops": matmul_ceiling(1024 if quick else 4096)}
     else:
@@ -224,9 +266,9 @@ def worker(name: str, quick: bool, result_path: Path) -> None:
         }
         with tempfile.TemporaryDirectory() as workdir:
             if name.startswith("ours"):
-                result = run_ours(name, quick, data, Path(workdir))
+                result = run_ours(name, quick, seed, data, Path(workdir))
             else:
-                result = run_peer(name, quick, data)
+                result = run_peer(name, quick, seed, data)
     result_path.write_text(json.dumps(result))
 
 
@@ -246,20 +288,42 @@ def fmt(value, pattern: str) -> str:
     return "—" if value is None else format(value, pattern)
 
 
+def over_seeds(runs: list[dict]) -> dict:
+    """One contender's runs, one per seed, as one result: the mean of each figure (None where any
+    run never got there), the test accuracy's range, and the runs themselves."""
+    combined = {}
+    for key, value in runs[0].items():
+        values = [run[key] for run in runs]
+        if isinstance(value, (int, float)) and None not in values:
+            combined[key] = float(np.mean(values))
+        elif value is None or None in values:
+            combined[key] = None
+    accuracies = [run["test_accuracy"] for run in runs]
+    return {**combined, "test_accuracy_range": [min(accuracies), max(accuracies)], "runs": runs}
+
+
 def markdown(results: dict, ceiling: float, info: dict, quick: bool) -> str:
+    seeds = len(next(iter(results.values()))["runs"])
     lines = [
         f"Benchmark{' (quick smoke run)' if quick else ''}, {time.strftime('%Y-%m-%d')}: {info['cpu']}, "
         f"{info['cores']} cores; TensorFlow {info['tensorflow']}, Keras {info['keras']}, "
         f"scikit-learn {info['scikit-learn']}, Python {info['python']}. "
-        f"Matmul ceiling: {ceiling:.0f} GFLOP/s.",
+        f"Matmul ceiling: {ceiling:.0f} GFLOP/s."
+        + (
+            f" Each figure is the mean over {seeds} seeds; test accuracy gives their range."
+            if seeds > 1
+            else ""
+        ),
         "",
         "| contender | test acc. | train s | s to 98% | s to 99% | samples/s | GFLOP/s | of ceiling |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, result in results.items():
         gflops = result["gflops"]
+        low, high = result["test_accuracy_range"]
+        spread = f" ({low:.2%}-{high:.2%})" if seeds > 1 else ""
         lines.append(
-            f"| {name} | {result['test_accuracy']:.2%} | {result['train_seconds']:.1f} | "
+            f"| {name} | {result['test_accuracy']:.2%}{spread} | {result['train_seconds']:.1f} | "
             f"{fmt(result['seconds_to_98'], '.1f')} | {fmt(result['seconds_to_99'], '.1f')} | "
             f"{result['samples_per_second']:,.0f} | {gflops:.1f} | {result['ceiling_fraction']:.2f} |"
         )
@@ -278,33 +342,62 @@ def markdown(results: dict, ceiling: float, info: dict, quick: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seed_list(text: str) -> list[int]:
+    """--seeds: "0,1,2" -> [0, 1, 2]."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give seeds as whole numbers, e.g. 0,1,2") from None
+    if any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: give distinct seeds of 0 or more")
+    return seeds
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2,000 images, one epoch: a smoke run")
     parser.add_argument("--only", nargs="+", choices=CONTENDERS, help="run these contenders only")
+    parser.add_argument(
+        "--seeds",
+        type=seed_list,
+        default=[0],
+        help="comma-separated seeds, e.g. 0,1,2: each contender once per seed",
+    )
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench", help="folder for results.*")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        return worker(args.worker, args.quick, args.result)
+        return worker(args.worker, args.quick, args.seeds[0], args.result)
 
     outputs = {}
     with tempfile.TemporaryDirectory() as folder:
-        for name in ["matmul-ceiling", *(args.only or CONTENDERS)]:
-            result_path = Path(folder) / f"{name}.json"
-            print(f"running {name} ...", flush=True)
+        runs = [("matmul-ceiling", 0)] + [
+            (name, seed) for name in args.only or CONTENDERS for seed in args.seeds
+        ]
+        for name, seed in runs:
+            result_path = Path(folder) / f"{name}-{seed}.json"
+            print(f"running {name}, seed {seed} ...", flush=True)
             worker_run = subprocess.run(  # its epoch lines show progress; TensorFlow's log only on failure
-                [sys.executable, __file__, "--worker", name, "--result", str(result_path)]
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    name,
+                    "--seeds",
+                    str(seed),
+                    "--result",
+                    str(result_path),
+                ]
                 + (["--quick"] if args.quick else []),
                 stderr=subprocess.PIPE,
                 text=True,
             )
             if worker_run.returncode:
                 raise SystemExit(f"error: {name} failed:\n{worker_run.stderr[-3000:]}")
-            outputs[name] = json.loads(result_path.read_text())
-    ceiling = outputs.pop("matmul-ceiling")["gflops"]
-    results = outputs
+            outputs.setdefault(name, []).append(json.loads(result_path.read_text()))
+    ceiling = outputs.pop("matmul-ceiling")[0]["gflops"]
+    results = {name: over_seeds(runs) for name, runs in outputs.items()}
     for result in results.values():
         result["gflops"] = result["samples_per_second"] * result["flops_per_sample"] / 1e9
         result["ceiling_fraction"] = result["gflops"] / ceiling
@@ -314,7 +407,13 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
     (args.out / f"results{suffix}.md").write_text(table)
-    report = {"machine": info, "matmul_ceiling_gflops": ceiling, "quick": args.quick, "results": results}
+    report = {
+        "machine": info,
+        "matmul_ceiling_gflops": ceiling,
+        "quick": args.quick,
+        "seeds": args.seeds,
+        "results": results,
+    }
     (args.out / f"results{suffix}.json").write_text(json.dumps(report, indent=2) + "\n")
 
 

@@ -32,12 +32,38 @@ class ModelError(Exception):
     """A saved model that is missing, unreadable or not a digit classifier; says how to fix it."""
 
 
+def reason(exc: BaseException) -> str:
+    """An exception's first line, or its type where it has no message: the cause in a ModelError."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def threshold_of(run: object) -> float | None:
+    """The calibrated "not sure" threshold in a run record (run.json), or None where it has none: a
+    run without a validation split, or a record that is not one."""
+    calibration = run.get("calibration") if isinstance(run, dict) else None
+    threshold = calibration.get("threshold") if isinstance(calibration, dict) else None
+    return float(threshold) if isinstance(threshold, (int, float)) and 0 <= threshold <= 1 else None
+
+
+def output_activation_of(run: object) -> str | None:
+    """The network's own output layer named in a run record, or None."""
+    model = run.get("model") if isinstance(run, dict) else None
+    activation = model.get("output_activation") if isinstance(model, dict) else None
+    return activation if isinstance(activation, str) else None
+
+
 @dataclass(frozen=True)
 class Classifier:
     name: str
     probabilities_of: Probabilities  # float32 images (n, 28, 28) -> probabilities (n, 10)
     threshold: float | None  # the confidence below which a reading is "not sure"
     output_activation: str | None  # the network's own output layer ("sigmoid", "softmax"), if known
+
+
+def unsure_never(path: Path) -> str:
+    """The notice for a model without a calibrated threshold: none of its readings is "not sure"."""
+    beside = "an export.json listing it" if path.suffix.lower() == ".onnx" else "its run.json"
+    return f"note: {path} has no calibrated threshold ({beside}), so no reading is reported as not sure"
 
 
 def load_classifier(path: str | Path) -> Classifier:
@@ -59,14 +85,14 @@ def keras_file_classifier(path: Path) -> Classifier:
         ) from None
     from model import load_trained_model
 
-    return keras_classifier(load_trained_model(path), record_of(path).get("calibration", {}).get("threshold"))
+    return keras_classifier(load_trained_model(path), threshold_of(record_of(path)))
 
 
 def keras_classifier(network, threshold: float | None = None) -> Classifier:
     """A Keras model already loaded (keras.Model), read through the softmax of its logits."""
-    from model import probabilities_function
+    from model import OUTPUT_LAYER, probabilities_function
 
-    activation = network.get_layer("digit").activation.__name__
+    activation = network.get_layer(OUTPUT_LAYER).activation.__name__
     return Classifier(network.name, probabilities_function(network), threshold, activation)
 
 
@@ -81,7 +107,8 @@ def onnx_probabilities(path: Path) -> Probabilities:
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     (entry,), (exit_,) = session.get_inputs(), session.get_outputs()
     fits = (
-        entry.type == "tensor(float)"
+        entry.type == exit_.type == "tensor(float)"
+        and not isinstance(entry.shape[0], int)  # any number of images at once, not a fixed batch
         and entry.shape[1:] == [IMAGE_SIZE, IMAGE_SIZE]
         and exit_.shape[1:] == [NUM_CLASSES]
     )
@@ -99,15 +126,17 @@ def onnx_classifier(path: Path) -> Classifier:
     try:
         probabilities_of = onnx_probabilities(path)
     except Exception as exc:  # onnxruntime's own error classes (InvalidProtobuf, Fail...) share no base
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelError(f"cannot load {path} ({reason}): export it again with `python export.py`") from None
+        raise ModelError(
+            f"cannot load {path} ({reason(exc)}): export it again with `python export.py`"
+        ) from None
     source = export_source(path)
-    run = source.get("run", {})
+    name = source.get("name")
+    run = source.get("run")
     return Classifier(
-        source.get("name", path.stem),
+        name if isinstance(name, str) else path.stem,
         probabilities_of,
-        run.get("calibration", {}).get("threshold"),
-        run.get("model", {}).get("output_activation"),
+        threshold_of(run),
+        output_activation_of(run),
     )
 
 
@@ -119,6 +148,6 @@ def export_source(path: Path) -> dict:
         listed = {entry["path"]: entry["sha256"] for entry in record["formats"].values()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
-    if listed.get(path.name) != sha256_of(path):
+    if listed.get(path.name) != sha256_of(path) or not isinstance(record.get("source"), dict):
         return {}
-    return record.get("source", {})
+    return record["source"]

@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 import outputs
-from classifier import ModelError, onnx_probabilities
+from classifier import ModelError, onnx_probabilities, reason
 from data import IMAGE_SIZE, NUM_CLASSES, DataError, load_mnist, normalize_images
 from model import load_trained_model, probability_model
 
@@ -150,9 +150,8 @@ def export_format(
             probabilities.export(str(partial), format=keras_format, verbose=False)
             result = checks(runner(partial), images, reference)
         except Exception as exc:  # a converter's or a runtime's own failure, whatever its type
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             upstream = f" ({UPSTREAM[name]})" if name in UPSTREAM else ""
-            raise ExportError(f"the converter or its runtime failed: {reason}{upstream}") from None
+            raise ExportError(f"the converter or its runtime failed: {reason(exc)}{upstream}") from None
         problem = failure(result)
         if problem:
             raise ExportError(f"its check failed: {problem}, against the Keras model")

@@ -64,12 +64,17 @@ def running_server(model: Path, *flags: str, workers: int = 1, python: str = sys
                     ) from None
                 time.sleep(0.3)
             if time.monotonic() > deadline:
+                log.seek(0)
                 raise RuntimeError(
                     f"{workers - len(answered)} of serve.py's {workers} processes did not answer /healthz "
-                    f"within {START_SECONDS} s"
+                    f"within {START_SECONDS} s: {log.read()[-2000:].decode()}"
                 )
         yield url
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # its workers too would keep the port and the cores
+            process.kill()
+            process.wait()
         log.close()

@@ -21,12 +21,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from classifier import ModelError
+from classifier import ModelError, reason
 from data import IMAGE_SIZE, NUM_CLASSES
 
 ARCHS = ("mlp", "cnn")
 OUTPUT_ACTIVATIONS = ("sigmoid", "softmax")
 LOGITS_LAYER = "logits"
+OUTPUT_LAYER = "digit"  # the output activation, after the logits
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def build_model(config: ModelConfig) -> keras.Model:
         if config.dropout:
             x = keras.layers.Dropout(config.dropout)(x)
     logits = keras.layers.Dense(NUM_CLASSES, name=LOGITS_LAYER)(x)
-    outputs = keras.layers.Activation(config.output_activation, name="digit")(logits)
+    outputs = keras.layers.Activation(config.output_activation, name=OUTPUT_LAYER)(logits)
     return keras.Model(inputs, outputs, name=f"mnist_{config.arch}_{config.output_activation}")
 
 
@@ -149,8 +150,7 @@ def load_trained_model(path: str | Path) -> keras.Model:
         # safe_mode refuses lambdas and other code stored in the file: a model never runs code.
         model = keras.models.load_model(path, safe_mode=True)
     except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelError(f"cannot load {path} ({reason}): retrain it with `python train.py`") from None
+        raise ModelError(f"cannot load {path} ({reason(exc)}): retrain it with `python train.py`") from None
     shapes_fit = tuple(model.input_shape[1:]) == (IMAGE_SIZE, IMAGE_SIZE) and tuple(
         model.output_shape[1:]
     ) == (NUM_CLASSES,)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from classifier import ModelError, load_classifier
+from classifier import ModelError, load_classifier, unsure_never
 from outputs import atomic_path
 from preprocess import FORMAT_NAMES, IMAGE_SUFFIXES, ImageError, mnist_style_digit, read_image_file
 from reading import read_digits, read_number
@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         model = load_classifier(args.model)
     except ModelError as exc:
         raise SystemExit(f"error: {exc}") from None
+    if model.threshold is None:
+        print(unsure_never(args.model), file=sys.stderr)
     files, failures = image_paths(args.images)
     results, seen = [], []
     for path in files:

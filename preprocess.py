@@ -231,8 +231,8 @@ def long_runs(marks: np.ndarray, span: int) -> np.ndarray:
     _, ends = np.nonzero(edges == -1)
     long = ends - starts >= span
     change = np.zeros((height, width + 1), np.int32)
-    np.add.at(change, (rows[long], starts[long]), 1)
-    np.add.at(change, (rows[long], ends[long]), -1)
+    change[rows[long], starts[long]] += 1  # no two runs start (or end) at the same pixel
+    change[rows[long], ends[long]] -= 1
     return np.cumsum(change, axis=1)[:, :width] > 0
 
 

@@ -19,6 +19,7 @@ import functools
 import io
 import json
 import secrets
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,10 +32,11 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from PIL import Image
+from uvicorn.main import STARTUP_FAILURE
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.supervisors import Multiprocess
 
-from classifier import Classifier, ModelError, load_classifier
+from classifier import Classifier, ModelError, load_classifier, unsure_never
 from data import normalize_images
 from preprocess import FORMAT_NAMES, ImageError, mnist_style_digit, read_image
 from reading import read_number, reading
@@ -304,8 +306,13 @@ def create_app(model: Classifier, upload_seconds: float = UPLOAD_SECONDS) -> Fas
 
 
 def app_of(model_path: Path) -> FastAPIOffline:
-    """The app for the model at `model_path`: what each worker process builds for itself."""
-    return create_app(load_classifier(model_path))
+    """The app for the model at `model_path`: what each worker process builds for itself. A model
+    that fails to load here (changed since the parent loaded it) stops the workers, not retried."""
+    try:
+        return create_app(load_classifier(model_path))
+    except ModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(STARTUP_FAILURE) from None
 
 
 def guarded_config(
@@ -356,6 +363,8 @@ def main(argv: list[str] | None = None) -> None:
         model = load_classifier(args.model)  # in this process too, so a bad file is one clear error
     except ModelError as exc:
         raise SystemExit(f"error: {exc}") from None
+    if model.threshold is None:
+        print(unsure_never(args.model), file=sys.stderr)
     processes = f", {args.workers} processes" if args.workers > 1 else ""
     print(f"serving {args.model} on http://{args.host}:{args.port}{processes}  (API docs at /docs)")
     if args.workers == 1:
@@ -365,7 +374,10 @@ def main(argv: list[str] | None = None) -> None:
     config = guarded_config(
         functools.partial(app_of, args.model), args.host, args.port, workers=args.workers, factory=True
     )
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

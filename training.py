@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from augmentation import augmentation_layers, with_continental_marks
+from classifier import reason
 from data import IMAGE_SIZE, NUM_CLASSES, Mnist, normalize_images, split_validation
 from model import ModelConfig, build_model
 from outputs import write_json
@@ -247,10 +248,10 @@ class CheckedBackupAndRestore(keras.callbacks.BackupAndRestore):
             try:
                 return super().on_train_begin(logs)
             except Exception as exc:  # whatever damaged files raise: JSON, HDF5 or variable errors
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                cause = reason(exc)
             if not all(path.exists() for path in previous):
                 raise TrainingError(
-                    f"the backup in {backup} cannot be restored ({reason}): add --fresh to start over"
+                    f"the backup in {backup} cannot be restored ({cause}): add --fresh to start over"
                 )
             for path, name in zip(previous, BACKUP_FILES, strict=True):
                 os.replace(path, backup / name)  # the copies are gone: a second failure ends it

@@ -10,8 +10,10 @@ import urllib.request
 
 import keras
 import numpy as np
+import onnx
 import pytest
 
+import outputs
 from classifier import ModelError, load_classifier
 from conftest import PROJECT_ROOT, run_script
 from data import normalize_images
@@ -43,9 +45,39 @@ def test_an_onnx_file_that_export_json_does_not_list_has_no_threshold(exported, 
     assert load_classifier(alone).threshold is None  # no export.json beside it
     shutil.copy(exported[1] / "export.json", tmp_path / "export.json")
     assert load_classifier(alone).threshold is not None
-    alone.write_bytes(alone.read_bytes() + b"\0")  # another file now than the one export.json lists
-    with pytest.raises(ModelError):  # and not a readable model either
-        load_classifier(alone)
+    other = onnx.load(alone)
+    other.doc_string = "another model"  # as readable, but not the file export.json lists
+    onnx.save(other, alone)
+    assert load_classifier(alone).threshold is None
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "not json",
+        {"formats": "none"},
+        {"formats": {"onnx": {"path": "model.onnx", "sha256": "LISTED"}}, "source": "x"},
+        {"formats": {"onnx": {"path": "model.onnx", "sha256": "LISTED"}}, "source": {"run": None}},
+        {
+            "formats": {"onnx": {"path": "model.onnx", "sha256": "LISTED"}},
+            "source": {"run": {"calibration": None, "model": "mlp"}, "name": 7},
+        },
+        {
+            "formats": {"onnx": {"path": "model.onnx", "sha256": "LISTED"}},
+            "source": {"run": {"calibration": {"threshold": "high"}}},
+        },
+    ],
+)
+def test_an_export_json_that_says_nothing_usable_leaves_the_model_readable_and_never_unsure(
+    exported, tmp_path, record
+):
+    model = tmp_path / "model.onnx"
+    shutil.copy(onnx_path(exported), model)
+    text = record if isinstance(record, str) else json.dumps(record)
+    (tmp_path / "export.json").write_text(text.replace("LISTED", outputs.sha256_of(model)))
+    loaded = load_classifier(model)
+    assert loaded.threshold is None and loaded.name == "model"
+    assert loaded.probabilities_of(np.zeros((2, 28, 28), np.float32)).shape == (2, 10)
 
 
 def test_onnx_files_that_are_missing_damaged_or_not_digit_classifiers_are_refused(tmp_path):
@@ -62,19 +94,28 @@ def test_onnx_files_that_are_missing_damaged_or_not_digit_classifiers_are_refuse
         load_classifier(tmp_path / "other.onnx")
 
 
+def test_an_onnx_digit_model_taking_a_fixed_number_of_images_is_refused(exported, tmp_path):
+    fixed = onnx.load(onnx_path(exported))
+    fixed.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1  # one image per call, no more
+    onnx.save(fixed, tmp_path / "fixed.onnx")
+    with pytest.raises(ModelError, match=r"maps \[1, 28, 28\].*not 28x28 images to 10 digits"):
+        load_classifier(tmp_path / "fixed.onnx")
+
+
 @pytest.fixture(scope="module")
 def serving_python(tmp_path_factory) -> str:
     """The Python of a new virtual environment holding requirements-serve.txt and nothing else."""
     environment = tmp_path_factory.mktemp("serving-venv")
     subprocess.run([sys.executable, "-m", "venv", str(environment)], check=True)
     python = str(environment / "bin" / "python")
-    subprocess.run(
+    installed = subprocess.run(
         [python, "-m", "pip", "install", "--quiet", "-r", "requirements-serve.txt"],
         cwd=PROJECT_ROOT,
-        check=True,
         capture_output=True,
+        text=True,
         timeout=600,
     )
+    assert installed.returncode == 0, installed.stderr[-3000:]  # it needs PyPI, as `make` does
     return python
 
 

@@ -165,6 +165,18 @@ def test_below_the_calibrated_confidence_a_reading_is_not_sure(trained_run, rere
     assert re.fullmatch(r".*000\.png: not sure: \d \d+\.\d% or \d \d+\.\d%\n", result.stdout)
 
 
+def test_a_model_trained_without_a_validation_split_reads_and_says_it_is_never_unsure(
+    trained_run, rerendered, tmp_path
+):
+    shutil.copy(trained_run.folder / "model.keras", tmp_path / "model.keras")
+    # train.py --val-split 0 records no calibration: there was nothing to calibrate on.
+    (tmp_path / "run.json").write_text(json.dumps({**trained_run.record, "calibration": None}))
+    result = run_script("predict.py", str(rerendered / "000.png"), "--model", str(tmp_path / "model.keras"))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "no calibrated threshold (its run.json), so no reading is reported as not sure" in result.stderr
+    assert "not sure" not in result.stdout
+
+
 def test_a_trained_model_is_sure_of_most_digits(trained_run, rerendered):
     results = predict.main([str(rerendered), "--model", str(trained_run.folder / "model.keras")])
     flagged = np.mean([result["not_sure"] for result in results])

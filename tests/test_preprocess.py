@@ -7,12 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from PIL import Image, ImageDraw
+from scipy import ndimage
 
 from preprocess import (
     DIGIT_BOX,
     MAX_PIXELS,
     ImageError,
+    long_runs,
     mnist_style_digit,
     number_pieces,
     page_ink,
@@ -303,3 +308,12 @@ def test_more_than_twelve_marks_is_an_error():
     many = written(*[[[(20 + 45 * i, 40), (20 + 45 * i, 160)]] for i in range(14)], size=(700, 200), width=6)
     with pytest.raises(ImageError, match="found 14 separate marks; a number of at most 12 digits"):
         number_pieces(page_ink(many))
+
+
+@given(
+    arrays(bool, st.tuples(st.integers(1, 30), st.integers(1, 30))),
+    st.integers(1, 32),
+)
+def test_long_runs_are_the_opening_by_a_line_of_that_span(marks, span):
+    opened = ndimage.binary_opening(marks, structure=np.ones((1, span)))
+    np.testing.assert_array_equal(long_runs(marks, span), opened)

@@ -15,7 +15,7 @@ from PIL import Image
 from classifier import keras_classifier
 from local_server import running_server
 from model import ModelConfig, build_model
-from serve import MAX_UPLOAD_BYTES, create_app, parse_args
+from serve import MAX_UPLOAD_BYTES, STARTUP_FAILURE, app_of, create_app, parse_args
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -171,6 +171,15 @@ def test_probabilities_note_is_true_for_the_model_served(activation, says, never
 
 def test_server_binds_loopback_unless_told_otherwise():
     assert parse_args([]).host == "127.0.0.1"
+
+
+def test_a_worker_that_cannot_load_the_model_stops_the_server_with_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        app_of(tmp_path / "model.keras")  # deleted after the parent process loaded it
+    assert stopped.value.code == STARTUP_FAILURE  # uvicorn then stops every worker, restarting none
+    assert capsys.readouterr().err.strip() == (
+        f"error: no trained model at {tmp_path / 'model.keras'}: run `python train.py` first"
+    )
 
 
 def test_fewer_than_one_worker_is_a_usage_error(capsys):

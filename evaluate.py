@@ -17,14 +17,15 @@ import_tensorflow_quietly()
 import argparse
 from pathlib import Path
 
+import keras
 import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix
 
 from classifier import ModelError
-from data import NUM_CLASSES, DataError, load_mnist, normalize_images
+from data import NUM_CLASSES, DataError, Mnist, load_mnist, normalize_images
 from model import load_trained_model, probability_model
-from outputs import save_figure, write_json
+from outputs import OutputError, check_writable, folder_lock, save_figure, write_json
 
 DIGITS = list(range(NUM_CLASSES))
 
@@ -102,8 +103,16 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         model = load_trained_model(args.model)
         mnist = load_mnist(args.data)
-    except (ModelError, DataError) as exc:
+        check_writable(out)
+        # Not beside a run still writing there: its model may change under this evaluation.
+        with folder_lock(out):
+            return evaluate(model, mnist, args, out)
+    except (ModelError, DataError, OutputError) as exc:
         raise SystemExit(f"error: {exc}") from None
+
+
+def evaluate(model: keras.Model, mnist: Mnist, args: argparse.Namespace, out: Path) -> dict:
+    """Measure `model` on the test set; print the report and write the figures and metrics.json."""
 
     images = normalize_images(mnist.x_test)
     probabilities = probability_model(model).predict(images, batch_size=1000, verbose=0)

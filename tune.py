@@ -20,6 +20,7 @@ from startup import import_tensorflow_quietly
 import_tensorflow_quietly()
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import math
@@ -329,6 +330,18 @@ def plot_trials(rows: list[dict], path: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> dict | None:
     """Run (or join, or resume) the search; return the best settings (None on a worker)."""
     args = parse_args(argv)
+    with contextlib.ExitStack() as held:
+        if role() != "worker":  # the one process of a search that writes --out
+            try:
+                outputs.check_writable(args.out)
+                held.enter_context(outputs.folder_lock(args.out))
+            except outputs.OutputError as exc:
+                raise SystemExit(f"error: {exc}") from None
+        return run_search(args)
+
+
+def run_search(args: argparse.Namespace) -> dict | None:
+    """The search the flags describe, and on the chief (or alone) its results written to --out."""
     base = args.base
     this_role = role()
     project = args.out / PROJECT_NAME

@@ -1,4 +1,6 @@
 import json
+import os
+import shutil
 
 import matplotlib.image
 import numpy as np
@@ -6,6 +8,7 @@ import pytest
 
 import evaluate
 from conftest import run_script
+from outputs import folder_lock
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +60,12 @@ def test_missing_model_prints_one_line_and_exits_nonzero(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: no trained model at {tmp_path / 'model.keras'}: run `python train.py` first"
     )
+
+
+def test_a_folder_a_run_is_writing_into_is_not_evaluated_into(trained_run, tmp_path):
+    shutil.copy(trained_run.folder / "model.keras", tmp_path / "model.keras")
+    with folder_lock(tmp_path):  # as train.py holds its --out while it trains
+        result = run_script("evaluate.py", "--model", str(tmp_path / "model.keras"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"is in use by another run (process {os.getpid()})" in result.stderr
+    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "confusion_matrix.png").exists()

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import signal
 import time
 
@@ -13,6 +14,7 @@ import train
 import tune
 from conftest import run_script, start_script
 from model import build_model
+from outputs import folder_lock
 from settings import ARCH_DEFAULTS, resolve
 from training import StopOnSignal
 
@@ -156,3 +158,11 @@ def test_each_trial_writes_its_own_tensorboard_logs(search):
         path.relative_to(folder / "logs").parts[0] for path in (folder / "logs").rglob("train/events.*")
     }
     assert set(trials) <= logged, (trials, logged)
+
+
+def test_a_second_search_on_the_same_folder_says_it_is_in_use_and_touches_nothing(tmp_path):
+    with folder_lock(tmp_path):  # as a search (or train.py) holds its --out while it runs
+        result = run_script("tune.py", "--out", str(tmp_path), "--fresh")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"is in use by another run (process {os.getpid()})" in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".lock"]

@@ -32,6 +32,7 @@ SOURCE_SIZE = "source_size"  # in a shrunk image's info: the (width, height) it 
 MIN_CONTRAST = 40  # of 255: less difference between ink and paper than this is a blank page
 INK_THRESHOLD = 0.25  # share of full ink that counts towards the bounding box, above paper noise
 SPECK_SHARE = 0.05  # a separate piece with under this share of the largest piece's ink is a speck
+SHADOW_PEAK = 0.6  # a piece at the image's edge never darker than this share of the ink is shadow
 UNEVEN_PAPER = 25  # of 255: paper varying this much along the page's edge is uneven (photos)
 MIN_PAGE_SIDE = 32  # px: smaller images are tiny scans of one digit, with no room for lines or shadows
 BACKGROUND_SIDE = 96  # px: the paper's brightness is estimated on a copy this small (it is smooth)
@@ -258,12 +259,17 @@ def page_ink(image: Image.Image) -> np.ndarray:
 
 def without_specks(ink: np.ndarray) -> np.ndarray:
     """`ink` less isolated specks (dust, noise, the corner of a shadow) that would stretch the
-    digit's box: pieces holding under SPECK_SHARE of the largest piece's ink."""
+    digit's box: pieces holding under SPECK_SHARE of the largest piece's ink, and faint pieces at
+    the image's edge (where a shadow's edge meets the border, a wedge of shadow is darker than
+    the paper around it, but never as dark as the pen)."""
     labels, count = ndimage.label(ink >= INK_THRESHOLD * 255, structure=EIGHT_NEIGHBOURS)
     if count <= 1:
         return ink
-    mass = ndimage.sum(ink, labels, np.arange(1, count + 1))
-    specks = np.isin(labels, np.flatnonzero(mass < SPECK_SHARE * mass.max()) + 1)
+    pieces = np.arange(1, count + 1)
+    mass = ndimage.sum(ink, labels, pieces)
+    faint = ndimage.maximum(ink, labels, pieces) < SHADOW_PEAK * 255
+    at_edge = np.isin(pieces, np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    specks = np.isin(labels, pieces[(mass < SPECK_SHARE * mass.max()) | (faint & at_edge)])
     return np.where(ndimage.binary_dilation(specks, iterations=2), 0.0, ink)
 
 

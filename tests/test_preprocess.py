@@ -169,6 +169,15 @@ def test_a_phone_sized_photo_reads_as_the_same_picture_smaller(mnist):
     assert difference(read_image(encode(photo, "JPEG")), small) < 4
 
 
+def test_a_hard_shadow_meeting_the_page_edges_is_not_ink(mnist):
+    # A shadow's edge across the page leaves a dark wedge in two corners: darker than the paper
+    # around it, narrower than a quarter of the page, but never as dark as the pen.
+    rows, columns = np.mgrid[0:756, 0:1008]
+    shadowed = 235 * (1 - 0.3 * columns / 1008) * np.where(rows / 756 + columns / 1008 > 1.2, 0.65, 1.0)
+    even = np.full((756, 1008), 235.0)
+    assert difference(on_page(mnist.x_test[2], shadowed), on_page(mnist.x_test[2], even)) < 4
+
+
 def test_a_large_jpeg_is_decoded_at_a_reduced_scale():
     jpeg = encode(drawn_one(size=(6000, 4000), box=(2000, 1000, 2400, 3000), width=120), "JPEG")
     assert 6000 * 4000 > MAX_PIXELS

@@ -15,14 +15,19 @@ export.json beside an .onnx file that it lists by sha256.
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from data import IMAGE_SIZE, NUM_CLASSES
 from outputs import record_of, sha256_of
+
+if TYPE_CHECKING:  # Keras is imported for .keras files only
+    import keras
 
 EXPORT_RECORD = "export.json"  # beside export.py's files: their sha256 and the run they came from
 Probabilities = Callable[[np.ndarray], np.ndarray]
@@ -60,6 +65,64 @@ class Classifier:
     output_activation: str | None  # the network's own output layer ("sigmoid", "softmax"), if known
 
 
+MAX_CONFIG_BYTES = 1_000_000  # a .keras file's config.json; train.py's are a few kB
+MAX_CONFIG_DEPTH = 40  # nesting of that config; train.py's nest about 8 deep
+MAX_WIDTH = 65_536  # units or filters of one layer; train.py's are at most a few thousand
+
+
+def config_problem(archive: zipfile.ZipFile) -> str | None:
+    """What makes a .keras file's config unsafe to build (None: nothing): deeper nesting than
+    Keras can recurse through, or a layer so wide its weights would exhaust memory."""
+    if archive.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
+        return f"its config is over {MAX_CONFIG_BYTES:,} bytes"
+    try:
+        stack = [(json.loads(archive.read("config.json")), 1)]  # walked without recursion
+    except RecursionError:
+        return "its config nests too deep to read"
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_CONFIG_DEPTH:
+            return f"its config nests over {MAX_CONFIG_DEPTH} levels deep"
+        if isinstance(value, dict):
+            for key in ("units", "filters"):
+                if isinstance(value.get(key), int) and value[key] > MAX_WIDTH:
+                    return f"a layer has {value[key]:,} {key}, over {MAX_WIDTH:,}"
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+    return None
+
+
+def load_trained_model(path: str | Path) -> keras.Model:
+    """Load a model saved by train.py, refusing anything that is not a 28x28 -> 10 classifier.
+    Needs TensorFlow, which the caller has imported (startup.import_tensorflow_quietly)."""
+    import keras
+
+    from model import LOGITS_LAYER
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"no trained model at {path}: run `python train.py` first")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            problem = config_problem(archive)
+        if problem:
+            raise ValueError(problem)
+        # safe_mode refuses lambdas and other code stored in the file: a model never runs code.
+        model = keras.models.load_model(path, safe_mode=True)
+    except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as exc:
+        raise ModelError(f"cannot load {path} ({reason(exc)}): retrain it with `python train.py`") from None
+    shapes_fit = tuple(model.input_shape[1:]) == (IMAGE_SIZE, IMAGE_SIZE) and tuple(
+        model.output_shape[1:]
+    ) == (NUM_CLASSES,)
+    if not shapes_fit or LOGITS_LAYER not in {layer.name for layer in model.layers}:
+        raise ModelError(
+            f"{path} maps {model.input_shape} to {model.output_shape} and is not a digit "
+            "classifier made by train.py: retrain it with `python train.py`"
+        )
+    return model
+
+
 def unsure_never(path: Path) -> str:
     """The notice for a model without a calibrated threshold: none of its readings is "not sure"."""
     beside = "an export.json listing it" if path.suffix.lower() == ".onnx" else "its run.json"
@@ -83,8 +146,6 @@ def keras_file_classifier(path: Path) -> Classifier:
             f"{path} needs TensorFlow, which this environment lacks: install requirements.txt, or "
             "read an export of it (`python export.py` writes model.onnx) here"
         ) from None
-    from model import load_trained_model
-
     return keras_classifier(load_trained_model(path), threshold_of(record_of(path)))
 
 

@@ -22,9 +22,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix
 
-from classifier import ModelError
+from classifier import ModelError, load_trained_model
 from data import NUM_CLASSES, DataError, Mnist, load_mnist, normalize_images
-from model import load_trained_model, probability_model
+from model import probability_model
 from outputs import OutputError, check_writable, folder_lock, save_figure, write_json
 
 DIGITS = list(range(NUM_CLASSES))

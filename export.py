@@ -35,9 +35,9 @@ import numpy as np
 import tensorflow as tf
 
 import outputs
-from classifier import ModelError, onnx_probabilities, reason
+from classifier import ModelError, load_trained_model, onnx_probabilities, reason
 from data import IMAGE_SIZE, NUM_CLASSES, DataError, load_mnist, normalize_images
-from model import load_trained_model, probability_model
+from model import probability_model
 
 TOLERANCE = 1e-4  # largest difference in any probability from the Keras model's
 BATCH = 1000  # test images per call in the checks

@@ -1,4 +1,4 @@
-"""The network: its configuration, one builder for every variant, and loading a saved one safely.
+"""The network: its configuration, one builder for every variant, and its probabilities.
 
     from model import ModelConfig, build_model
     model = build_model(ModelConfig())                # 784 -> 1024 -> 512 -> 10 sigmoid
@@ -6,22 +6,19 @@
 
 Every variant takes float32 images (n, 28, 28) from data.normalize_images and returns 10 scores.
 It is the inference network only: augmentation belongs to training (training.py). The per-arch
-defaults live in settings.py; a saved model travels with a run record (run.json, outputs.py).
+defaults live in settings.py; a saved model travels with a run record (run.json, outputs.py) and
+is loaded, safely, by classifier.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import keras
 import numpy as np
 
-from classifier import ModelError, reason
 from data import IMAGE_SIZE, NUM_CLASSES
 
 ARCHS = ("mlp", "cnn")
@@ -107,56 +104,3 @@ def probabilities_function(model: keras.Model) -> Callable[[np.ndarray], np.ndar
 def weights_sha256(model: keras.Model) -> str:
     """A fingerprint of the weights: equal for equal training, and on every worker of a run."""
     return hashlib.sha256(b"".join(weight.tobytes() for weight in model.get_weights())).hexdigest()
-
-
-MAX_CONFIG_BYTES = 1_000_000  # a .keras file's config.json; train.py's are a few kB
-MAX_CONFIG_DEPTH = 40  # nesting of that config; train.py's nest about 8 deep
-MAX_WIDTH = 65_536  # units or filters of one layer; train.py's are at most a few thousand
-
-
-def config_problem(archive: zipfile.ZipFile) -> str | None:
-    """What makes a .keras file's config unsafe to build (None: nothing): deeper nesting than
-    Keras can recurse through, or a layer so wide its weights would exhaust memory."""
-    if archive.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
-        return f"its config is over {MAX_CONFIG_BYTES:,} bytes"
-    try:
-        stack = [(json.loads(archive.read("config.json")), 1)]  # walked without recursion
-    except RecursionError:
-        return "its config nests too deep to read"
-    while stack:
-        value, depth = stack.pop()
-        if depth > MAX_CONFIG_DEPTH:
-            return f"its config nests over {MAX_CONFIG_DEPTH} levels deep"
-        if isinstance(value, dict):
-            for key in ("units", "filters"):
-                if isinstance(value.get(key), int) and value[key] > MAX_WIDTH:
-                    return f"a layer has {value[key]:,} {key}, over {MAX_WIDTH:,}"
-            stack.extend((item, depth + 1) for item in value.values())
-        elif isinstance(value, list):
-            stack.extend((item, depth + 1) for item in value)
-    return None
-
-
-def load_trained_model(path: str | Path) -> keras.Model:
-    """Load a model saved by train.py, refusing anything that is not a 28x28 -> 10 classifier."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"no trained model at {path}: run `python train.py` first")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            problem = config_problem(archive)
-        if problem:
-            raise ValueError(problem)
-        # safe_mode refuses lambdas and other code stored in the file: a model never runs code.
-        model = keras.models.load_model(path, safe_mode=True)
-    except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as exc:
-        raise ModelError(f"cannot load {path} ({reason(exc)}): retrain it with `python train.py`") from None
-    shapes_fit = tuple(model.input_shape[1:]) == (IMAGE_SIZE, IMAGE_SIZE) and tuple(
-        model.output_shape[1:]
-    ) == (NUM_CLASSES,)
-    if not shapes_fit or LOGITS_LAYER not in {layer.name for layer in model.layers}:
-        raise ModelError(
-            f"{path} maps {model.input_shape} to {model.output_shape} and is not a digit "
-            "classifier made by train.py: retrain it with `python train.py`"
-        )
-    return model

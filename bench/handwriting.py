@@ -38,8 +38,9 @@ from startup import import_tensorflow_quietly  # noqa: E402
 
 import_tensorflow_quietly()
 
+from classifier import ModelError, load_trained_model  # noqa: E402
 from data import IMAGE_SIZE, load_mnist, normalize_images, split_validation  # noqa: E402
-from model import ModelError, load_trained_model, probability_model  # noqa: E402
+from model import probability_model  # noqa: E402
 from outputs import save_figure  # noqa: E402
 from preprocess import ImageError, mnist_style_digit  # noqa: E402
 

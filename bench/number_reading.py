@@ -32,8 +32,9 @@ from startup import import_tensorflow_quietly  # noqa: E402
 
 import_tensorflow_quietly()
 
+from classifier import ModelError, load_trained_model  # noqa: E402
 from data import load_mnist, split_validation  # noqa: E402
-from model import ModelError, load_trained_model, probabilities_function  # noqa: E402
+from model import probabilities_function  # noqa: E402
 from outputs import record_of  # noqa: E402
 from preprocess import ImageError, mnist_style_digit  # noqa: E402
 from reading import read_digits, read_number  # noqa: E402

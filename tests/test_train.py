@@ -13,9 +13,9 @@ import tensorflow as tf
 
 import outputs
 import train
+from classifier import load_trained_model
 from conftest import PROJECT_ROOT, TINY_TRAINING, assert_tensorboard_logs, run_script
 from data import MNIST_SHA256, normalize_images
-from model import load_trained_model
 from training import completed_epochs
 
 

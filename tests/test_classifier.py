@@ -1,12 +1,15 @@
-"""Reading with export.py's model.onnx: the same answers as the Keras model it came from, its
-calibrated threshold found through export.json, and predict.py and serve.py working in a fresh
-environment of requirements-serve.txt alone, where TensorFlow cannot be imported."""
+"""Loading a trained model to read with. A .keras file: anything but a digit classifier made by
+train.py is refused before it is built or run. An .onnx export: the same answers as the Keras model
+it came from, its calibrated threshold found through export.json, and predict.py and serve.py
+working in a fresh environment of requirements-serve.txt alone, where TensorFlow cannot be
+imported."""
 
 import json
 import shutil
 import subprocess
 import sys
 import urllib.request
+import zipfile
 
 import keras
 import numpy as np
@@ -14,7 +17,7 @@ import onnx
 import pytest
 
 import outputs
-from classifier import ModelError, load_classifier
+from classifier import ModelError, load_classifier, load_trained_model
 from conftest import PROJECT_ROOT, run_script
 from data import normalize_images
 from local_server import running_server
@@ -23,6 +26,95 @@ from local_server import running_server
 def onnx_path(exported):
     record, folder = exported
     return folder / record["formats"]["onnx"]["path"]
+
+
+def test_missing_model_says_to_train_first(tmp_path):
+    with pytest.raises(ModelError, match="run `python train.py` first"):
+        load_trained_model(tmp_path / "model.keras")
+
+
+def test_garbage_and_truncated_models_are_model_errors(tmp_path, trained_run):
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_bytes(b"not a model at all")
+    with pytest.raises(ModelError, match="cannot load"):
+        load_trained_model(garbage)
+    truncated = tmp_path / "truncated.keras"
+    saved = (trained_run.folder / "model.keras").read_bytes()
+    truncated.write_bytes(saved[: len(saved) // 2])
+    with pytest.raises(ModelError, match="cannot load"):
+        load_trained_model(truncated)
+
+
+def with_config(saved, path, change):
+    """A copy of the .keras file `saved` at `path`, its config.json text rewritten by `change`."""
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(path, "w") as copy:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "config.json":
+                data = change(json.loads(data)).encode()
+            copy.writestr(item, data)
+    return path
+
+
+def first_dense(config):
+    return next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")
+
+
+def widened(config):
+    first_dense(config)["config"]["units"] = 2**28  # 800 GB of weights
+    return json.dumps(config)
+
+
+def nested(config, depth=100_000):
+    first_dense(config)["config"]["extra"] = "DEEP"
+    return json.dumps(config).replace('"DEEP"', "[" * depth + "]" * depth)
+
+
+def fairly_nested(config):
+    return nested(config, depth=100)
+
+
+@pytest.mark.parametrize(
+    "change, says",
+    [(widened, "268,435,456 units"), (nested, "nests too deep"), (fairly_nested, "nests over 40")],
+)
+def test_a_model_file_too_wide_or_too_deep_to_build_is_refused_unbuilt(tmp_path, trained_run, change, says):
+    path = with_config(trained_run.folder / "model.keras", tmp_path / "bad.keras", change)
+    with pytest.raises(ModelError, match=f"cannot load .*{says}"):
+        load_trained_model(path)
+
+
+def test_model_of_another_shape_is_refused(tmp_path):
+    inputs = keras.Input((32, 32))
+    other = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
+    path = tmp_path / "other.keras"
+    other.save(path)
+    with pytest.raises(ModelError, match="not a digit classifier"):
+        load_trained_model(path)
+
+
+def test_model_carrying_code_is_refused_not_run(tmp_path):
+    inputs = keras.Input((28, 28))
+    flat = keras.layers.Flatten()(inputs)
+    # A Lambda's Python code is stored in the file; safe_mode must refuse to deserialize it.
+    outputs = keras.layers.Lambda(lambda x: x[:, :10] * 2)(keras.layers.Dense(10, name="logits")(flat))
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(ModelError, match="cannot load"):
+        load_trained_model(path)
+
+
+def test_model_saved_with_augmentation_inside_still_loads_and_predicts_the_same_twice(tmp_path, mnist):
+    # Models saved before augmentation moved into training carry RandomTranslation/RandomRotation.
+    inputs = keras.Input((28, 28))
+    x = keras.layers.Reshape((28, 28, 1))(inputs)
+    x = keras.layers.RandomRotation(0.04, fill_mode="constant")(keras.layers.RandomTranslation(0.1, 0.1)(x))
+    logits = keras.layers.Dense(10, name="logits")(keras.layers.Flatten()(x))
+    path = tmp_path / "old.keras"
+    keras.Model(inputs, keras.layers.Activation("sigmoid", name="digit")(logits)).save(path)
+    model = load_trained_model(path)
+    images = normalize_images(mnist.x_test[:50])
+    assert np.array_equal(model.predict(images, verbose=0), model.predict(images, verbose=0))
 
 
 def test_an_onnx_export_reads_like_its_keras_model_with_the_same_threshold(exported, trained_run, mnist):

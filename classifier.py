@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # Keras is imported for .keras files only
     import keras
 
 EXPORT_RECORD = "export.json"  # beside export.py's files: their sha256 and the run they came from
+MODEL_HELP = "a .keras file from train.py, or a model.onnx from export.py (read without TensorFlow)"
 Probabilities = Callable[[np.ndarray], np.ndarray]
 
 
@@ -42,19 +43,18 @@ def reason(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+def recorded(run: object, section: str, key: str) -> object:
+    """`run[section][key]` of a run record (run.json), or None where the record has no such value
+    or is not a record at all (a malformed file)."""
+    part = run.get(section) if isinstance(run, dict) else None
+    return part.get(key) if isinstance(part, dict) else None
+
+
 def threshold_of(run: object) -> float | None:
-    """The calibrated "not sure" threshold in a run record (run.json), or None where it has none: a
-    run without a validation split, or a record that is not one."""
-    calibration = run.get("calibration") if isinstance(run, dict) else None
-    threshold = calibration.get("threshold") if isinstance(calibration, dict) else None
+    """The calibrated "not sure" threshold in a run record, or None where it has none: a run
+    without a validation split, or a record that is not one."""
+    threshold = recorded(run, "calibration", "threshold")
     return float(threshold) if isinstance(threshold, (int, float)) and 0 <= threshold <= 1 else None
-
-
-def output_activation_of(run: object) -> str | None:
-    """The network's own output layer named in a run record, or None."""
-    model = run.get("model") if isinstance(run, dict) else None
-    activation = model.get("output_activation") if isinstance(model, dict) else None
-    return activation if isinstance(activation, str) else None
 
 
 @dataclass(frozen=True)
@@ -191,13 +191,13 @@ def onnx_classifier(path: Path) -> Classifier:
             f"cannot load {path} ({reason(exc)}): export it again with `python export.py`"
         ) from None
     source = export_source(path)
-    name = source.get("name")
-    run = source.get("run")
+    name, run = source.get("name"), source.get("run")
+    activation = recorded(run, "model", "output_activation")
     return Classifier(
         name if isinstance(name, str) else path.stem,
         probabilities_of,
         threshold_of(run),
-        output_activation_of(run),
+        activation if isinstance(activation, str) else None,
     )
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from classifier import ModelError, load_classifier, unsure_never
+from classifier import MODEL_HELP, ModelError, load_classifier, unsure_never
 from outputs import atomic_path
 from preprocess import FORMAT_NAMES, IMAGE_SUFFIXES, ImageError, mnist_style_digit, read_image_file
 from reading import read_digits, read_number
@@ -34,12 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     parser.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
-    parser.add_argument(
-        "--model",
-        type=Path,
-        default=Path("artifacts/model.keras"),
-        help="a .keras file from train.py, or a model.onnx from export.py (read without TensorFlow)",
-    )
+    parser.add_argument("--model", type=Path, default=Path("artifacts/model.keras"), help=MODEL_HELP)
     parser.add_argument(
         "--number", action="store_true", help="read each image as a number of up to 12 digits"
     )

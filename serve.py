@@ -36,7 +36,7 @@ from uvicorn.main import STARTUP_FAILURE
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.supervisors import Multiprocess
 
-from classifier import Classifier, ModelError, load_classifier, unsure_never
+from classifier import MODEL_HELP, Classifier, ModelError, load_classifier, unsure_never
 from data import normalize_images
 from preprocess import FORMAT_NAMES, ImageError, mnist_style_digit, read_image
 from reading import read_number, reading
@@ -342,12 +342,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument(
-        "--model",
-        type=Path,
-        default=Path("artifacts/model.keras"),
-        help="a .keras file from train.py, or a model.onnx from export.py (served without TensorFlow)",
-    )
+    parser.add_argument("--model", type=Path, default=Path("artifacts/model.keras"), help=MODEL_HELP)
     parser.add_argument(
         "--workers", type=int, default=1, help="server processes sharing the port, each with its own model"
     )

@@ -331,12 +331,12 @@ def main(argv: list[str] | None = None) -> dict | None:
     """Run (or join, or resume) the search; return the best settings (None on a worker)."""
     args = parse_args(argv)
     with contextlib.ExitStack() as held:
-        if role() != "worker":  # the one process of a search that writes --out
-            try:
-                outputs.check_writable(args.out)
+        try:
+            outputs.check_writable(args.out)  # every process writes its trials there
+            if role() != "worker":  # the one process of a search that writes the results
                 held.enter_context(outputs.folder_lock(args.out))
-            except outputs.OutputError as exc:
-                raise SystemExit(f"error: {exc}") from None
+        except outputs.OutputError as exc:
+            raise SystemExit(f"error: {exc}") from None
         return run_search(args)
 
 
@@ -350,7 +350,6 @@ def run_search(args: argparse.Namespace) -> dict | None:
             raise SystemExit("error: --fresh belongs on the chief only: workers join the chief's search")
         shutil.rmtree(project, ignore_errors=True)
     try:
-        outputs.check_writable(args.out)
         mnist = load_mnist(args.data)
         search = {"base": base.as_dict(), "tuner": args.tuner, "trials": args.trials}
         outputs.keep_settings(project / "settings.json", search, args.out)

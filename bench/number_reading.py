@@ -28,14 +28,8 @@ from PIL import Image, ImageDraw, ImageFont
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))  # bench/ imports the project; nothing imports bench/
 
-from startup import import_tensorflow_quietly  # noqa: E402
-
-import_tensorflow_quietly()
-
-from classifier import ModelError, load_trained_model  # noqa: E402
+from classifier import ModelError, load_classifier  # noqa: E402
 from data import load_mnist, split_validation  # noqa: E402
-from model import probabilities_function  # noqa: E402
-from outputs import record_of  # noqa: E402
 from preprocess import ImageError, mnist_style_digit  # noqa: E402
 from reading import read_digits, read_number  # noqa: E402
 
@@ -147,7 +141,12 @@ def flagged_share(read, images: list[Image.Image], threshold: float) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="+", type=Path, help="model.keras files, each with its run.json")
+    parser.add_argument(
+        "models",
+        nargs="+",
+        type=Path,
+        help="model.keras files with their run.json, or model.onnx with their export.json",
+    )
     parser.add_argument(
         "--split", choices=("test", "validation"), default="test", help="digits numbers are made of"
     )
@@ -161,22 +160,19 @@ def main(argv: list[str] | None = None) -> dict:
     results = {}
     for path in args.models:
         try:
-            read = probabilities_function(load_trained_model(path))
+            model = load_classifier(path)
         except ModelError as exc:
             raise SystemExit(f"error: {exc}") from None
+        read, threshold = model.probabilities_of, model.threshold
         started = time.perf_counter()
         result = {"numbers": number_scores(read, digits, labels, args.count)}
-        calibration = record_of(path).get("calibration")
-        if calibration:
+        if threshold is not None:
             rng = np.random.default_rng(1)
             inputs = {"MNIST validation digits": [Image.fromarray(255 - d) for d in validation[:2000]]}
             inputs.update(non_digits(rng, validation))
             result["not_sure"] = {
-                "threshold": calibration["threshold"],
-                "flagged": {
-                    kind: flagged_share(read, images, calibration["threshold"])
-                    for kind, images in inputs.items()
-                },
+                "threshold": threshold,
+                "flagged": {kind: flagged_share(read, images, threshold) for kind, images in inputs.items()},
                 "counts": {kind: len(images) for kind, images in inputs.items()},
             }
         results[str(path)] = result

@@ -62,23 +62,30 @@ class ModelConfig:
             raise ValueError(f"kernel_size must be a positive integer, got {self.kernel_size}")
 
 
-def build_model(config: ModelConfig) -> keras.Model:
-    """An uncompiled Keras model: float32 (n, 28, 28) in [0, 1] -> (n, 10) class scores."""
+def build_model(config: ModelConfig, dtype: str = "float32") -> keras.Model:
+    """An uncompiled Keras model: float32 (n, 28, 28) in [0, 1] -> (n, 10) class scores.
+
+    `dtype` is the Keras dtype policy of the hidden layers ("mixed_bfloat16" while training where
+    the CPU has bfloat16 arithmetic, training.py). The logits and the output stay float32: the
+    loss is computed from the logits the output keeps, and a cast to float32 would drop them.
+    """
     inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE), name="image")
-    x = keras.layers.Reshape((IMAGE_SIZE, IMAGE_SIZE, 1))(inputs)
+    x = keras.layers.Reshape((IMAGE_SIZE, IMAGE_SIZE, 1), dtype=dtype)(inputs)
     if config.arch == "cnn":
         # No batch norm: its moving statistics trail the weights on short runs, so validation
         # accuracy lagged far behind training (bench/NOTES.md).
         for filters in config.filters:
-            x = keras.layers.Conv2D(filters, config.kernel_size, padding="same", activation="relu")(x)
-            x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.Flatten()(x)
+            x = keras.layers.Conv2D(
+                filters, config.kernel_size, padding="same", activation="relu", dtype=dtype
+            )(x)
+            x = keras.layers.MaxPooling2D(dtype=dtype)(x)
+    x = keras.layers.Flatten(dtype=dtype)(x)
     for width in config.hidden:
-        x = keras.layers.Dense(width, activation="relu")(x)
+        x = keras.layers.Dense(width, activation="relu", dtype=dtype)(x)
         if config.dropout:
-            x = keras.layers.Dropout(config.dropout)(x)
-    logits = keras.layers.Dense(NUM_CLASSES, name=LOGITS_LAYER)(x)
-    outputs = keras.layers.Activation(config.output_activation, name=OUTPUT_LAYER)(logits)
+            x = keras.layers.Dropout(config.dropout, dtype=dtype)(x)
+    logits = keras.layers.Dense(NUM_CLASSES, name=LOGITS_LAYER, dtype="float32")(x)
+    outputs = keras.layers.Activation(config.output_activation, name=OUTPUT_LAYER, dtype="float32")(logits)
     return keras.Model(inputs, outputs, name=f"mnist_{config.arch}_{config.output_activation}")
 
 

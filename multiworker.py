@@ -102,4 +102,4 @@ def train(
             history[name].append(float(logs[name]))
         told.on_epoch_end(epoch, {name: float(value) for name, value in logs.items()})
     told.on_train_end()
-    return network_of(model), history
+    return network_of(model, model_config), history

@@ -146,7 +146,7 @@ def train_and_save(
     except outputs.OutputError as exc:
         raise SystemExit(f"error: {exc}") from None
     validation = (x_val, y_val) if len(x_val) else None
-    hardware = devices()
+    hardware = devices(run.training)
     print(f"training on {described_devices(hardware)}")
     started = time.perf_counter()
     try:

@@ -6,7 +6,8 @@
 
 Reports test accuracy, training seconds, training seconds until test accuracy first reaches 98% and
 99% (checked at epoch ends, with the clock stopped while checking), samples/s, achieved GFLOP/s as
-a share of a float32 matmul ceiling measured in the same run, and evaluate.py's wall time. Writes
+a share of a matmul ceiling measured in the same run in the dtype the contender trains in, and
+evaluate.py's wall time. Writes
 bench/results.json and bench/results.md (or --out DIR). Hyperparameters are never chosen here:
 these test-set figures are measurements of settings chosen on the validation split.
 """
@@ -33,9 +34,10 @@ import settings  # noqa: E402
 from data import NUM_CLASSES, load_mnist, normalize_images  # noqa: E402
 from model import probability_model  # noqa: E402
 from outputs import library_versions  # noqa: E402
-from training import train, training_split  # noqa: E402
+from training import train, training_precision, training_split  # noqa: E402
 
 QUICK = {"training": {"limit": 2000, "epochs": 1}}
+PRECISIONS = ("float32", "bfloat16")  # the peers train in float32
 # Our contenders as settings over the defaults, as train.py's flags would give them.
 OURS = {
     "ours-mlp": {},
@@ -112,9 +114,12 @@ def seconds_to(points: list[tuple[float, float]], accuracy: float) -> float | No
     return next((seconds for seconds, reached in points if reached >= accuracy), None)
 
 
-def keras_result(model: keras.Model, clock: TestAccuracyClock, samples: int, epochs: int) -> dict:
+def keras_result(
+    model: keras.Model, clock: TestAccuracyClock, samples: int, epochs: int, precision: str = "float32"
+) -> dict:
     seconds, accuracy = clock.points[-1]
     return {
+        "precision": precision,
         "test_accuracy": accuracy,
         "train_seconds": seconds,
         "epochs": epochs,
@@ -131,7 +136,7 @@ def run_ours(name: str, quick: bool, seed: int, data: dict, workdir: Path) -> di
     x_fit, y_fit, x_val, y_val = data["split"](run.training)
     clock = TestAccuracyClock(data["x_test"], data["y_test"])
     model, _ = train(run.model, run.training, (x_fit, y_fit), (x_val, y_val), callbacks=[clock])
-    result = keras_result(model, clock, len(x_fit), run.training.epochs)
+    result = keras_result(model, clock, len(x_fit), run.training.epochs, training_precision(run.training))
     if name == "ours-mlp":
         predictor = probability_model(model)
         timings = []
@@ -170,6 +175,7 @@ def run_peer(name: str, quick: bool, seed: int, data: dict) -> dict:
             trained += time.perf_counter() - started
             points.append((trained, float(np.mean(classifier.predict(test_flat) == data["y_test"]))))
         return {
+            "precision": "float32",
             "test_accuracy": points[-1][1],
             "train_seconds": trained,
             "epochs": epochs,
@@ -239,11 +245,11 @@ def run_peer(name: str, quick: bool, seed: int, data: dict) -> dict:
     return keras_result(model, clock, len(x_fit), epochs)
 
 
-def matmul_ceiling(size: int) -> float:
-    """float32 GFLOP/s of a size x size matrix multiply in TensorFlow, best of 5."""
+def matmul_ceiling(size: int, dtype: str) -> float:
+    """GFLOP/s of a size x size matrix multiply in `dtype` in TensorFlow, best of 5."""
     import tensorflow as tf
 
-    a = tf.random.normal((size, size))
+    a = tf.cast(tf.random.normal((size, size)), dtype)
     tf.matmul(a, a).numpy()
     best = float("inf")
     for _ in range(5):
@@ -256,7 +262,7 @@ def matmul_ceiling(size: int) -> float:
 def worker(name: str, quick: bool, seed: int, result_path: Path) -> None:
     """Run one contender with `seed` in this (fresh) process and write its result as JSON."""
     if name == "matmul-ceiling":
-        result = {"gflops": matmul_ceiling(1024 if quick else 4096)}
+        result = {dtype: matmul_ceiling(1024 if quick else 4096, dtype) for dtype in PRECISIONS}
     else:
         mnist = load_mnist()
         data = {
@@ -300,17 +306,20 @@ def over_seeds(runs: list[dict]) -> dict:
             combined[key] = value
         elif isinstance(value, (int, float)):
             combined[key] = float(np.mean(values))
+        elif isinstance(value, str):  # precision: the same for every seed
+            combined[key] = value
     accuracies = [run["test_accuracy"] for run in runs]
     return {**combined, "test_accuracy_range": [min(accuracies), max(accuracies)], "runs": runs}
 
 
-def markdown(results: dict, ceiling: float, info: dict, quick: bool) -> str:
+def markdown(results: dict, ceilings: dict, info: dict, quick: bool) -> str:
     seeds = len(next(iter(results.values()))["runs"])
     lines = [
         f"Benchmark{' (quick smoke run)' if quick else ''}, {time.strftime('%Y-%m-%d')}: {info['cpu']}, "
         f"{info['cores']} cores; TensorFlow {info['tensorflow']}, Keras {info['keras']}, "
         f"scikit-learn {info['scikit-learn']}, Python {info['python']}. "
-        f"Matmul ceiling: {ceiling:.0f} GFLOP/s."
+        f"Matmul ceiling: {ceilings['float32']:.0f} GFLOP/s in float32, {ceilings['bfloat16']:.0f} in "
+        "bfloat16; each contender's share is of the ceiling of the dtype it trains in."
         + (
             f" Each figure is the mean over {seeds} seeds, test accuracy with their range; — where "
             "any seed never got there."
@@ -318,15 +327,17 @@ def markdown(results: dict, ceiling: float, info: dict, quick: bool) -> str:
             else ""
         ),
         "",
-        "| contender | test acc. | train s | s to 98% | s to 99% | samples/s | GFLOP/s | of ceiling |",
-        "|---|---|---|---|---|---|---|---|",
+        "| contender | dtype | test acc. | train s | s to 98% | s to 99% | samples/s | GFLOP/s "
+        "| of ceiling |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, result in results.items():
         gflops = result["gflops"]
         low, high = result["test_accuracy_range"]
         spread = f" ({low:.2%}-{high:.2%})" if seeds > 1 else ""
         lines.append(
-            f"| {name} | {result['test_accuracy']:.2%}{spread} | {result['train_seconds']:.1f} | "
+            f"| {name} | {result['precision']} | {result['test_accuracy']:.2%}{spread} | "
+            f"{result['train_seconds']:.1f} | "
             f"{fmt(result['seconds_to_98'], '.1f')} | {fmt(result['seconds_to_99'], '.1f')} | "
             f"{result['samples_per_second']:,.0f} | {gflops:.1f} | {result['ceiling_fraction']:.2f} |"
         )
@@ -402,20 +413,20 @@ def main(argv: list[str] | None = None) -> None:
             if worker_run.returncode:
                 raise SystemExit(f"error: {name} failed:\n{worker_run.stderr[-3000:]}")
             outputs.setdefault(name, []).append(json.loads(result_path.read_text()))
-    ceiling = outputs.pop("matmul-ceiling")[0]["gflops"]
+    ceilings = outputs.pop("matmul-ceiling")[0]
     results = {name: over_seeds(runs) for name, runs in outputs.items()}
     for result in results.values():
         result["gflops"] = result["samples_per_second"] * result["flops_per_sample"] / 1e9
-        result["ceiling_fraction"] = result["gflops"] / ceiling
+        result["ceiling_fraction"] = result["gflops"] / ceilings[result["precision"]]
     info = machine()
-    table = markdown(results, ceiling, info, args.quick)
+    table = markdown(results, ceilings, info, args.quick)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
     (args.out / f"results{suffix}.md").write_text(table)
     report = {
         "machine": info,
-        "matmul_ceiling_gflops": ceiling,
+        "matmul_ceiling_gflops": ceilings,
         "quick": args.quick,
         "seeds": args.seeds,
         "results": results,

@@ -5,7 +5,16 @@ import numpy as np
 import pytest
 
 from model import ModelConfig
-from training import TrainConfig, TrainingError, network_of, training_model, training_split
+from training import (
+    TrainConfig,
+    TrainingError,
+    build_for_training,
+    fit,
+    network_of,
+    training_model,
+    training_precision,
+    training_split,
+)
 
 SMALL = ModelConfig(hidden=(16,), dropout=0.0)
 
@@ -13,7 +22,7 @@ SMALL = ModelConfig(hidden=(16,), dropout=0.0)
 def test_augmentation_acts_only_while_training_and_stays_out_of_the_network(mnist):
     keras.utils.set_random_seed(0)
     model = training_model(SMALL, augment=True)
-    network = network_of(model)
+    network = network_of(model, SMALL)
     images = mnist.x_test[:64].astype("float32") / 255
     assert [type(layer).__name__ for layer in network.layers if "Random" in type(layer).__name__] == []
     at_inference = np.asarray(model(images, training=False))
@@ -54,8 +63,48 @@ def test_a_limit_beyond_the_data_is_a_training_error(mnist):
         ({"lr": float("nan")}, "lr must be a positive number"),
         ({"lr": -1.0}, "lr must be a positive number"),
         ({"val_split": float("nan")}, r"val_split must be in \[0, 1\)"),
+        ({"precision": "float16"}, "precision must be one of auto, float32, bfloat16"),
     ],
 )
 def test_train_config_refuses_bad_values(values, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**values)
+
+
+@pytest.mark.parametrize(
+    "flags, gpus, expected",
+    [
+        ({"avx512f", "avx512_bf16"}, 0, "bfloat16"),
+        ({"avx2", "amx_bf16"}, 0, "bfloat16"),
+        ({"avx512f", "avx2"}, 0, "float32"),  # emulated bfloat16 is slower than float32
+        ({"avx512_bf16"}, 1, "float32"),  # a GPU trains, not the CPU
+    ],
+)
+def test_auto_precision_is_bfloat16_only_where_the_cpu_that_trains_has_it(flags, gpus, expected):
+    assert training_precision(TrainConfig(precision="auto"), flags, gpus) == expected
+    assert training_precision(TrainConfig(precision="float32"), flags, gpus) == "float32"
+    assert training_precision(TrainConfig(precision="bfloat16"), flags, gpus) == "bfloat16"
+
+
+def test_a_network_trained_in_bfloat16_is_saved_in_float32_and_reads_like_itself(mnist, tmp_path):
+    config = TrainConfig(epochs=2, batch_size=32, limit=2000, precision="bfloat16", augment=False)
+    x_fit, y_fit, _, _ = training_split(mnist, config)
+    model = build_for_training(SMALL, config, len(x_fit))
+    history = fit(model, config, x_fit, y_fit, None, verbose=0)
+    assert history["loss"][1] < history["loss"][0]
+    trained = model.layers[-1]
+    assert {layer.compute_dtype for layer in trained.layers if isinstance(layer, keras.layers.Dense)} == {
+        "bfloat16",
+        "float32",  # the logits
+    }
+    network = network_of(model, SMALL)
+    assert {layer.dtype_policy.name for layer in network.layers} == {"float32"}
+    network.save(tmp_path / "model.keras")
+    reloaded = keras.saving.load_model(tmp_path / "model.keras")
+    images = mnist.x_test[:1000].astype("float32") / 255
+    read = np.asarray(reloaded(images))
+    np.testing.assert_array_equal(read, np.asarray(network(images)))
+    as_trained = np.asarray(trained(images), dtype=np.float32)
+    assert np.mean(read.argmax(1) == as_trained.argmax(1)) >= 0.99
+    np.testing.assert_allclose(read, as_trained, atol=0.05)
+    assert np.mean(read.argmax(1) == mnist.y_test[:1000]) > 0.5  # it learned: chance is 0.1

@@ -24,7 +24,7 @@ from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confu
 
 from classifier import ModelError, load_trained_model
 from data import NUM_CLASSES, DataError, Mnist, load_mnist, normalize_images
-from model import probability_model
+from model import probabilities_function
 from outputs import OutputError, check_writable, folder_lock, save_figure, write_json
 
 DIGITS = list(range(NUM_CLASSES))
@@ -115,7 +115,7 @@ def evaluate(model: keras.Model, mnist: Mnist, args: argparse.Namespace, out: Pa
     """Measure `model` on the test set; print the report and write the figures and metrics.json."""
 
     images = normalize_images(mnist.x_test)
-    probabilities = probability_model(model).predict(images, batch_size=1000, verbose=0)
+    probabilities = probabilities_function(model)(images)
     y_true, y_pred = mnist.y_test.astype(int), probabilities.argmax(axis=1)
     accuracy = float(np.mean(y_pred == y_true))
     # The training loss, categorical cross-entropy, which Keras computes from the same logits.

@@ -101,11 +101,23 @@ def probability_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, keras.layers.Softmax()(logits), name=f"{model.name}_probabilities")
 
 
+PREDICTION_CHUNK = 1000  # images per call: a CNN's first activations for 10,000 would be 1 GB
+
+
 def probabilities_function(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
     """float32 images (n, 28, 28) -> probabilities (n, 10) as NumPy, by `probability_model`, called
     directly: any batch size, without the tracing Keras's predict does for each new one."""
     probabilities = probability_model(model)
-    return lambda images: np.asarray(probabilities([images], training=False))  # one input, as a list
+
+    def read(images: np.ndarray) -> np.ndarray:
+        if not len(images):  # a convolution refuses an empty batch
+            return np.zeros((0, NUM_CLASSES), np.float32)
+        starts = range(0, len(images), PREDICTION_CHUNK)
+        chunks = [images[start : start + PREDICTION_CHUNK] for start in starts]
+        # One input, as a list.
+        return np.concatenate([np.asarray(probabilities([chunk], training=False)) for chunk in chunks])
+
+    return read
 
 
 def weights_sha256(model: keras.Model) -> str:

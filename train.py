@@ -139,14 +139,14 @@ def train_and_save(
     multiworker_run = args.strategy == "multiworker"
     distribution = {"strategy": args.strategy, "replicas": strategy.num_replicas_in_sync}
     backup = args.out / BACKUP_NAME
+    hardware = devices(run.training)
+    # A backup resumes only in the arithmetic it was trained in: "auto" may mean another here.
+    lock = {**run.as_dict(), **distribution, "precision": hardware["precision"]}
     try:
-        resumed_from = (
-            0 if multiworker_run else resume_or_start(args, backup, {**run.as_dict(), **distribution})
-        )
+        resumed_from = 0 if multiworker_run else resume_or_start(args, backup, lock)
     except outputs.OutputError as exc:
         raise SystemExit(f"error: {exc}") from None
     validation = (x_val, y_val) if len(x_val) else None
-    hardware = devices(run.training)
     print(f"training on {described_devices(hardware)}")
     started = time.perf_counter()
     try:

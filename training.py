@@ -38,9 +38,6 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 # The CPU flags of bfloat16 arithmetic (Linux's names). Without them oneDNN emulates bfloat16,
 # slower than float32.
 BFLOAT16_FLAGS = {"avx512_bf16", "amx_bf16"}
-# Batches per call into the compiled step: Keras's per-step Python work, paid once per 16 steps,
-# was a tenth of an MLP epoch; the weights are the same (bench/NOTES.md).
-STEPS_PER_EXECUTION = 16
 
 
 @dataclass(frozen=True)
@@ -65,8 +62,9 @@ class TrainConfig:
         default="float32",
         metadata={
             "choices": PRECISIONS,
-            "help": "the arithmetic of training: auto is bfloat16 on a CPU that has it natively "
-            "(AVX512_BF16 or AMX), else float32; the saved network is float32 either way",
+            "help": "the arithmetic of training: auto is bfloat16 when the CPU trains (no GPU) and "
+            "has bfloat16 instructions (AVX512_BF16 or AMX_BF16), else float32; the saved network "
+            "is float32 either way",
         },
     )
     seed: int = field(default=0, metadata={"help": "seeds Python, NumPy, TensorFlow and the split"})
@@ -171,9 +169,7 @@ def build_for_training(
     with strategy.scope():
         model = training_model(model_config, config.augment, training_precision(config))
         optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(config.lr, steps))
-        model.compile(
-            optimizer=optimizer, loss=LOSS, metrics=["accuracy"], steps_per_execution=STEPS_PER_EXECUTION
-        )
+        model.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"])
     return model
 
 
@@ -303,7 +299,7 @@ class CheckedBackupAndRestore(keras.callbacks.BackupAndRestore):
                 )
             for path, name in zip(previous, BACKUP_FILES, strict=True):
                 os.replace(path, backup / name)  # the copies are gone: a second failure ends it
-            print(f"the last backup in {backup} is damaged ({reason}); resuming from the one before")
+            print(f"the last backup in {backup} is damaged ({cause}); resuming from the one before")
 
 
 def fit(

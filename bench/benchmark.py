@@ -34,10 +34,10 @@ import settings  # noqa: E402
 from data import NUM_CLASSES, load_mnist, normalize_images  # noqa: E402
 from model import probabilities_function  # noqa: E402
 from outputs import library_versions  # noqa: E402
-from training import train, training_precision, training_split  # noqa: E402
+from training import network_of, train, training_precision, training_split  # noqa: E402
 
 QUICK = {"training": {"limit": 2000, "epochs": 1}}
-PRECISIONS = ("float32", "bfloat16")  # the peers train in float32
+CEILING_DTYPES = ("float32", "bfloat16")  # the peers train in float32
 # Our contenders as settings over the defaults, as train.py's flags would give them.
 OURS = {
     "ours-mlp": {},
@@ -79,11 +79,12 @@ TARGETS = [  # (what, contender, field, comparison, bound): the training-speed i
 
 
 class TestAccuracyClock(keras.callbacks.Callback):
-    """Training seconds per epoch end, the clock stopped while test accuracy is measured."""
+    """Training seconds per epoch end, the clock stopped while test accuracy is measured, by the
+    network `reader` makes of the training model (by default the training model itself)."""
 
-    def __init__(self, x_test: np.ndarray, y_test: np.ndarray):
+    def __init__(self, x_test: np.ndarray, y_test: np.ndarray, reader=lambda model: model):
         super().__init__()
-        self.x_test, self.y_test = x_test, y_test
+        self.x_test, self.y_test, self.reader = x_test, y_test, reader
         self.points: list[tuple[float, float]] = []  # (training seconds, test accuracy)
 
     def on_train_begin(self, logs=None):
@@ -91,7 +92,7 @@ class TestAccuracyClock(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
-        scores = self.model.predict(self.x_test, batch_size=1000, verbose=0)
+        scores = self.reader(self.model).predict(self.x_test, batch_size=1000, verbose=0)
         self.points.append(
             (now - self.started - self.paused, float(np.mean(scores.argmax(1) == self.y_test)))
         )
@@ -134,7 +135,8 @@ def keras_result(
 def run_ours(name: str, quick: bool, seed: int, data: dict, workdir: Path) -> dict:
     run = settings.resolve(settings.merged(OURS[name], QUICK if quick else {}, {"training": {"seed": seed}}))
     x_fit, y_fit, x_val, y_val = data["split"](run.training)
-    clock = TestAccuracyClock(data["x_test"], data["y_test"])
+    # Read as it is saved: a bfloat16 run's float32 copy, not its training arithmetic.
+    clock = TestAccuracyClock(data["x_test"], data["y_test"], lambda model: network_of(model, run.model))
     model, _ = train(run.model, run.training, (x_fit, y_fit), (x_val, y_val), callbacks=[clock])
     result = keras_result(model, clock, len(x_fit), run.training.epochs, training_precision(run.training))
     if name == "ours-mlp":
@@ -262,7 +264,7 @@ def matmul_ceiling(size: int, dtype: str) -> float:
 def worker(name: str, quick: bool, seed: int, result_path: Path) -> None:
     """Run one contender with `seed` in this (fresh) process and write its result as JSON."""
     if name == "matmul-ceiling":
-        result = {dtype: matmul_ceiling(1024 if quick else 4096, dtype) for dtype in PRECISIONS}
+        result = {dtype: matmul_ceiling(1024 if quick else 4096, dtype) for dtype in CEILING_DTYPES}
     else:
         mnist = load_mnist()
         data = {

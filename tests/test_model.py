@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from data import normalize_images
-from model import ModelConfig, build_model, probability_model
+from model import PREDICTION_CHUNK, ModelConfig, build_model, probabilities_function, probability_model
 from settings import ARCH_DEFAULTS
 
 
@@ -60,3 +60,14 @@ def test_probabilities_sum_to_one_and_keep_the_sigmoid_ranking(mnist):
     probabilities = probability_model(model).predict(images, verbose=0)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
     assert np.array_equal(probabilities.argmax(axis=1), scores.argmax(axis=1))
+
+
+@pytest.mark.parametrize("count", [0, 1, PREDICTION_CHUNK, 2 * PREDICTION_CHUNK + 7])
+def test_the_probabilities_function_reads_any_number_of_images_as_predict_does(mnist, count):
+    model = build_model(ModelConfig(arch="cnn", hidden=(16,), filters=(4, 8)))
+    images = normalize_images(mnist.x_test[:count])
+    read = probabilities_function(model)(images)
+    assert read.shape == (count, 10)
+    if count:
+        expected = probability_model(model).predict(images, batch_size=256, verbose=0)
+        np.testing.assert_allclose(read, expected, atol=1e-6)

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from model import ModelConfig
+from model import ModelConfig, probability_model
 from training import (
     TrainConfig,
     TrainingError,
@@ -93,6 +93,13 @@ def test_a_network_trained_in_bfloat16_is_saved_in_float32_and_reads_like_itself
     history = fit(model, config, x_fit, y_fit, None, verbose=0)
     assert history["loss"][1] < history["loss"][0]
     trained = model.layers[-1]
+    # The loss is the cross-entropy of the softmax of the float32 logits, as in float32 training
+    # (the sigmoid output's own values, normalized, would give another).
+    images, labels = x_fit[:512], y_fit[:512]
+    expected = -np.mean(np.log(np.sum(labels * np.asarray(probability_model(trained)(images)), axis=1)))
+    assert model.evaluate(images, labels, verbose=0, return_dict=True)["loss"] == pytest.approx(
+        expected, rel=1e-3
+    )
     assert {layer.compute_dtype for layer in trained.layers if isinstance(layer, keras.layers.Dense)} == {
         "bfloat16",
         "float32",  # the logits

@@ -13,6 +13,7 @@ network and its history, raises exceptions; printing results is the caller's job
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -104,16 +105,21 @@ def steps_per_epoch(train_images: int, batch_size: int) -> int:
     return math.ceil(train_images / batch_size)
 
 
-def cpu_flags() -> set[str]:
+@functools.cache  # asked for by every model built (tune.py builds one per trial)
+def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags as Linux names them (empty elsewhere)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
-    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split()[2:]}
+        return frozenset()
+    return frozenset(
+        flag for line in text.splitlines() if line.startswith("flags") for flag in line.split()[2:]
+    )
 
 
-def training_precision(config: TrainConfig, flags: set[str] | None = None, gpus: int | None = None) -> str:
+def training_precision(
+    config: TrainConfig, flags: frozenset[str] | None = None, gpus: int | None = None
+) -> str:
     """ "float32" or "bfloat16": what `config.precision` means on this machine. "auto" is bfloat16
     only on a CPU-only machine whose CPU has the bfloat16 instructions (`flags`)."""
     if config.precision != "auto":

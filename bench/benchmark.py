@@ -34,7 +34,13 @@ import settings  # noqa: E402
 from data import NUM_CLASSES, load_mnist, normalize_images  # noqa: E402
 from model import probabilities_function  # noqa: E402
 from outputs import library_versions  # noqa: E402
-from training import network_of, train, training_precision, training_split  # noqa: E402
+from training import (  # noqa: E402
+    network_of,
+    steps_per_epoch,
+    train,
+    training_precision,
+    training_split,
+)
 
 QUICK = {"training": {"limit": 2000, "epochs": 1}}
 CEILING_DTYPES = ("float32", "bfloat16")  # the peers train in float32
@@ -217,7 +223,7 @@ def run_peer(name: str, quick: bool, seed: int, data: dict) -> dict:
             ]
         )
         batch_size, epochs = 256, 1
-        steps = epochs * -(-len(x_fit) // batch_size)
+        steps = epochs * steps_per_epoch(len(x_fit), batch_size)
         schedule = keras.optimizers.schedules.CosineDecay(
             ONE_CYCLE_PEAK * ONE_CYCLE_START,
             decay_steps=steps - int(ONE_CYCLE_WARMUP * steps),

@@ -14,6 +14,8 @@ from __future__ import annotations
 import io
 import os
 import stat
+from dataclasses import dataclass
+from itertools import islice, product
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +44,12 @@ LINE_THINNESS = 0.5  # and is thinner than this share of the pen's mean stroke w
 LINE_MAX_SHARE = 0.03  # and than this share of the page across it
 EIGHT_NEIGHBOURS = np.ones((3, 3))  # pixels touching at a corner belong to the same stroke
 MAX_DIGITS = 12  # in one written number
-TOUCHING = 1.25  # a piece this many times wider than tall is digits that touch
-TOUCHING_WIDTH = 0.75  # and holds one digit for each this many times its height
-OVERLAP = 0.5  # pieces overlapping by this share of the narrower one's width are one digit
+OVERLAP = 0.5  # pieces overlapping by this share of the narrower one's width are tried as one digit
+MIN_DIGIT_WIDTH = 0.35  # of the number's height: digits that touch are cut into parts this wide at least
+MIN_DIGIT_HEIGHT = 0.5  # of the number's height: a shorter part is a piece of a digit, not a digit
+MAX_TOUCHING = 4  # digits tried in one run of touching ink
+MAX_GROUP_PIECES = 6  # pieces in one group whose every division is tried
+MAX_LAYOUTS = 256  # tried per group
 # The formats the project names and predict.py looks for in a folder (Pillow reads a few more).
 IMAGE_FORMATS = {
     "PNG": (".png",),
@@ -301,53 +306,128 @@ def mnist_style(ink: np.ndarray) -> np.ndarray:
     return np.rint(field).astype(np.uint8)
 
 
-def number_pieces(ink: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """The boxes (left, top, right, bottom) of the digits of a number written on one line, left to
-    right: pieces of ink, those that overlap horizontally merged (a 5's cap, a broken 4), pieces
-    much wider than tall split where they are thinnest (digits that touch)."""
-    labels, count = ndimage.label(ink >= INK_THRESHOLD * 255, structure=EIGHT_NEIGHBOURS)
-    boxes = sorted(
-        [
-            (found[1].start, found[0].start, found[1].stop, found[0].stop)
-            for found in ndimage.find_objects(labels)
-        ]
+@dataclass(frozen=True)
+class Part:
+    """A stretch of a written number that may be one digit: some of its pieces of ink (their labels
+    in `NumberLayouts.owners`), within the columns left to right."""
+
+    pieces: frozenset[int]
+    left: int
+    right: int
+
+
+@dataclass
+class NumberLayouts:
+    """The ways a number written on one line may divide into digits, for a reader to choose from.
+
+    `owners` gives every pixel the label of the piece of ink nearest to it, so a part holds its
+    pieces' anti-aliased edges too. `groups` are the pieces that overlap horizontally (a 5's cap, a
+    broken 4, digits written into each other) left to right, each with its candidate layouts: lists
+    of parts left to right.
+    """
+
+    ink: np.ndarray
+    owners: np.ndarray
+    groups: list[list[list[Part]]]
+
+    def digit(self, part: Part) -> np.ndarray:
+        """The ink of one part alone, in its columns (the page's full height)."""
+        columns = slice(part.left, part.right)
+        mine = np.isin(self.owners[:, columns], list(part.pieces))
+        return np.where(mine, self.ink[:, columns], 0.0)
+
+    def box(self, part: Part) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom) of the part's ink; top == bottom if it holds none."""
+        rows = np.flatnonzero((self.digit(part) >= INK_THRESHOLD * 255).any(axis=1))
+        if not len(rows):
+            return part.left, 0, part.right, 0
+        return part.left, int(rows[0]), part.right, int(rows[-1]) + 1
+
+
+def number_layouts(ink: np.ndarray) -> NumberLayouts:
+    """Every plausible way of dividing the number in `ink` into digits: within each group of
+    overlapping pieces, its pieces split between digits where they follow each other, and any run of
+    them wide enough for several digits cut at the columns holding least ink (digits that touch).
+    A part that is not half as tall as the number's pieces (a 5's cap, a 1's flag) is no digit."""
+    marks = ink >= INK_THRESHOLD * 255
+    labels, count = ndimage.label(marks, structure=EIGHT_NEIGHBOURS)
+    if not count:
+        raise ImageError("no digit found: no stroke stands out from the paper")
+    spans = sorted(
+        (found[1].start, found[1].stop, label)
+        for label, found in enumerate(ndimage.find_objects(labels), start=1)
     )
-    merged: list[list[int]] = []
-    for left, top, right, bottom in boxes:
-        if merged and left < merged[-1][2] - OVERLAP * min(right - left, merged[-1][2] - merged[-1][0]):
-            last = merged[-1]
-            merged[-1] = [min(last[0], left), min(last[1], top), max(last[2], right), max(last[3], bottom)]
+    groups: list[list[tuple[int, int, int]]] = []
+    for left, right, label in spans:
+        last = groups[-1] if groups else None
+        reach = max(span[1] for span in last) if last else 0
+        width = min(right - left, reach - min(span[0] for span in last)) if last else 0
+        if last and left < reach - OVERLAP * width:
+            last.append((left, right, label))
         else:
-            merged.append([left, top, right, bottom])
-    height = float(np.median([bottom - top for _, top, _, bottom in merged]))
-    pieces = [
-        box
-        for left, top, right, bottom in merged
-        for box in split_touching(ink, left, top, right, bottom, height)
-    ]
-    if len(pieces) > MAX_DIGITS:
+            groups.append([(left, right, label)])
+    if len(groups) > MAX_DIGITS:
         raise ImageError(
-            f"found {len(pieces)} separate marks; a number of at most {MAX_DIGITS} digits expected"
+            f"found {len(groups)} separate marks; a number of at most {MAX_DIGITS} digits expected"
         )
-    return pieces
+    rows = [found[0] for found in ndimage.find_objects(labels)]
+    height = float(
+        np.median(
+            [
+                max(rows[label - 1].stop for *_, label in group)
+                - min(rows[label - 1].start for *_, label in group)
+                for group in groups
+            ]
+        )
+    )
+    _, (nearest_rows, nearest_columns) = ndimage.distance_transform_edt(~marks, return_indices=True)
+    layouts = NumberLayouts(ink, labels[nearest_rows, nearest_columns], [])
+    for group in groups:
+        options = (
+            [part for parts in layout for part in parts]
+            for runs in contiguous_runs(group)
+            for layout in product(*(run_layouts(layouts, run, height) for run in runs))
+        )
+        whole = [[Part(frozenset(label for *_, label in group), group[0][0], max(span[1] for span in group))]]
+        layouts.groups.append(list(islice(options, MAX_LAYOUTS)) or whole)
+    return layouts
 
 
-def split_touching(ink: np.ndarray, left: int, top: int, right: int, bottom: int, height: float) -> list:
-    """One box, or as many as the digits that touch in it, cut at the columns holding least ink."""
+def contiguous_runs(group: list[tuple[int, int, int]]) -> list[list[list[tuple[int, int, int]]]]:
+    """The ways to divide a group's pieces (left, right, label), in order, into runs of neighbours."""
+    if len(group) > MAX_GROUP_PIECES:  # too many to try each division: the group as one run
+        return [[group]]
+    divisions = []
+    for cuts in product((False, True), repeat=len(group) - 1):
+        runs, run = [], [group[0]]
+        for piece, cut in zip(group[1:], cuts, strict=True):
+            if cut:
+                runs.append(run)
+                run = []
+            run.append(piece)
+        divisions.append([*runs, run])
+    return divisions
+
+
+def run_layouts(layouts: NumberLayouts, run: list[tuple[int, int, int]], height: float) -> list[list[Part]]:
+    """A run of pieces as one digit or as several touching ones cut at their thinnest columns: those
+    whose every part is a digit's height, if any."""
+    pieces = frozenset(label for _, _, label in run)
+    left, right = min(piece[0] for piece in run), max(piece[1] for piece in run)
     width = right - left
-    count = max(1, round(width / (TOUCHING_WIDTH * max(height, bottom - top))))
-    if width <= TOUCHING * (bottom - top) or count == 1:
-        return [(left, top, right, bottom)]
-    column_ink = ink[top:bottom, left:right].sum(axis=0)
-    cuts = []
-    for index in range(1, count):  # near each expected boundary, the thinnest column
-        expected = index * width / count
-        low, high = int(expected - width / (3 * count)), int(expected + width / (3 * count))
-        cuts.append(low + int(np.argmin(column_ink[low:high])))
-    edges = [0, *cuts, width]
-    boxes = []
-    for start, stop in zip(edges[:-1], edges[1:], strict=True):
-        rows = np.flatnonzero(ink[top:bottom, left + start : left + stop].max(axis=1) >= INK_THRESHOLD * 255)
-        if len(rows):
-            boxes.append((left + start, top + rows[0], left + stop, top + rows[-1] + 1))
-    return boxes
+    whole = Part(pieces, left, right)
+    column_ink = layouts.digit(whole).sum(axis=0)
+    options = []
+    for count in range(1, max(1, min(MAX_TOUCHING, int(width / (MIN_DIGIT_WIDTH * height)))) + 1):
+        cuts = []
+        for index in range(1, count):  # near each expected boundary, the thinnest column
+            expected = index * width / count
+            low, high = int(expected - width / (3 * count)), int(expected + width / (3 * count))
+            cuts.append(low + int(np.argmin(column_ink[low:high])))
+        edges = [0, *cuts, width]
+        parts = [
+            Part(pieces, left + start, left + end) for start, end in zip(edges[:-1], edges[1:], strict=True)
+        ]
+        if all(bottom - top >= MIN_DIGIT_HEIGHT * height for _, top, _, bottom in map(layouts.box, parts)):
+            options.append(parts)
+    return options

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from data import normalize_images
-from preprocess import SOURCE_SIZE, mnist_style, number_pieces, page_ink
+from preprocess import MAX_DIGITS, SOURCE_SIZE, ImageError, mnist_style, number_layouts, page_ink
 
 # The rule: the lowest confidence at which the validation digits read at or above it are still
 # right 99.5% of the time. Below it a reading is reported as "not sure".
@@ -73,16 +73,31 @@ def read_number(
 ) -> tuple[dict, list[np.ndarray]]:
     """The number written on one line in `image`: its digits left to right, each with its box
     (left, top, right, bottom, in the pixels of the image as sent) and reading, not sure if any
-    digit is; and the MNIST-style digits the model saw."""
-    ink = page_ink(image)
-    boxes = number_pieces(ink)
-    digits = [mnist_style(ink[upper:lower, left:right]) for left, upper, right, lower in boxes]
-    readings = read_digits(probabilities_of, digits, threshold, top)
+    digit is; and the MNIST-style digits the model saw.
+
+    Where the ink alone does not say where one digit ends (digits that touch or run into each
+    other, a digit in pieces), every plausible division is read and the one whose digits the
+    model is surest of, together, is kept.
+    """
+    layouts = number_layouts(page_ink(image))
+    parts = list(dict.fromkeys(part for group in layouts.groups for layout in group for part in layout))
+    digits = {part: mnist_style(layouts.digit(part)) for part in parts}
+    rows = np.asarray(probabilities_of(normalize_images(np.stack(list(digits.values())))))
+    probabilities = dict(zip(parts, rows, strict=True))
+    confidence = {part: float(row.max()) for part, row in probabilities.items()}
+    chosen = [
+        part
+        for group in layouts.groups
+        for part in max(group, key=lambda layout: np.prod([confidence[part] for part in layout]))
+    ]
+    if len(chosen) > MAX_DIGITS:
+        raise ImageError(f"found {len(chosen)} digits; a number of at most {MAX_DIGITS} digits expected")
+    readings = [reading(probabilities[part], threshold, top) for part in chosen]
     width, height = image.info.get(SOURCE_SIZE, image.size)  # read_image may have shrunk it
     scale = np.array([width, height, width, height]) / np.array([*image.size, *image.size])
-    boxes = [np.rint(np.array(box) * scale).astype(int).tolist() for box in boxes]
+    boxes = [np.rint(np.array(layouts.box(part)) * scale).astype(int).tolist() for part in chosen]
     return {
         "number": "".join(str(item["digit"]) for item in readings),
         "not_sure": any(item["not_sure"] for item in readings),
         "digits": [{"box": box, **item} for box, item in zip(boxes, readings, strict=True)],
-    }, digits
+    }, [digits[part] for part in chosen]

@@ -19,7 +19,7 @@ from preprocess import (
     ImageError,
     long_runs,
     mnist_style_digit,
-    number_pieces,
+    number_layouts,
     page_ink,
     read_image,
 )
@@ -291,32 +291,54 @@ FIVE_WITH_CAP_APART = [
 ]
 
 
-def test_a_number_splits_into_its_digits_left_to_right():
-    boxes = number_pieces(page_ink(written(SEVEN, ONE, FIVE_WITH_CAP_APART)))
-    assert len(boxes) == 3
-    assert [box[0] for box in boxes] == sorted(box[0] for box in boxes)
-    assert boxes[0][0] < 60 < boxes[0][2]  # the 1 first, whatever order it was drawn in
+def divisions(page):
+    """Each group of a written number's ink, with its candidate layouts as lists of box lefts."""
+    layouts = number_layouts(page_ink(page))
+    return layouts, [[[part.left for part in layout] for layout in group] for group in layouts.groups]
+
+
+def test_a_number_divides_into_its_digits_left_to_right():
+    layouts, groups = divisions(written(SEVEN, ONE, FIVE_WITH_CAP_APART))
+    assert len(groups) == 3
+    assert all(len(group) == 1 and len(group[0]) == 1 for group in groups)  # nothing else to try
+    lefts = [group[0][0] for group in groups]
+    assert lefts == sorted(lefts) and lefts[0] < 60  # the 1 first, whatever order it was drawn in
 
 
 def test_a_piece_above_another_is_part_of_the_same_digit():
-    cap_apart = written(FIVE_WITH_CAP_APART)
-    assert len(number_pieces(page_ink(cap_apart))) == 1
+    _, groups = divisions(written(FIVE_WITH_CAP_APART))
+    assert len(groups) == 1 and len(groups[0]) == 1  # the cap alone is too short to be a digit
 
 
-def test_digits_that_touch_are_cut_where_the_ink_is_thinnest():
+def test_digits_that_touch_are_tried_whole_and_cut_where_the_ink_is_thinnest():
     zero = [(40, 40), (40, 160), (120, 160), (120, 40), (40, 40)]
-    zero_touching_a_one = written([zero, [(120, 100), (200, 100)], [(200, 40), (200, 160)]])
-    boxes = number_pieces(page_ink(zero_touching_a_one))
-    assert len(boxes) == 2
-    assert 120 <= boxes[0][2] == boxes[1][0] <= 200  # cut along the thin join, not through a stroke
-    narrow_mark = written([[(60, 40), (60, 160)], [(60, 100), (140, 100)], [(140, 40), (140, 160)]])  # an H
-    assert len(number_pieces(page_ink(narrow_mark))) == 1  # not much wider than tall: one digit
+    layouts, groups = divisions(written([zero, [(120, 100), (200, 100)], [(200, 40), (200, 160)]]))
+    assert len(groups) == 1
+    cuts = [layout[1] for layout in groups[0] if len(layout) == 2]
+    assert [len(layout) for layout in groups[0]][0] == 1 and len(cuts) == 1
+    assert 126 <= cuts[0] <= 194  # along the thin join, not through the 0 or the 1
+    narrow = written([[(60, 40), (60, 160)], [(60, 100), (90, 100)], [(90, 40), (90, 160)]])
+    assert [len(layout) for layout in divisions(narrow)[1][0]] == [1]  # too narrow for two digits
+
+
+def test_digits_written_into_each_other_are_tried_apart_each_with_its_own_ink():
+    seven = [(40, 40), (130, 40), (80, 160)]
+    one_under_its_bar = [(70, 55), (70, 125)]  # inside the 7's columns, not touching it
+    layouts, _ = divisions(written([seven], [one_under_its_bar]))
+    assert len(layouts.groups) == 1
+    apart = [
+        layout for layout in layouts.groups[0] if len(layout) == 2 and layout[0].pieces != layout[1].pieces
+    ]
+    assert len(apart) == 1
+    seven, one = apart[0]
+    assert layouts.digit(seven)[55:125, 70 - seven.left].max() == 0  # the 1's ink is not in the 7
+    assert layouts.digit(one)[55:125].max() == 255
 
 
 def test_more_than_twelve_marks_is_an_error():
     many = written(*[[[(20 + 45 * i, 40), (20 + 45 * i, 160)]] for i in range(14)], size=(700, 200), width=6)
     with pytest.raises(ImageError, match="found 14 separate marks; a number of at most 12 digits"):
-        number_pieces(page_ink(many))
+        number_layouts(page_ink(many))
 
 
 @given(

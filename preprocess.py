@@ -2,6 +2,7 @@
 
     from preprocess import read_image, mnist_style_digit
     digit = mnist_style_digit(read_image(Path("seven.jpg").read_bytes()))  # uint8 (28, 28)
+    layouts = number_layouts(page_ink(image))  # a number's possible divisions, for reading.py
 
 MNIST digits are white ink on black, scaled so their bounding box fits 20x20 (aspect ratio kept,
 anti-aliased) and placed in a 28x28 field with their center of mass at the center. A user's image
@@ -45,11 +46,14 @@ LINE_MAX_SHARE = 0.03  # and than this share of the page across it
 EIGHT_NEIGHBOURS = np.ones((3, 3))  # pixels touching at a corner belong to the same stroke
 MAX_DIGITS = 12  # in one written number
 OVERLAP = 0.5  # pieces overlapping by this share of the narrower one's width are tried as one digit
-MIN_DIGIT_WIDTH = 0.35  # of the number's height: digits that touch are cut into parts this wide at least
+# Touching ink is tried as up to one digit per this share of the number's height of its width: a
+# little under MNIST's narrowest usual digits but for 1s (2s and 0s average 0.9, 9s 0.7).
+MIN_DIGIT_WIDTH = 0.35
 MIN_DIGIT_HEIGHT = 0.5  # of the number's height: a shorter part is a piece of a digit, not a digit
-MAX_TOUCHING = 4  # digits tried in one run of touching ink
-MAX_GROUP_PIECES = 6  # pieces in one group whose every division is tried
-MAX_LAYOUTS = 256  # tried per group
+# Every division of a group's pieces is tried up to this many pieces (2^5 = 32 divisions); a group
+# of more, rare outside scribbles, is tried as one run of touching ink.
+MAX_GROUP_PIECES = 6
+MAX_LAYOUTS = 256  # tried per group, the simplest first: bounds the reading of a scribble
 # The formats the project names and predict.py looks for in a folder (Pillow reads a few more).
 IMAGE_FORMATS = {
     "PNG": (".png",),
@@ -337,7 +341,8 @@ class NumberLayouts:
         return np.where(mine, self.ink[:, columns], 0.0)
 
     def box(self, part: Part) -> tuple[int, int, int, int]:
-        """(left, top, right, bottom) of the part's ink; top == bottom if it holds none."""
+        """(left, top, right, bottom) of the part's ink; top == bottom if it holds none (a cut
+        through empty columns, which `number_layouts` drops)."""
         rows = np.flatnonzero((self.digit(part) >= INK_THRESHOLD * 255).any(axis=1))
         if not len(rows):
             return part.left, 0, part.right, 0
@@ -367,9 +372,7 @@ def number_layouts(ink: np.ndarray) -> NumberLayouts:
         else:
             groups.append([(left, right, label)])
     if len(groups) > MAX_DIGITS:
-        raise ImageError(
-            f"found {len(groups)} separate marks; a number of at most {MAX_DIGITS} digits expected"
-        )
+        raise too_many(f"{len(groups)} separate marks")
     rows = [found[0] for found in ndimage.find_objects(labels)]
     height = float(
         np.median(
@@ -382,19 +385,31 @@ def number_layouts(ink: np.ndarray) -> NumberLayouts:
     )
     _, (nearest_rows, nearest_columns) = ndimage.distance_transform_edt(~marks, return_indices=True)
     layouts = NumberLayouts(ink, labels[nearest_rows, nearest_columns], [])
+    run_options: dict[tuple, list[list[Part]]] = {}  # a run recurs in many divisions of its group
+
+    def options_of(run: list[tuple[int, int, int]]) -> list[list[Part]]:
+        if tuple(run) not in run_options:
+            run_options[tuple(run)] = run_layouts(layouts, run, height)
+        return run_options[tuple(run)]
+
     for group in groups:
         options = (
             [part for parts in layout for part in parts]
             for runs in contiguous_runs(group)
-            for layout in product(*(run_layouts(layouts, run, height) for run in runs))
+            for layout in product(*map(options_of, runs))
         )
         whole = [[Part(frozenset(label for *_, label in group), group[0][0], max(span[1] for span in group))]]
         layouts.groups.append(list(islice(options, MAX_LAYOUTS)) or whole)
     return layouts
 
 
+def too_many(found: str) -> ImageError:
+    return ImageError(f"found {found}; a number of at most {MAX_DIGITS} digits expected")
+
+
 def contiguous_runs(group: list[tuple[int, int, int]]) -> list[list[list[tuple[int, int, int]]]]:
-    """The ways to divide a group's pieces (left, right, label), in order, into runs of neighbours."""
+    """The ways to divide a group's pieces (left, right, label), in order, into runs of neighbours:
+    all together and all apart first, then by how many runs."""
     if len(group) > MAX_GROUP_PIECES:  # too many to try each division: the group as one run
         return [[group]]
     divisions = []
@@ -406,7 +421,7 @@ def contiguous_runs(group: list[tuple[int, int, int]]) -> list[list[list[tuple[i
                 run = []
             run.append(piece)
         divisions.append([*runs, run])
-    return divisions
+    return sorted(divisions, key=lambda runs: (1 < len(runs) < len(group), len(runs)))
 
 
 def run_layouts(layouts: NumberLayouts, run: list[tuple[int, int, int]], height: float) -> list[list[Part]]:
@@ -418,12 +433,12 @@ def run_layouts(layouts: NumberLayouts, run: list[tuple[int, int, int]], height:
     whole = Part(pieces, left, right)
     column_ink = layouts.digit(whole).sum(axis=0)
     options = []
-    for count in range(1, max(1, min(MAX_TOUCHING, int(width / (MIN_DIGIT_WIDTH * height)))) + 1):
+    for count in range(1, max(1, min(MAX_DIGITS, int(width / (MIN_DIGIT_WIDTH * height)))) + 1):
         cuts = []
         for index in range(1, count):  # near each expected boundary, the thinnest column
             expected = index * width / count
             low, high = int(expected - width / (3 * count)), int(expected + width / (3 * count))
-            cuts.append(low + int(np.argmin(column_ink[low:high])))
+            cuts.append(low + int(np.argmin(column_ink[low : max(high, low + 1)])))
         edges = [0, *cuts, width]
         parts = [
             Part(pieces, left + start, left + end) for start, end in zip(edges[:-1], edges[1:], strict=True)

@@ -2,7 +2,7 @@
 
     from reading import read_digits, read_number
     readings = read_digits(probabilities_of, [digit_28x28, ...], threshold)   # one digit each
-    number = read_number(probabilities_of, image, threshold)                   # "02139", digit by digit
+    number, seen = read_number(probabilities_of, image, threshold)  # number["number"]: "02139"
 
 `probabilities_of` maps float images (n, 28, 28) to probabilities (n, 10), e.g.
 model.probability_model(network).predict. Below a confidence threshold a reading is "not sure",
@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from data import normalize_images
-from preprocess import MAX_DIGITS, SOURCE_SIZE, ImageError, mnist_style, number_layouts, page_ink
+from preprocess import MAX_DIGITS, SOURCE_SIZE, Part, mnist_style, number_layouts, page_ink, too_many
 
 # The rule: the lowest confidence at which the validation digits read at or above it are still
 # right 99.5% of the time. Below it a reading is reported as "not sure".
@@ -77,21 +77,22 @@ def read_number(
 
     Where the ink alone does not say where one digit ends (digits that touch or run into each
     other, a digit in pieces), every plausible division is read and the one whose digits the
-    model is surest of, together, is kept.
+    model is surest of, together, is kept. A best reading of more than MAX_DIGITS digits is an
+    ImageError, as more than MAX_DIGITS separate marks are.
     """
     layouts = number_layouts(page_ink(image))
-    parts = list(dict.fromkeys(part for group in layouts.groups for layout in group for part in layout))
-    digits = {part: mnist_style(layouts.digit(part)) for part in parts}
+    parts = dict.fromkeys(part for group in layouts.groups for layout in group for part in layout)
+    digits = {part: mnist_style(layouts.digit(part)) for part in parts}  # each part once
     rows = np.asarray(probabilities_of(normalize_images(np.stack(list(digits.values())))))
-    probabilities = dict(zip(parts, rows, strict=True))
-    confidence = {part: float(row.max()) for part, row in probabilities.items()}
-    chosen = [
-        part
-        for group in layouts.groups
-        for part in max(group, key=lambda layout: np.prod([confidence[part] for part in layout]))
-    ]
+    probabilities = dict(zip(digits, rows, strict=True))
+
+    def sureness(layout: list[Part]) -> float:
+        return float(np.prod([probabilities[part].max() for part in layout]))
+
+    # On a tie the first layout, the simplest, is kept.
+    chosen = [part for group in layouts.groups for part in max(group, key=sureness)]
     if len(chosen) > MAX_DIGITS:
-        raise ImageError(f"found {len(chosen)} digits; a number of at most {MAX_DIGITS} digits expected")
+        raise too_many(f"{len(chosen)} digits")
     readings = [reading(probabilities[part], threshold, top) for part in chosen]
     width, height = image.info.get(SOURCE_SIZE, image.size)  # read_image may have shrunk it
     scale = np.array([width, height, width, height]) / np.array([*image.size, *image.size])

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from data import load_mnist
 
@@ -80,6 +80,23 @@ def written_number(tmp_path_factory, mnist):
         path
     )
     return path
+
+
+def written(*strokes_per_digit, size=(700, 200), width=12) -> Image.Image:
+    """A page with digits drawn as polylines, one list of strokes per digit."""
+    page = Image.new("L", size, 255)
+    draw = ImageDraw.Draw(page)
+    for strokes in strokes_per_digit:
+        for stroke in strokes:
+            draw.line(stroke, fill=0, width=width, joint="curve")
+    return page
+
+
+# A 0 joined to a 1 by a thin stroke at mid-height: two digits that touch.
+ZERO_TOUCHING_A_ONE = (
+    [[(40, 40), (40, 160), (120, 160), (120, 40), (40, 40)], [(120, 100), (200, 100)]],
+    [[(200, 40), (200, 160)]],
+)
 
 
 def assert_tensorboard_logs(folder: Path, epochs: int) -> None:

@@ -13,6 +13,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from conftest import ZERO_TOUCHING_A_ONE, written
 from preprocess import (
     DIGIT_BOX,
     MAX_PIXELS,
@@ -272,16 +273,6 @@ def test_a_speck_far_from_the_digit_does_not_shrink_it():
     assert difference(page, drawn_one()) < 3
 
 
-def written(*strokes_per_digit, size=(700, 200), width=12):
-    """A page with digits drawn as polylines, one list of strokes per digit."""
-    page = Image.new("L", size, 255)
-    draw = ImageDraw.Draw(page)
-    for strokes in strokes_per_digit:
-        for stroke in strokes:
-            draw.line(stroke, fill=0, width=width, joint="curve")
-    return page
-
-
 ONE = [[(60, 40), (60, 160)]]
 SEVEN = [[(150, 40), (230, 40), (180, 160)]]
 FIVE_WITH_CAP_APART = [
@@ -298,7 +289,7 @@ def divisions(page):
 
 
 def test_a_number_divides_into_its_digits_left_to_right():
-    layouts, groups = divisions(written(SEVEN, ONE, FIVE_WITH_CAP_APART))
+    _, groups = divisions(written(SEVEN, ONE, FIVE_WITH_CAP_APART))
     assert len(groups) == 3
     assert all(len(group) == 1 and len(group[0]) == 1 for group in groups)  # nothing else to try
     lefts = [group[0][0] for group in groups]
@@ -311,14 +302,33 @@ def test_a_piece_above_another_is_part_of_the_same_digit():
 
 
 def test_digits_that_touch_are_tried_whole_and_cut_where_the_ink_is_thinnest():
-    zero = [(40, 40), (40, 160), (120, 160), (120, 40), (40, 40)]
-    layouts, groups = divisions(written([zero, [(120, 100), (200, 100)], [(200, 40), (200, 160)]]))
+    _, groups = divisions(written(*ZERO_TOUCHING_A_ONE))
     assert len(groups) == 1
+    assert len(groups[0][0]) == 1  # whole first
     cuts = [layout[1] for layout in groups[0] if len(layout) == 2]
-    assert [len(layout) for layout in groups[0]][0] == 1 and len(cuts) == 1
-    assert 126 <= cuts[0] <= 194  # along the thin join, not through the 0 or the 1
+    assert len(cuts) == 1 and 126 <= cuts[0] <= 194  # along the thin join, not through the 0 or 1
     narrow = written([[(60, 40), (60, 160)], [(60, 100), (90, 100)], [(90, 40), (90, 160)]])
     assert [len(layout) for layout in divisions(narrow)[1][0]] == [1]  # too narrow for two digits
+
+
+def test_a_long_run_of_touching_digits_is_tried_as_each_of_them():
+    bars = [[(40 + 60 * i, 40), (40 + 60 * i, 160)] for i in range(7)]
+    joins = [[(40 + 60 * i, 100), (100 + 60 * i, 100)] for i in range(6)]
+    _, groups = divisions(written(bars + joins))
+    assert 7 in [len(layout) for layout in groups[0]]
+
+
+def test_a_mark_too_short_for_a_digit_is_still_read_whole():
+    _, groups = divisions(written(ONE, [[(120, 100), (160, 100)]], [[(250, 40), (250, 160)]]))
+    assert [[len(layout) for layout in group] for group in groups] == [[1], [1], [1]]
+
+
+def test_a_number_a_few_pixels_tall_is_divided_too():
+    dashes = written(
+        *[[[(300 + 400 * i, 500), (316 + 400 * i, 500)]] for i in range(3)], size=(4000, 1000), width=8
+    )
+    layouts = number_layouts(page_ink(read_image(encode(dashes))))  # shrunk to 1024 wide: 2 px tall
+    assert len(layouts.groups) == 3
 
 
 def test_digits_written_into_each_other_are_tried_apart_each_with_its_own_ink():

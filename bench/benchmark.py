@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 
 import settings  # noqa: E402
 from data import NUM_CLASSES, load_mnist, normalize_images  # noqa: E402
-from model import probabilities_function  # noqa: E402
+from model import ModelConfig, probabilities_function  # noqa: E402
 from outputs import library_versions  # noqa: E402
 from training import (  # noqa: E402
     network_of,
@@ -86,11 +86,14 @@ TARGETS = [  # (what, contender, field, comparison, bound): the training-speed i
 
 class TestAccuracyClock(keras.callbacks.Callback):
     """Training seconds per epoch end, the clock stopped while test accuracy is measured, by the
-    network `reader` makes of the training model (by default the training model itself)."""
+    scores `reader` makes of the training model: images -> (n, 10) (by default its predict)."""
 
-    def __init__(self, x_test: np.ndarray, y_test: np.ndarray, reader=lambda model: model):
+    def __init__(self, x_test: np.ndarray, y_test: np.ndarray, reader=None):
         super().__init__()
-        self.x_test, self.y_test, self.reader = x_test, y_test, reader
+        self.x_test, self.y_test = x_test, y_test
+        self.reader = reader or (
+            lambda model: lambda images: model.predict(images, batch_size=1000, verbose=0)
+        )
         self.points: list[tuple[float, float]] = []  # (training seconds, test accuracy)
 
     def on_train_begin(self, logs=None):
@@ -98,7 +101,7 @@ class TestAccuracyClock(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
-        scores = self.reader(self.model).predict(self.x_test, batch_size=1000, verbose=0)
+        scores = self.reader(self.model)(self.x_test)
         self.points.append(
             (now - self.started - self.paused, float(np.mean(scores.argmax(1) == self.y_test)))
         )
@@ -138,11 +141,17 @@ def keras_result(
     }
 
 
+def as_saved(model_config: ModelConfig):
+    """A reader of our training models as predict.py and evaluate.py read the saved network: its
+    float32 copy (a bfloat16 run's), softmax over the logits. Its sigmoid outputs would not do: they
+    round to 1.0 for more than one digit of a confident reading, and a tie's argmax is the lower."""
+    return lambda model: probabilities_function(network_of(model, model_config))
+
+
 def run_ours(name: str, quick: bool, seed: int, data: dict, workdir: Path) -> dict:
     run = settings.resolve(settings.merged(OURS[name], QUICK if quick else {}, {"training": {"seed": seed}}))
     x_fit, y_fit, x_val, y_val = data["split"](run.training)
-    # Read as it is saved: a bfloat16 run's float32 copy, not its training arithmetic.
-    clock = TestAccuracyClock(data["x_test"], data["y_test"], lambda model: network_of(model, run.model))
+    clock = TestAccuracyClock(data["x_test"], data["y_test"], as_saved(run.model))
     model, _ = train(run.model, run.training, (x_fit, y_fit), (x_val, y_val), callbacks=[clock])
     result = keras_result(model, clock, len(x_fit), run.training.epochs, training_precision(run.training))
     if name == "ours-mlp":

@@ -1,8 +1,12 @@
 import json
+import sys
 
+import numpy as np
 import pytest
 
-from conftest import run_script
+from conftest import PROJECT_ROOT, run_script
+from model import LOGITS_LAYER, ModelConfig
+from training import network_of, training_model
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +68,24 @@ def test_several_seeds_give_each_figure_as_their_mean_and_the_accuracys_range(tm
     table = (tmp_path / "results-quick.md").read_text()
     spread = f"({min(accuracies):.2%}-{max(accuracies):.2%})"
     assert f"| seed-mlp | float32 | {combined['test_accuracy']:.2%} {spread} |" in table
+
+
+def test_our_test_accuracy_is_read_as_predict_py_reads_it_not_from_the_sigmoid_outputs():
+    sys.path.insert(0, str(PROJECT_ROOT / "bench"))
+    import benchmark
+
+    model_config = ModelConfig()  # the default: 10 sigmoid outputs
+    model = training_model(model_config, augment=False)
+    logits = network_of(model, model_config).get_layer(LOGITS_LAYER)
+    kernel, bias = logits.get_weights()
+    bias[:] = 0.0
+    bias[3], bias[7] = 30.0, 40.0  # sure of 7; both sigmoids round to 1.0 in float32
+    logits.set_weights([np.zeros_like(kernel), bias])
+    images, labels = np.zeros((5, 28, 28), np.float32), np.full(5, 7)
+    assert network_of(model, model_config).predict(images, verbose=0).argmax(axis=1).tolist() == [3] * 5
+
+    clock = benchmark.TestAccuracyClock(images, labels, benchmark.as_saved(model_config))
+    clock.set_model(model)
+    clock.on_train_begin()
+    clock.on_epoch_end(0)
+    assert clock.points[-1][1] == 1.0

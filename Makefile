@@ -1,4 +1,5 @@
 # The README's two commands: `make run` (train, then evaluate) and `make test`; CI adds `make lint`.
+# `make test-fast` runs the tests that are not marked slow, browser or network (pytest.ini).
 # Each creates or reuses the virtual environment in $(VENV).
 PYTHON ?= python3
 # GPU=1 installs TensorFlow with CUDA (requirements-gpu.txt) instead of the CPU-only wheel, in an
@@ -7,13 +8,16 @@ VENV ?= $(if $(GPU),.venv-gpu,.venv)
 BIN := $(VENV)/bin
 RUN_REQUIREMENTS := $(if $(GPU),requirements-gpu.txt,requirements.txt)
 
-.PHONY: run test lint
+.PHONY: run test test-fast lint
 run: $(VENV)/.installed-run$(if $(GPU),-gpu)
 	$(BIN)/python train.py
 	$(BIN)/python evaluate.py
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
+
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m "not slow and not browser and not network"
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -20,7 +20,7 @@ from keras import ops
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from preprocess import mnist_style
+from data import mnist_style
 
 ROTATION_DEGREES = 14  # either way
 SHEAR = 0.3  # x shifted by up to 0.3 y: writing leaning about 17 degrees either way
@@ -83,7 +83,8 @@ def augmentation_layers(seed: int | None = None) -> list[keras.layers.Layer]:
 
 def with_continental_marks(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A copy of float images (n, 28, 28) in which a random MARKED_SHARE of the 1s have a flag and
-    of the 7s a crossbar, each then brought back to MNIST's form as preprocess.py would."""
+    of the 7s a crossbar, each then brought back to MNIST's form (data.mnist_style), as the reader
+    brings a user's digits."""
     labels = y.argmax(axis=1) if y.ndim == 2 else y
     marked = x.copy()
     for index in np.flatnonzero(np.isin(labels, (1, 7)) & (rng.random(len(x)) < MARKED_SHARE)):

@@ -5,7 +5,9 @@
     x_train = normalize_images(mnist.x_train) # float32 in [0, 1], shape (60000, 28, 28)
 
 `normalize_images` is the only preprocessing step between a uint8 digit and the network; training,
-evaluation and prediction on a user's own images all go through it.
+evaluation and prediction on a user's own images all go through it. `mnist_style` gives any ink map
+of one digit MNIST's form (cropped, fitted into 20x20, centred by mass in 28x28): the reader brings
+a user's digits to it, and training's augmentation its own new strokes.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
+DIGIT_BOX = 20  # MNIST fits each digit's longer side to 20 px, leaving a 4 px margin
+INK_THRESHOLD = 0.25  # share of full ink that counts towards the bounding box, above paper noise
 DEFAULT_DATA_PATH = Path(__file__).resolve().parent / "datasets" / "mnist.npz"
 REBUILD_HINT = "restore it with `git checkout datasets/mnist.npz` or `python -m datasets.build_mnist`"
 
@@ -115,6 +120,34 @@ def split_validation(
     val_count = int(round(len(x) * fraction))
     fit, val = order[val_count:], order[:val_count]
     return x[fit], y[fit], x[val], y[val]
+
+
+def mnist_style(ink: np.ndarray) -> np.ndarray:
+    """An ink map holding one digit -> uint8 (28, 28): cropped to its ink, its longer side scaled
+    to 20 px, placed by its center of mass in a 28x28 field, as MNIST's digits were."""
+    rows = np.flatnonzero((ink >= INK_THRESHOLD * 255).any(axis=1))
+    columns = np.flatnonzero((ink >= INK_THRESHOLD * 255).any(axis=0))
+    if not len(rows):
+        raise ValueError("the ink map holds no stroke: nothing to put in MNIST's form")
+    crop = ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1].copy()
+    crop[crop < INK_THRESHOLD * 255 / 2] = 0  # faint paper texture inside the box
+
+    height, width = crop.shape
+    scale = DIGIT_BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(crop.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
+    digit = np.clip(np.asarray(resized), 0, None)
+    digit = digit * (255.0 / digit.max())  # a thin stroke shrunk below a pixel still reads as full ink
+
+    field = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    total = digit.sum()
+    center_y = (digit.sum(axis=1) @ np.arange(digit.shape[0])) / total
+    center_x = (digit.sum(axis=0) @ np.arange(digit.shape[1])) / total
+    # MNIST puts the center of mass on pixel (14, 14) (its digits average 13.98, 14.01 there).
+    top = int(np.clip(round(IMAGE_SIZE / 2 - center_y), 0, IMAGE_SIZE - digit.shape[0]))
+    left = int(np.clip(round(IMAGE_SIZE / 2 - center_x), 0, IMAGE_SIZE - digit.shape[1]))
+    field[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
+    return np.rint(field).astype(np.uint8)
 
 
 def _read_npz(path: Path, hint: str) -> dict[str, np.ndarray]:

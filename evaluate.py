@@ -10,7 +10,7 @@ the model (or into --out).
 
 from __future__ import annotations
 
-from startup import import_tensorflow_quietly
+from quiet_tensorflow import import_tensorflow_quietly
 
 import_tensorflow_quietly()
 
@@ -22,10 +22,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix
 
-from classifier import ModelError, load_trained_model
 from data import NUM_CLASSES, DataError, Mnist, load_mnist, normalize_images
 from model import probabilities_function
 from outputs import OutputError, check_writable, folder_lock, save_figure, write_json
+from trained import ModelError, load_trained_model
 
 DIGITS = list(range(NUM_CLASSES))
 
@@ -97,23 +97,22 @@ def plot_misclassified(
     save_figure(figure, path)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    out = args.out or args.model.parent
-    try:
-        model = load_trained_model(args.model)
-        mnist = load_mnist(args.data)
-        check_writable(out)
-        # Not beside a run still writing there: its model may change under this evaluation.
-        with folder_lock(out):
-            return evaluate(model, mnist, args, out)
-    except (ModelError, DataError, OutputError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+def evaluate(model_path: Path, out: Path | None = None, data: Path | None = None, top_pairs: int = 5) -> dict:
+    """Measure the model saved at `model_path` on MNIST's test set (`data`: datasets/mnist.npz by
+    default); print the report and write the figures and metrics.json into `out` (the model's
+    folder by default). Returns the metrics; raises ModelError, DataError or OutputError."""
+    out = out or model_path.parent
+    model = load_trained_model(model_path)
+    mnist = load_mnist(data)
+    check_writable(out)
+    # Not beside a run still writing there: its model may change under this evaluation.
+    with folder_lock(out):
+        return measure(model, mnist, str(model_path), out, top_pairs)
 
 
-def evaluate(model: keras.Model, mnist: Mnist, args: argparse.Namespace, out: Path) -> dict:
-    """Measure `model` on the test set; print the report and write the figures and metrics.json."""
-
+def measure(model: keras.Model, mnist: Mnist, name: str, out: Path, top_pairs: int) -> dict:
+    """Measure `model` (saved as `name`) on the test set; print the report, write the figures and
+    metrics.json into `out`."""
     images = normalize_images(mnist.x_test)
     probabilities = probabilities_function(model)(images)
     y_true, y_pred = mnist.y_test.astype(int), probabilities.argmax(axis=1)
@@ -122,7 +121,7 @@ def evaluate(model: keras.Model, mnist: Mnist, args: argparse.Namespace, out: Pa
     loss = float(-np.mean(np.log(np.maximum(probabilities[np.arange(len(y_true)), y_true], 1e-7))))
     matrix = confusion_matrix(y_true, y_pred, labels=DIGITS)
     report = classification_report(y_true, y_pred, labels=DIGITS, digits=4, output_dict=True)
-    pairs = most_confused_pairs(matrix, args.top_pairs)
+    pairs = most_confused_pairs(matrix, top_pairs)
 
     print(classification_report(y_true, y_pred, labels=DIGITS, digits=4))
     print(
@@ -137,7 +136,7 @@ def evaluate(model: keras.Model, mnist: Mnist, args: argparse.Namespace, out: Pa
     plot_confusion(y_true, y_pred, "true", out / "confusion_matrix_normalized.png")
     plot_misclassified(mnist.x_test, y_true, probabilities, out / "misclassified.png")
     metrics = {
-        "model": str(args.model),
+        "model": name,
         "test_images": len(y_true),
         "accuracy": accuracy,
         "loss": loss,
@@ -149,6 +148,14 @@ def evaluate(model: keras.Model, mnist: Mnist, args: argparse.Namespace, out: Pa
     correct = int(np.sum(y_pred == y_true))
     print(f"test accuracy {accuracy:.4f} ({correct}/{len(y_true)}), loss {loss:.4f}; plots in {out}")
     return metrics
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    try:
+        return evaluate(args.model, args.out, args.data, args.top_pairs)
+    except (ModelError, DataError, OutputError) as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -9,15 +9,15 @@ Writes into --out:
 - model.onnx (ONNX, for onnxruntime) and model.tflite (LiteRT, for phones and ai-edge-litert);
 - export.json: each file's sha256, the input and output contract, the checks and the run.json of
   the model they came from.
-Every format takes float32 images (n, 28, 28) in [0, 1], as preprocess.py and data.normalize_images
-make them, and returns the ten probabilities (the softmax of the logits). Before a file is moved
+Every format takes float32 images (n, 28, 28) in [0, 1], as the reader and data.normalize_images make
+them, and returns the ten probabilities (the softmax of the logits). Before a file is moved
 into place it must give the Keras model's digit on all 10,000 test images, probabilities within
 1e-4, and the same answer twice. A format that fails is reported and the others still written.
 """
 
 from __future__ import annotations
 
-from startup import import_tensorflow_quietly
+from quiet_tensorflow import import_tensorflow_quietly
 
 import_tensorflow_quietly()
 
@@ -35,9 +35,9 @@ import numpy as np
 import tensorflow as tf
 
 import outputs
-from classifier import ModelError, load_trained_model, onnx_probabilities, reason
 from data import IMAGE_SIZE, NUM_CLASSES, DataError, load_mnist, normalize_images
 from model import probability_model
+from trained import ModelError, load_trained_model, onnx_probabilities, reason
 
 TOLERANCE = 1e-4  # largest difference in any probability from the Keras model's
 BATCH = 1000  # test images per call in the checks
@@ -52,7 +52,7 @@ INPUT_CONTRACT = {
     "shape": [None, IMAGE_SIZE, IMAGE_SIZE],
     "dtype": "float32",
     "range": [0.0, 1.0],
-    "preprocessing": "preprocess.mnist_style_digit (white digit on black, 20x20 box centred by mass "
+    "preprocessing": "reader.page.mnist_style_digit (white digit on black, 20x20 box centred by mass "
     "in 28x28), then data.normalize_images (uint8 / 255)",
 }
 
@@ -71,6 +71,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--model", type=Path, default=Path("artifacts/model.keras"))
     parser.add_argument("--out", type=Path, default=Path("artifacts/export"))
+    parser.add_argument(
+        "--data", type=Path, help="mnist.npz or a folder of IDX files for the checks [datasets/mnist.npz]"
+    )
     return parser.parse_args(argv)
 
 
@@ -164,46 +167,26 @@ def export_format(
     return final, result
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    try:
-        network = load_trained_model(args.model)
-        mnist = load_mnist()
-        outputs.check_writable(args.out)
-    except (ModelError, DataError, outputs.OutputError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+def export(model_path: Path, out: Path, data: Path | None = None) -> dict:
+    """Export the model saved at `model_path` into `out` in every format, each checked against it
+    on MNIST's test set (`data`: datasets/mnist.npz by default); write export.json. Returns its
+    record; raises ModelError, DataError or OutputError, and ExportError when a format failed
+    (after the others are written)."""
+    network = load_trained_model(model_path)
+    mnist = load_mnist(data)
+    outputs.check_writable(out)
     random = [layer.name for layer in network.layers if type(layer).__name__.startswith("Random")]
     if random:  # models saved before augmentation moved into training.py hold it inside
-        raise SystemExit(
-            f"error: {args.model} holds training-time augmentation ({', '.join(random)}), which an "
+        raise ModelError(
+            f"{model_path} holds training-time augmentation ({', '.join(random)}), which an "
             "export would apply at inference: retrain it with `python train.py`"
         )
     probabilities = probability_model(network)
     images = normalize_images(mnist.x_test)
     reference = probabilities.predict(images, batch_size=BATCH, verbose=0)
-    written, failed = {}, {}
-    for name in FORMATS:
-        try:
-            path, result = export_format(name, probabilities, args.out, images, reference)
-        except ExportError as exc:
-            failed[name] = str(exc)
-            file_name = FORMATS[name][1]
-            if file_name and (args.out / file_name).exists():  # an earlier export's, maybe of another model
-                (args.out / file_name).unlink()
-                exc = f"{exc}; the earlier {file_name} there is removed"
-            print(f"error: {name}: {exc}; not written", file=sys.stderr)
-            continue
-        written[name] = {
-            "path": str(path.relative_to(args.out)),
-            "sha256": outputs.sha256_of(path),
-            "checks": result,
-        }
-        print(
-            f"{name}: {path} (same digit on {result['same_digit']:,} of {result['test_images']:,} test "
-            f"images, probabilities within {result['largest_probability_difference']:.1e})"
-        )
+    written, failed = export_all(probabilities, out, images, reference)
     record = outputs.run_record(
-        source={"model": str(args.model), "name": network.name, "run": outputs.record_of(args.model)},
+        source={"model": str(model_path), "name": network.name, "run": outputs.record_of(model_path)},
         input=INPUT_CONTRACT,
         output={
             "name": "output_0",
@@ -214,11 +197,50 @@ def main(argv: list[str] | None = None) -> dict:
         formats=written,
         failed=failed,
     )
-    outputs.write_json(args.out / "export.json", record)
-    print(f"wrote {args.out / 'export.json'}")
+    outputs.write_json(out / "export.json", record)
+    print(f"wrote {out / 'export.json'}")
     if failed:
-        raise SystemExit(1)
+        raise ExportError(f"{', '.join(failed)} not written: see above")
     return record
+
+
+def export_all(
+    probabilities: keras.Model, out: Path, images: np.ndarray, reference: np.ndarray
+) -> tuple[dict, dict]:
+    """Every format that passes its checks, by name, with its path, sha256 and the checks' figures;
+    and why each other one failed (its earlier file in `out`, maybe of another model, removed)."""
+    written, failed = {}, {}
+    for name in FORMATS:
+        try:
+            path, result = export_format(name, probabilities, out, images, reference)
+        except ExportError as exc:
+            failed[name] = str(exc)
+            file_name = FORMATS[name][1]
+            if file_name and (out / file_name).exists():
+                (out / file_name).unlink()
+                exc = f"{exc}; the earlier {file_name} there is removed"
+            print(f"error: {name}: {exc}; not written", file=sys.stderr)
+            continue
+        written[name] = {
+            "path": str(path.relative_to(out)),
+            "sha256": outputs.sha256_of(path),
+            "checks": result,
+        }
+        print(
+            f"{name}: {path} (same digit on {result['same_digit']:,} of {result['test_images']:,} test "
+            f"images, probabilities within {result['largest_probability_difference']:.1e})"
+        )
+    return written, failed
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    try:
+        return export(args.model, args.out, args.data)
+    except ExportError:
+        raise SystemExit(1) from None  # each failure is reported above
+    except (ModelError, DataError, outputs.OutputError) as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

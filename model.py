@@ -7,7 +7,7 @@
 Every variant takes float32 images (n, 28, 28) from data.normalize_images and returns 10 scores.
 It is the inference network only: augmentation belongs to training (training.py). The per-arch
 defaults live in settings.py; a saved model travels with a run record (run.json, outputs.py) and
-is loaded, safely, by classifier.py.
+is loaded, safely, by trained.py.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ class ModelConfig:
     )
     hidden: tuple[int, ...] = field(default=(1024, 512), metadata={"help": "widths of the Dense ReLU layers"})
     dropout: float = field(default=0.1, metadata={"help": "dropout after each hidden layer; 0 turns it off"})
-    # The user's design: 10 independent sigmoid units. Categorical cross-entropy divides them by
-    # their sum, so they train as a distribution; softmax is the textbook alternative.
+    # The user's design: 10 independent sigmoid units. Keras computes categorical cross-entropy
+    # from the logits under them, so they train exactly as a softmax output would (see
+    # probability_model); softmax is the textbook alternative.
     output_activation: str = field(
         default="sigmoid", metadata={"choices": OUTPUT_ACTIVATIONS, "help": "the output layer's activation"}
     )

@@ -44,37 +44,10 @@ def train(
     the training's start and end and of each epoch's end, with its logs (e.g. TensorBoard)."""
     x_fit, y_fit = training
     model = build_for_training(model_config, config, len(x_fit), strategy)
-    loss_of = keras.losses.get(LOSS)
     batch_size = config.batch_size * strategy.num_replicas_in_sync
-    steps = steps_per_epoch(len(x_fit), batch_size)
     with strategy.scope():
         model.optimizer.build(model.trainable_variables)
-
-    def loss_and_correct(x, y, training):
-        # Sums over the batch; the scores keep the logits that the loss is computed from.
-        scores = model(x, training=training)
-        losses = loss_of(y, scores)
-        correct = tf.cast(tf.argmax(scores, axis=-1) == tf.argmax(y, axis=-1), tf.float32)
-        return losses, tf.reduce_sum(correct)
-
-    def replica_step(x, y):
-        with tf.GradientTape() as tape:
-            losses, correct = loss_and_correct(x, y, training=True)
-            loss = tf.nn.compute_average_loss(losses, global_batch_size=batch_size)
-        gradients = tape.gradient(loss, model.trainable_variables)
-        model.optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
-        return tf.reduce_sum(losses), correct
-
-    @tf.function
-    def train_step(batches):
-        sums = strategy.run(replica_step, args=next(batches))
-        return [strategy.reduce("SUM", value, axis=None) for value in sums]
-
-    @tf.function
-    def validation_sums(x, y):
-        losses, correct = loss_and_correct(x, y, training=False)
-        return tf.reduce_sum(losses), correct
-
+    steps = Steps(model, strategy, batch_size)
     images = training_images(x_fit, y_fit, config)
     batches = iter(
         strategy.experimental_distribute_dataset(training_batches(images, y_fit, batch_size, config.seed))
@@ -85,21 +58,62 @@ def train(
     told.on_train_begin()
     for epoch in range(config.epochs):
         print(f"Epoch {epoch + 1}/{config.epochs}")  # as Model.fit shows it
-        progress = keras.utils.Progbar(steps, verbose=progress_mode(), stateful_metrics=metrics)
-        loss_sum = correct = 0.0
-        for step in range(1, steps + 1):
-            step_loss, step_correct = train_step(batches)
-            loss_sum, correct = loss_sum + float(step_loss), correct + float(step_correct)
-            if stopper.requested:
-                raise KeyboardInterrupt
-            logs = {"loss": loss_sum / (step * batch_size), "accuracy": correct / (step * batch_size)}
-            if step == steps and validation:
-                batches_of_validation = tf.data.Dataset.from_tensor_slices(validation).batch(1000)
-                sums = np.sum([validation_sums(x, y) for x, y in batches_of_validation], axis=0)
-                logs.update(val_loss=sums[0] / len(validation[0]), val_accuracy=sums[1] / len(validation[0]))
-            progress.update(step, list(logs.items()))
+        logs = steps.epoch(batches, steps_per_epoch(len(x_fit), batch_size), validation, stopper, metrics)
         for name in metrics:
             history[name].append(float(logs[name]))
         told.on_epoch_end(epoch, {name: float(value) for name, value in logs.items()})
     told.on_train_end()
     return network_of(model, model_config), history
+
+
+class Steps:
+    """The compiled steps of a multi-worker fit: a training step whose gradients are summed across
+    workers, and the sums of a validation batch."""
+
+    def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy, batch_size: int):
+        self.model, self.strategy, self.batch_size = model, strategy, batch_size
+        self.loss_of = keras.losses.get(LOSS)
+        self.train_step = tf.function(self.train_step)
+        self.validation_sums = tf.function(self.validation_sums)
+
+    def loss_and_correct(self, x, y, training):
+        # Sums over the batch; the scores keep the logits that the loss is computed from.
+        scores = self.model(x, training=training)
+        losses = self.loss_of(y, scores)
+        correct = tf.cast(tf.argmax(scores, axis=-1) == tf.argmax(y, axis=-1), tf.float32)
+        return losses, tf.reduce_sum(correct)
+
+    def replica_step(self, x, y):
+        model = self.model
+        with tf.GradientTape() as tape:
+            losses, correct = self.loss_and_correct(x, y, training=True)
+            loss = tf.nn.compute_average_loss(losses, global_batch_size=self.batch_size)
+        gradients = tape.gradient(loss, model.trainable_variables)
+        model.optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        return tf.reduce_sum(losses), correct
+
+    def train_step(self, batches):
+        sums = self.strategy.run(self.replica_step, args=next(batches))
+        return [self.strategy.reduce("SUM", value, axis=None) for value in sums]
+
+    def validation_sums(self, x, y):
+        losses, correct = self.loss_and_correct(x, y, training=False)
+        return tf.reduce_sum(losses), correct
+
+    def epoch(self, batches, steps: int, validation, stopper: StopOnSignal, metrics: list[str]) -> dict:
+        """One epoch of `steps` steps, shown as Keras shows it; its logs, validation included."""
+        progress = keras.utils.Progbar(steps, verbose=progress_mode(), stateful_metrics=metrics)
+        loss_sum = correct = 0.0
+        for step in range(1, steps + 1):
+            step_loss, step_correct = self.train_step(batches)
+            loss_sum, correct = loss_sum + float(step_loss), correct + float(step_correct)
+            if stopper.requested:
+                raise KeyboardInterrupt
+            seen = step * self.batch_size
+            logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
+            if step == steps and validation:
+                batches_of_validation = tf.data.Dataset.from_tensor_slices(validation).batch(1000)
+                sums = np.sum([self.validation_sums(x, y) for x, y in batches_of_validation], axis=0)
+                logs.update(val_loss=sums[0] / len(validation[0]), val_accuracy=sums[1] / len(validation[0]))
+            progress.update(step, list(logs.items()))
+        return logs

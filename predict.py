@@ -6,7 +6,7 @@
     python predict.py drawing.png --save-preprocessed artifacts/seen   # what the model saw
     python predict.py my_seven.png --model artifacts/export/model.onnx  # no TensorFlow needed
 
-Each image is brought to MNIST's form by preprocess.py (the paper and its printed lines taken
+Each image is brought to MNIST's form by the reader (reader/page.py) (the paper and its printed lines taken
 away, the ink cropped, fitted into 20x20, centred by mass in 28x28); with --number it is first
 split into its digits. A reading less confident than the model's calibrated threshold (in its
 run.json, or in the export.json beside an .onnx file) is "not sure", with its two likeliest digits.
@@ -23,10 +23,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from classifier import MODEL_HELP, ModelError, load_classifier, unsure_never
 from outputs import atomic_path
-from preprocess import FORMAT_NAMES, IMAGE_SUFFIXES, ImageError, mnist_style_digit, read_image_file
-from reading import read_digits, read_number
+from reader.classifier import MODEL_HELP, Classifier, load_classifier, unsure_never
+from reader.page import FORMAT_NAMES, IMAGE_SUFFIXES, ImageError, mnist_style_digit, read_image_file
+from reader.reading import read_digits, read_number
+from trained import ModelError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -90,22 +91,18 @@ def described(result: dict) -> str:
     return f"{result['digit']} ({result['confidence']:.1%}; top: {top})"
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    args = parse_args(argv)
-    try:
-        model = load_classifier(args.model)
-    except ModelError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    if model.threshold is None:
-        print(unsure_never(args.model), file=sys.stderr)
-    files, failures = image_paths(args.images)
-    results, seen = [], []
+def read_files(
+    model: Classifier, files: list[Path], number: bool, top: int
+) -> tuple[list[dict], list[list], list[dict]]:
+    """Each file's reading (a digit, or with `number` a number), the 28x28 digits the model saw in
+    it, and the files that could not be read, each with its error."""
+    results, seen, failures = [], [], []
     for path in files:
         try:
             image = read_image_file(path)
-            if args.number:
-                number, digits = read_number(model.probabilities_of, image, model.threshold, args.top)
-                results.append({"file": str(path), **number})
+            if number:
+                reading, digits = read_number(model.probabilities_of, image, model.threshold, top)
+                results.append({"file": str(path), **reading})
                 seen.append(digits)
             else:
                 digit = mnist_style_digit(image)
@@ -115,34 +112,49 @@ def main(argv: list[str] | None = None) -> list[dict]:
             failures.append({"file": str(path), "error": str(exc)})
         except Exception as exc:  # a fault of one file's decoding or preprocessing costs only that file
             failures.append({"file": str(path), "error": f"cannot be read ({type(exc).__name__}: {exc})"})
-    if not args.number:  # one batch for all the single digits
+    if not number:  # one batch for all the single digits
         readings = read_digits(
-            model.probabilities_of, [r.pop("image") for r in results], model.threshold, args.top
+            model.probabilities_of, [r.pop("image") for r in results], model.threshold, top
         )
         results = [{**result, **item} for result, item in zip(results, readings, strict=True)]
-    if args.save_preprocessed:
-        files = [result["file"] for result in results]
-        all_names = saved_names(files, [len(digits) for digits in seen], args.number)
-        for result, digits, names in zip(results, seen, all_names, strict=True):
-            result["saved_as"] = [str(args.save_preprocessed / name) for name in names]
-            for digit, saved in zip(digits, result["saved_as"], strict=True):
-                with atomic_path(saved) as temporary:
-                    Image.fromarray(digit).save(temporary)
+    return results, seen, failures
 
+
+def save_seen(results: list[dict], seen: list[list], folder: Path, number: bool) -> None:
+    """Write the 28x28 digits of each result into `folder`, naming them in its "saved_as"."""
+    files = [result["file"] for result in results]
+    all_names = saved_names(files, [len(digits) for digits in seen], number)
+    for result, digits, names in zip(results, seen, all_names, strict=True):
+        result["saved_as"] = [str(folder / name) for name in names]
+        for digit, saved in zip(digits, result["saved_as"], strict=True):
+            with atomic_path(saved) as temporary:
+                Image.fromarray(digit).save(temporary)
+
+
+def number_line(result: dict) -> str:
+    """A number's reading as a line of text, naming the digits it is not sure of."""
+    doubts = [f"digit {i + 1}: {described(d)}" for i, d in enumerate(result["digits"]) if d["not_sure"]]
+    return f"{result['file']}: {result['number']}" + (f" (not sure of {'; '.join(doubts)})" if doubts else "")
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    try:
+        model = load_classifier(args.model)
+    except ModelError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if model.threshold is None:
+        print(unsure_never(args.model), file=sys.stderr)
+    files, failures = image_paths(args.images)
+    results, seen, unread = read_files(model, files, args.number, args.top)
+    failures += unread
+    if args.save_preprocessed:
+        save_seen(results, seen, args.save_preprocessed, args.number)
     if args.json:
         print(json.dumps({"predictions": results, "errors": failures}, indent=2))
     else:
         for result in results:
-            if args.number:
-                doubts = [
-                    f"digit {i + 1}: {described(d)}" for i, d in enumerate(result["digits"]) if d["not_sure"]
-                ]
-                print(
-                    f"{result['file']}: {result['number']}"
-                    + (f" (not sure of {'; '.join(doubts)})" if doubts else "")
-                )
-            else:
-                print(f"{result['file']}: {described(result)}")
+            print(number_line(result) if args.number else f"{result['file']}: {described(result)}")
     for failure in failures:
         print(f"error: {failure['file']}: {failure['error']}", file=sys.stderr)
     if failures:

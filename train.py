@@ -15,7 +15,7 @@ all local GPUs, --strategy multiworker over several machines (TF_CONFIG; README)
 
 from __future__ import annotations
 
-from startup import import_tensorflow_quietly
+from quiet_tensorflow import import_tensorflow_quietly
 
 import_tensorflow_quietly()
 
@@ -25,19 +25,22 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 import multiworker
 import outputs
 import settings
-from data import MNIST_SHA256, DataError, Mnist, load_mnist
+from data import MNIST_SHA256, DataError, load_mnist
 from model import probability_model, weights_sha256
-from reading import calibrate
+from settings import Settings
+from trained import calibrate
 from training import (
     STRATEGIES,
     TrainingError,
@@ -100,130 +103,179 @@ def plot_training_curves(history: dict[str, list[float]], path: Path) -> None:
     outputs.save_figure(figure, path)
 
 
-def resume_or_start(args: argparse.Namespace, backup: Path, lock: dict) -> int:
-    """Epochs an interrupted run of the same settings left in `backup` (0 to start afresh)."""
-    if args.fresh:
+def resume_or_start(settings: Settings, out: Path, fresh: bool, lock: dict) -> int:
+    """Epochs an interrupted run of the same settings left in `out`'s backup (0 to start afresh)."""
+    backup = out / BACKUP_NAME
+    if fresh:
         shutil.rmtree(backup, ignore_errors=True)
-    outputs.keep_settings(backup / "settings.json", lock, args.out)
+    outputs.keep_settings(backup / "settings.json", lock, out)
     done = completed_epochs(backup)
     if done:
-        epochs = args.settings.training.epochs
-        print(f"resuming after epoch {done} of {epochs} from {backup} (--fresh starts over)")
+        print(
+            f"resuming after epoch {done} of {settings.training.epochs} from {backup} (--fresh starts over)"
+        )
     return done
 
 
-def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
-    args = parse_args(argv)
-    try:
-        outputs.check_writable(args.out)
-        mnist = load_mnist(args.data)
-        split = training_split(mnist, args.settings.training)
-    except (outputs.OutputError, DataError, TrainingError) as exc:
-        raise SystemExit(f"error: {exc}") from None
-    strategy = distribution_strategy(args.strategy)
-    with contextlib.ExitStack() as held:
-        if strategy.extended.should_checkpoint:  # the one process of a cluster that writes --out
-            try:
-                held.enter_context(outputs.folder_lock(args.out))
-            except outputs.OutputError as exc:
-                raise SystemExit(f"error: {exc}") from None
-        return train_and_save(args, mnist, split, strategy)
-
-
 def train_and_save(
-    args: argparse.Namespace, mnist: Mnist, split: tuple, strategy
+    settings: Settings,
+    out: Path,
+    data: Path | None = None,
+    strategy: str = "default",
+    fresh: bool = False,
 ) -> tuple[keras.Model, dict]:
-    """Train (or resume) as the flags say, then save the model, its record and its curves."""
-    run = args.settings
-    x_fit, y_fit, x_val, y_val = split
-    multiworker_run = args.strategy == "multiworker"
-    distribution = {"strategy": args.strategy, "replicas": strategy.num_replicas_in_sync}
-    backup = args.out / BACKUP_NAME
-    hardware = devices(run.training)
-    # A backup resumes only in the arithmetic it was trained in: "auto" may mean another here.
-    lock = {**run.as_dict(), **distribution, "precision": hardware["precision"]}
-    try:
-        resumed_from = 0 if multiworker_run else resume_or_start(args, backup, lock)
-    except outputs.OutputError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    validation = (x_val, y_val) if len(x_val) else None
-    print(f"training on {described_devices(hardware)}")
-    started = time.perf_counter()
-    try:
+    """Train on MNIST (`data`: datasets/mnist.npz by default) as `settings` say, resuming an
+    interrupted run of the same settings in `out` unless `fresh`; save the network, its record
+    (run.json) and its curves into `out`. Returns the network and its record.
+
+    Raises OutputError, DataError or TrainingError with a message for the user, and
+    KeyboardInterrupt when stopped by Ctrl-C or SIGTERM (the epochs done stay in `out`'s backup).
+    """
+    outputs.check_writable(out)
+    mnist = load_mnist(data)
+    split = training_split(mnist, settings.training)
+    distribution = distribution_strategy(strategy)  # before TensorFlow does anything else
+    with contextlib.ExitStack() as held:
+        if distribution.extended.should_checkpoint:  # the one process of a cluster that writes `out`
+            held.enter_context(outputs.folder_lock(out))
+        run = TrainingRun(settings, out, strategy, distribution)
+        network, history, resumed_from = run.fit(split, fresh)
+        calibration = calibrated(network, split)
+        record = run.record(mnist, split, network, history, resumed_from, calibration)
+        report(run, record)
+        if distribution.extended.should_checkpoint:  # the one process of a cluster that saves
+            outputs.save_model(network, out, record)
+            outputs.write_json(out / "history.json", history)
+            plot_training_curves(history, out / "training_curves.png")
+            print(f"saved {out / outputs.MODEL_NAME}")
+    return network, record
+
+
+@dataclass
+class TrainingRun:
+    """One run of `train_and_save`: its settings, its folder and how it is spread over devices."""
+
+    settings: Settings
+    out: Path
+    strategy: str
+    distribution: tf.distribute.Strategy
+    hardware: dict = field(init=False)  # devices(): what it trains on, in which arithmetic
+    wall_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.hardware = devices(self.settings.training)
+
+    @property
+    def multiworker(self) -> bool:
+        return self.strategy == "multiworker"
+
+    def fit(self, split: tuple, fresh: bool) -> tuple[keras.Model, dict, int]:
+        """The trained network, its history and the epoch it resumed from."""
+        model, training = self.settings.model, self.settings.training
+        x_fit, y_fit, x_val, y_val = split
+        validation = (x_val, y_val) if len(x_val) else None
+        backup = self.out / BACKUP_NAME
+        resumed_from = 0 if self.multiworker else resume_or_start(self.settings, self.out, fresh, self.lock())
+        print(f"training on {described_devices(self.hardware)}")
+        started = time.perf_counter()
         with stop_on_signals() as stopper:
             # Per-epoch loss, accuracy and learning rate: `tensorboard --logdir artifacts`; written
-            # by the one process of a cluster that writes --out.
-            writes = strategy.extended.should_checkpoint
-            logs = [keras.callbacks.TensorBoard(str(args.out / outputs.LOGS_NAME))] if writes else []
-            if multiworker_run:
+            # by the one process of a cluster that writes `out`.
+            writes = self.distribution.extended.should_checkpoint
+            logs = [keras.callbacks.TensorBoard(str(self.out / outputs.LOGS_NAME))] if writes else []
+            if self.multiworker:
                 network, history = multiworker.train(
-                    run.model, run.training, (x_fit, y_fit), validation, strategy, stopper, logs
+                    model, training, (x_fit, y_fit), validation, self.distribution, stopper, logs
                 )
             else:
                 network, history = train(
-                    run.model, run.training, (x_fit, y_fit), validation, [stopper, *logs], backup, strategy
+                    model, training, (x_fit, y_fit), validation, [stopper, *logs], backup, self.distribution
                 )
-    except KeyboardInterrupt:
-        saved = (
-            "nothing saved: a multi-worker run starts over"
-            if multiworker_run
-            else (
-                f"{completed_epochs(backup)} of {run.training.epochs} epochs saved in {backup}: run the same "
-                "command again to resume, or add --fresh to start over"
-            )
-        )
-        print(f"\ninterrupted with {saved}", file=sys.stderr)
-        raise SystemExit(130) from None
-    except TrainingError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    wall_seconds = time.perf_counter() - started
-    calibration = None
-    if validation:  # the confidence below which a reading is "not sure" (reading.py)
-        probabilities = probability_model(network).predict(x_val, batch_size=1000, verbose=0)
-        calibration = calibrate(probabilities, y_val.argmax(axis=1))
+        self.wall_seconds = time.perf_counter() - started
+        return network, history, resumed_from
 
-    record = outputs.run_record(
-        **run.as_dict(),
-        distribution=distribution,
-        devices=hardware,
-        data={
-            "source": mnist.source,
-            "sha256": MNIST_SHA256,
-            "train_images": len(x_fit),
-            "validation_images": len(x_val),
-        },
-        epochs_run=len(history["loss"]),
-        resumed_from_epoch=resumed_from,
-        wall_seconds=round(wall_seconds, 1),  # this session's, when resumed
-        final={name: values[-1] for name, values in history.items()},
-        weights_sha256=weights_sha256(network),
-        calibration=calibration,
-    )
-    final = record["final"]
+    def placement(self) -> dict:
+        return {"strategy": self.strategy, "replicas": self.distribution.num_replicas_in_sync}
+
+    def lock(self) -> dict:
+        """What a backup must have been made with to be resumed: the settings, their placement and
+        the arithmetic ("auto" may mean another here)."""
+        return {**self.settings.as_dict(), **self.placement(), "precision": self.hardware["precision"]}
+
+    def record(self, mnist, split, network, history, resumed_from, calibration) -> dict:
+        """The run record saved beside the model (run.json)."""
+        x_fit, _, x_val, _ = split
+        return outputs.run_record(
+            **self.settings.as_dict(),
+            distribution=self.placement(),
+            devices=self.hardware,
+            data={
+                "source": mnist.source,
+                "sha256": MNIST_SHA256,
+                "train_images": len(x_fit),
+                "validation_images": len(x_val),
+            },
+            epochs_run=len(history["loss"]),
+            resumed_from_epoch=resumed_from,
+            wall_seconds=round(self.wall_seconds, 1),  # this session's, when resumed
+            final={name: values[-1] for name, values in history.items()},
+            weights_sha256=weights_sha256(network),
+            calibration=calibration,
+        )
+
+
+def calibrated(network: keras.Model, split: tuple) -> dict | None:
+    """The confidence below which a reading is "not sure" (trained.calibrate), from the validation
+    split; None without one."""
+    _, _, x_val, y_val = split
+    if not len(x_val):
+        return None
+    probabilities = probability_model(network).predict(x_val, batch_size=1000, verbose=0)
+    return calibrate(probabilities, y_val.argmax(axis=1))
+
+
+def report(run: TrainingRun, record: dict) -> None:
+    """The run's result in a line, and its "not sure" threshold in another."""
+    final, calibration = record["final"], record["calibration"]
     summary = (
         f"val accuracy {final['val_accuracy']:.4f}"
-        if validation
+        if "val_accuracy" in final
         else f"train accuracy {final['accuracy']:.4f}"
     )
-    resolver = strategy.cluster_resolver
-    worker = (
-        f" on {resolver.task_type} {resolver.task_id} of {strategy.num_replicas_in_sync} replicas"
-        if (multiworker_run)
-        else ""
-    )
+    worker = ""
+    if run.multiworker:
+        resolver = run.distribution.cluster_resolver
+        worker = (
+            f" on {resolver.task_type} {resolver.task_id} of {run.distribution.num_replicas_in_sync} replicas"
+        )
     fingerprint = record["weights_sha256"][:16]
-    print(f"trained {run.model.arch}{worker} in {wall_seconds:.1f}s, {summary}; weights sha256 {fingerprint}")
+    arch = run.settings.model.arch
+    print(f"trained {arch}{worker} in {run.wall_seconds:.1f}s, {summary}; weights sha256 {fingerprint}")
     if calibration:
         print(
             f"not sure below {calibration['threshold']:.1%} confidence: "
             f"{calibration['flagged_share']:.1%} of the validation digits"
         )
-    if strategy.extended.should_checkpoint:  # the one process of a cluster that saves
-        outputs.save_model(network, args.out, record)
-        outputs.write_json(args.out / "history.json", history)
-        plot_training_curves(history, args.out / "training_curves.png")
-        print(f"saved {args.out / outputs.MODEL_NAME}")
-    return network, record
+
+
+def main(argv: list[str] | None = None) -> tuple[keras.Model, dict]:
+    args = parse_args(argv)
+    try:
+        return train_and_save(args.settings, args.out, args.data, args.strategy, args.fresh)
+    except (outputs.OutputError, DataError, TrainingError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    except KeyboardInterrupt:
+        backup = args.out / BACKUP_NAME
+        saved = (
+            "nothing saved: a multi-worker run starts over"
+            if args.strategy == "multiworker"
+            else (
+                f"{completed_epochs(backup)} of {args.settings.training.epochs} epochs saved in {backup}: "
+                "run the same command again to resume, or add --fresh to start over"
+            )
+        )
+        print(f"\ninterrupted with {saved}", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -28,10 +28,10 @@ import numpy as np
 import tensorflow as tf
 
 from augmentation import augmentation_layers, with_continental_marks
-from classifier import reason
 from data import IMAGE_SIZE, NUM_CLASSES, Mnist, normalize_images, split_validation
 from model import ModelConfig, build_model
 from outputs import write_json
+from trained import reason
 
 LOSS = "categorical_crossentropy"
 STRATEGIES = ("default", "mirrored", "multiworker")

@@ -15,7 +15,7 @@ KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set (README).
 
 from __future__ import annotations
 
-from startup import import_tensorflow_quietly
+from quiet_tensorflow import import_tensorflow_quietly
 
 import_tensorflow_quietly()
 
@@ -28,6 +28,7 @@ import numbers
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -56,6 +57,18 @@ BAYESIAN_TRIALS = 10  # --trials for bayesian when not given; Hyperband's count 
 # The settings a trial chooses; every other one is fixed for the search (and can be given as a flag).
 SEARCHED = ("filters", "kernel_size", "hidden", "dropout", "batch_size", "lr")
 CNN_ONLY = ("filters", "kernel_size")
+
+
+@dataclass(frozen=True)
+class Search:
+    """A search: the settings every trial starts from, the tuner and how many trials it may run."""
+
+    base: Settings
+    tuner: str = "hyperband"  # or "bayesian"
+    trials: int | None = None  # hyperband: its whole schedule; bayesian: BAYESIAN_TRIALS
+
+    def as_dict(self) -> dict:
+        return {"base": self.base.as_dict(), "tuner": self.tuner, "trials": self.trials}
 
 
 class DigitHyperModel(keras_tuner.HyperModel):
@@ -196,7 +209,7 @@ class CheckedOracle:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The flags, with `base`: the settings every trial starts from."""
+    """The flags, with `search`: the search they describe."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
@@ -221,13 +234,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.max_epochs is not None:
         overrides["training"]["epochs"] = args.max_epochs
     try:
-        args.base = settings.resolve(overrides)
+        base = settings.resolve(overrides)
     except ValueError as exc:
         parser.error(str(exc))
     if args.trials is not None and args.trials < 1:
         parser.error(f"trials must be a positive integer, got {args.trials}")
-    if args.base.training.val_split == 0:
+    if base.training.val_split == 0:
         parser.error("the search needs a validation split: val_split must be above 0")
+    args.search = Search(base, args.tuner, args.trials)
     return args
 
 
@@ -237,27 +251,25 @@ def role() -> str:
         return "alone"
     missing = [name for name in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if name not in os.environ]
     if missing:
-        raise SystemExit(
-            f"error: KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} not: set both (README)"
-        )
+        raise TrainingError(f"KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} not: set both (README)")
     return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
 
 
-def make_tuner(args: argparse.Namespace, hypermodel: DigitHyperModel) -> keras_tuner.Tuner:
-    """KerasTuner's tuner, reloading the search already in --out if there is one."""
+def make_tuner(search: Search, out: Path, hypermodel: DigitHyperModel) -> keras_tuner.Tuner:
+    """KerasTuner's tuner, reloading the search already in `out` if there is one."""
     common = dict(
         hypermodel=hypermodel,
         objective=OBJECTIVE,
-        seed=args.base.training.seed + 1,  # KerasTuner draws a seed for 0
-        directory=str(args.out),
+        seed=search.base.training.seed + 1,  # KerasTuner draws a seed for 0
+        directory=str(out),
         project_name=PROJECT_NAME,
         overwrite=False,
     )
-    if args.tuner == "bayesian":
-        tuner = keras_tuner.BayesianOptimization(max_trials=args.trials or BAYESIAN_TRIALS, **common)
+    if search.tuner == "bayesian":
+        tuner = keras_tuner.BayesianOptimization(max_trials=search.trials or BAYESIAN_TRIALS, **common)
     else:
-        tuner = keras_tuner.Hyperband(max_epochs=args.base.training.epochs, factor=3, **common)
-        tuner.oracle.max_trials = args.trials  # Hyperband takes no max_trials; its oracle honours one
+        tuner = keras_tuner.Hyperband(max_epochs=search.base.training.epochs, factor=3, **common)
+        tuner.oracle.max_trials = search.trials  # Hyperband takes no max_trials; its oracle honours one
     if role() != "worker":  # a worker's oracle is a client of the chief's
         tuner.oracle = CheckedOracle(tuner.oracle, hypermodel)
     return tuner
@@ -330,78 +342,97 @@ def plot_trials(rows: list[dict], path: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> dict | None:
     """Run (or join, or resume) the search; return the best settings (None on a worker)."""
     args = parse_args(argv)
-    with contextlib.ExitStack() as held:
-        try:
-            outputs.check_writable(args.out)  # every process writes its trials there
-            if role() != "worker":  # the one process of a search that writes the results
-                held.enter_context(outputs.folder_lock(args.out))
-        except outputs.OutputError as exc:
-            raise SystemExit(f"error: {exc}") from None
-        return run_search(args)
-
-
-def run_search(args: argparse.Namespace) -> dict | None:
-    """The search the flags describe, and on the chief (or alone) its results written to --out."""
-    base = args.base
-    this_role = role()
-    project = args.out / PROJECT_NAME
-    if args.fresh:
-        if this_role == "worker":
-            raise SystemExit("error: --fresh belongs on the chief only: workers join the chief's search")
-        shutil.rmtree(project, ignore_errors=True)
     try:
-        mnist = load_mnist(args.data)
-        search = {"base": base.as_dict(), "tuner": args.tuner, "trials": args.trials}
-        outputs.keep_settings(project / "settings.json", search, args.out)
-        x_fit, y_fit, x_val, y_val = training_split(mnist, base.training)
+        return run_search(args.search, args.out, args.data, args.fresh)
     except (outputs.OutputError, DataError, TrainingError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    if this_role == "chief":
-        print(
-            f"chief: serving the search on {os.environ['KERASTUNER_ORACLE_IP']}:"
-            f"{os.environ['KERASTUNER_ORACLE_PORT']} until the workers finish it"
-        )
-    try:
-        with stop_on_signals() as stopper:
-            hypermodel = DigitHyperModel(base, len(x_fit), stopper)
-            tuner = make_tuner(args, hypermodel)
-            tuner.search(
-                x_fit,
-                y_fit,
-                validation_data=(x_val, y_val),
-                epochs=base.training.epochs,
-                # KerasTuner gives each trial its own folder of logs under this one.
-                callbacks=[keras.callbacks.TensorBoard(str(args.out / outputs.LOGS_NAME))],
-                verbose=progress_mode(),
-            )
     except KeyboardInterrupt:
         print(
-            f"\ninterrupted: the search so far is kept in {project}: run the same command again to "
-            "resume it, or add --fresh to start over",
+            f"\ninterrupted: the search so far is kept in {args.out / PROJECT_NAME}: run the same command "
+            "again to resume it, or add --fresh to start over",
             file=sys.stderr,
         )
         raise SystemExit(130) from None
-    if this_role == "worker":
-        print(f"{os.environ['KERASTUNER_TUNER_ID']}: the search is finished; the chief writes the results")
-        return None
 
+
+def run_search(search: Search, out: Path, data: Path | None = None, fresh: bool = False) -> dict | None:
+    """Run (or join, or resume) `search` on MNIST (`data`: datasets/mnist.npz by default) in `out`;
+    on the chief (or alone) write its results there and return the best settings (None on a
+    worker). Raises OutputError, DataError or TrainingError with a message for the user, and
+    KeyboardInterrupt when stopped (the search so far stays in `out`)."""
+    this_role = role()
+    outputs.check_writable(out)  # every process writes its trials there
+    with contextlib.ExitStack() as held:
+        if this_role != "worker":  # the one process of a search that writes the results
+            held.enter_context(outputs.folder_lock(out))
+        split = prepared(search, out, data, fresh, this_role)
+        if this_role == "chief":
+            print(
+                f"chief: serving the search on {os.environ['KERASTUNER_ORACLE_IP']}:"
+                f"{os.environ['KERASTUNER_ORACLE_PORT']} until the workers finish it"
+            )
+        tuner, hypermodel = searched(search, out, split)
+        if this_role == "worker":
+            print(
+                f"{os.environ['KERASTUNER_TUNER_ID']}: the search is finished; the chief writes the results"
+            )
+            return None
+        return write_results(search, out, tuner, hypermodel, split)
+
+
+def prepared(search: Search, out: Path, data: Path | None, fresh: bool, this_role: str) -> tuple:
+    """The training split the search scores on, once `out` is ready for it: started afresh if
+    `fresh`, else holding only a search of the same settings."""
+    project = out / PROJECT_NAME
+    if fresh:
+        if this_role == "worker":
+            raise outputs.OutputError("--fresh belongs on the chief only: workers join the chief's search")
+        shutil.rmtree(project, ignore_errors=True)
+    mnist = load_mnist(data)
+    outputs.keep_settings(project / "settings.json", search.as_dict(), out)
+    return training_split(mnist, search.base.training)
+
+
+def searched(search: Search, out: Path, split: tuple) -> tuple[keras_tuner.Tuner, DigitHyperModel]:
+    """KerasTuner's search run to its end (this process's share of it), and its hypermodel."""
+    x_fit, y_fit, x_val, y_val = split
+    with stop_on_signals() as stopper:
+        hypermodel = DigitHyperModel(search.base, len(x_fit), stopper)
+        tuner = make_tuner(search, out, hypermodel)
+        tuner.search(
+            x_fit,
+            y_fit,
+            validation_data=(x_val, y_val),
+            epochs=search.base.training.epochs,
+            # KerasTuner gives each trial its own folder of logs under this one.
+            callbacks=[keras.callbacks.TensorBoard(str(out / outputs.LOGS_NAME))],
+            verbose=progress_mode(),
+        )
+    return tuner, hypermodel
+
+
+def write_results(
+    search: Search, out: Path, tuner: keras_tuner.Tuner, hypermodel: DigitHyperModel, split: tuple
+) -> dict:
+    """best_config.json, the trials' table and plot in `out`; returns the best settings."""
+    x_fit, _, x_val, _ = split
     rows = trial_rows(tuner, hypermodel)
     completed = [row for row in rows if row[OBJECTIVE] is not None]
     if not completed:
-        raise SystemExit(f"error: none of the {len(rows)} trials completed: see the messages above")
+        raise TrainingError(f"none of the {len(rows)} trials completed: see the messages above")
     best = hypermodel.settings(tuner.get_best_hyperparameters(1)[0]).as_dict()
-    outputs.write_json(args.out / "best_config.json", best)
+    outputs.write_json(out / "best_config.json", best)
     title = (
-        f"{args.tuner} search over the {base.model.arch}: {len(completed)} trials on {len(x_fit):,} "
-        f"images, scored on {len(x_val):,} validation images"
+        f"{search.tuner} search over the {search.base.model.arch}: {len(completed)} trials on "
+        f"{len(x_fit):,} images, scored on {len(x_val):,} validation images"
     )
-    write_table(rows, args.out, title)
-    plot_trials(rows, args.out / "trials.png", title)
+    write_table(rows, out, title)
+    plot_trials(rows, out / "trials.png", title)
     top = max(completed, key=lambda row: row[OBJECTIVE])
     print(f"best of {len(completed)} trials: trial {top['trial']}, {OBJECTIVE} {top[OBJECTIVE]:.4f}, {best}")
     print(
-        f"wrote best_config.json, trials.csv, trials.md and trials.png in {args.out}; retrain with\n"
-        f"  python train.py --config {args.out / 'best_config.json'} --out artifacts/tuned"
+        f"wrote best_config.json, trials.csv, trials.md and trials.png in {out}; retrain with\n"
+        f"  python train.py --config {out / 'best_config.json'} --out artifacts/tuned"
     )
     return best
 

@@ -175,91 +175,109 @@ def run_ours(name: str, quick: bool, seed: int, data: dict, workdir: Path) -> di
 
 
 def run_peer(name: str, quick: bool, seed: int, data: dict) -> dict:
+    """One peer's recipe, trained on our split and timed as ours are."""
     x_fit, y_fit, _, _ = data["split"](
         settings.resolve(settings.merged(QUICK if quick else {}, {"training": {"seed": seed}})).training
     )
     if name == "sklearn-mlp":
-        from sklearn.neural_network import MLPClassifier
-
-        classifier = MLPClassifier(hidden_layer_sizes=(128,), random_state=seed)
-        x_flat, labels = x_fit.reshape(len(x_fit), -1), y_fit.argmax(1)
-        test_flat = data["x_test"].reshape(len(data["x_test"]), -1)
-        points, trained = [], 0.0
-        epochs = 1 if quick else 10
-        for _ in range(epochs):  # partial_fit is one pass over the data
-            started = time.perf_counter()
-            classifier.partial_fit(x_flat, labels, classes=np.arange(NUM_CLASSES))
-            trained += time.perf_counter() - started
-            points.append((trained, float(np.mean(classifier.predict(test_flat) == data["y_test"]))))
-        return {
-            "precision": "float32",
-            "test_accuracy": points[-1][1],
-            "train_seconds": trained,
-            "epochs": epochs,
-            "seconds_to_98": seconds_to(points, 0.98),
-            "seconds_to_99": seconds_to(points, 0.99),
-            "samples_per_second": len(x_fit) * epochs / trained,
-            "flops_per_sample": 3.0 * 2 * (784 * 128 + 128 * 10),
-            "curve": points,
-        }
+        return run_sklearn_mlp(x_fit, y_fit, quick, seed, data)
     keras.utils.set_random_seed(seed)
-    optimizer = "adam"
-    if name == "seed-mlp":
-        model = keras.Sequential(
-            [
-                keras.Input((28, 28)),
-                keras.layers.Flatten(),
-                keras.layers.Dense(128, activation="relu"),
-                keras.layers.Dense(10, activation="sigmoid"),
-            ]
-        )
-        batch_size, epochs = 32, 5
-    elif name == "tuomaso-cnn":
-        model = keras.Sequential(
-            [
-                keras.Input((28, 28)),
-                keras.layers.Reshape((28, 28, 1)),
-                keras.layers.Conv2D(24, 5),
-                # Pooling before the ReLU, as the recipe does: the same result, less work.
-                keras.layers.MaxPooling2D(2),
-                keras.layers.ReLU(),
-                keras.layers.Conv2D(32, 3),
-                keras.layers.MaxPooling2D(2),
-                keras.layers.ReLU(),
-                keras.layers.Flatten(),
-                keras.layers.Dense(256, activation="relu"),
-                keras.layers.Dense(10, activation="softmax"),
-            ]
-        )
-        batch_size, epochs = 256, 1
-        steps = epochs * steps_per_epoch(len(x_fit), batch_size)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            ONE_CYCLE_PEAK * ONE_CYCLE_START,
-            decay_steps=steps - int(ONE_CYCLE_WARMUP * steps),
-            warmup_target=ONE_CYCLE_PEAK,
-            warmup_steps=int(ONE_CYCLE_WARMUP * steps),
-        )
-        optimizer = keras.optimizers.Adam(schedule, beta_1=0.7, beta_2=0.9)
-    else:  # keras-convnet, as in keras-io examples/vision/mnist_convnet.py
-        model = keras.Sequential(
-            [
-                keras.Input((28, 28)),
-                keras.layers.Reshape((28, 28, 1)),
-                keras.layers.Conv2D(32, 3, activation="relu"),
-                keras.layers.MaxPooling2D(2),
-                keras.layers.Conv2D(64, 3, activation="relu"),
-                keras.layers.MaxPooling2D(2),
-                keras.layers.Flatten(),
-                keras.layers.Dropout(0.5),
-                keras.layers.Dense(10, activation="softmax"),
-            ]
-        )
-        batch_size, epochs = 128, 15
+    model, batch_size, epochs, optimizer = KERAS_PEERS[name](len(x_fit))
     epochs = 1 if quick else epochs
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
     clock = TestAccuracyClock(data["x_test"], data["y_test"])
     model.fit(x_fit, y_fit, batch_size=batch_size, epochs=epochs, callbacks=[clock], verbose=2)
     return keras_result(model, clock, len(x_fit), epochs)
+
+
+def run_sklearn_mlp(x_fit: np.ndarray, y_fit: np.ndarray, quick: bool, seed: int, data: dict) -> dict:
+    """scikit-learn's MLPClassifier (128 hidden units), one partial_fit per epoch."""
+    from sklearn.neural_network import MLPClassifier
+
+    classifier = MLPClassifier(hidden_layer_sizes=(128,), random_state=seed)
+    x_flat, labels = x_fit.reshape(len(x_fit), -1), y_fit.argmax(1)
+    test_flat = data["x_test"].reshape(len(data["x_test"]), -1)
+    points, trained = [], 0.0
+    epochs = 1 if quick else 10
+    for _ in range(epochs):  # partial_fit is one pass over the data
+        started = time.perf_counter()
+        classifier.partial_fit(x_flat, labels, classes=np.arange(NUM_CLASSES))
+        trained += time.perf_counter() - started
+        points.append((trained, float(np.mean(classifier.predict(test_flat) == data["y_test"]))))
+    return {
+        "precision": "float32",
+        "test_accuracy": points[-1][1],
+        "train_seconds": trained,
+        "epochs": epochs,
+        "seconds_to_98": seconds_to(points, 0.98),
+        "seconds_to_99": seconds_to(points, 0.99),
+        "samples_per_second": len(x_fit) * epochs / trained,
+        "flops_per_sample": 3.0 * 2 * (784 * 128 + 128 * 10),
+        "curve": points,
+    }
+
+
+def seed_mlp(train_images: int) -> tuple:
+    """The user's first network: 128 ReLU units, 10 sigmoid outputs; (model, batch, epochs, optimizer)."""
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(10, activation="sigmoid"),
+        ]
+    )
+    return model, 32, 5, "adam"
+
+
+def tuomaso_cnn(train_images: int) -> tuple:
+    """tuomaso/train_mnist_fast: one epoch, one-cycle Adam; (model, batch, epochs, optimizer)."""
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28)),
+            keras.layers.Reshape((28, 28, 1)),
+            keras.layers.Conv2D(24, 5),
+            # Pooling before the ReLU, as the recipe does: the same result, less work.
+            keras.layers.MaxPooling2D(2),
+            keras.layers.ReLU(),
+            keras.layers.Conv2D(32, 3),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.ReLU(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    batch_size, epochs = 256, 1
+    steps = epochs * steps_per_epoch(train_images, batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        ONE_CYCLE_PEAK * ONE_CYCLE_START,
+        decay_steps=steps - int(ONE_CYCLE_WARMUP * steps),
+        warmup_target=ONE_CYCLE_PEAK,
+        warmup_steps=int(ONE_CYCLE_WARMUP * steps),
+    )
+    return model, batch_size, epochs, keras.optimizers.Adam(schedule, beta_1=0.7, beta_2=0.9)
+
+
+def keras_convnet(train_images: int) -> tuple:
+    """keras-io's examples/vision/mnist_convnet.py; (model, batch, epochs, optimizer)."""
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28)),
+            keras.layers.Reshape((28, 28, 1)),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(64, 3, activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    return model, 128, 15, "adam"
+
+
+KERAS_PEERS = {"seed-mlp": seed_mlp, "tuomaso-cnn": tuomaso_cnn, "keras-convnet": keras_convnet}
 
 
 def matmul_ceiling(size: int, dtype: str) -> float:
@@ -387,6 +405,33 @@ def seed_list(text: str) -> list[int]:
     return seeds
 
 
+def run_workers(runs: list[tuple[str, int]], quick: bool) -> dict[str, list[dict]]:
+    """Each (contender, seed) run in a process of its own, in turn; their results by contender."""
+    outputs = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name, seed in runs:
+            result_path = Path(folder) / f"{name}-{seed}.json"
+            print(f"running {name}, seed {seed} ...", flush=True)
+            command = [
+                sys.executable,
+                __file__,
+                "--worker",
+                name,
+                "--seeds",
+                str(seed),
+                "--result",
+                str(result_path),
+            ]
+            # Its epoch lines show progress; TensorFlow's log only on failure.
+            worker_run = subprocess.run(
+                command + (["--quick"] if quick else []), stderr=subprocess.PIPE, text=True
+            )
+            if worker_run.returncode:
+                raise SystemExit(f"error: {name} failed:\n{worker_run.stderr[-3000:]}")
+            outputs.setdefault(name, []).append(json.loads(result_path.read_text()))
+    return outputs
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2,000 images, one epoch: a smoke run")
@@ -404,32 +449,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         return worker(args.worker, args.quick, args.seeds[0], args.result)
 
-    outputs = {}
-    with tempfile.TemporaryDirectory() as folder:
-        runs = [("matmul-ceiling", 0)] + [
-            (name, seed) for name in args.only or CONTENDERS for seed in args.seeds
-        ]
-        for name, seed in runs:
-            result_path = Path(folder) / f"{name}-{seed}.json"
-            print(f"running {name}, seed {seed} ...", flush=True)
-            worker_run = subprocess.run(  # its epoch lines show progress; TensorFlow's log only on failure
-                [
-                    sys.executable,
-                    __file__,
-                    "--worker",
-                    name,
-                    "--seeds",
-                    str(seed),
-                    "--result",
-                    str(result_path),
-                ]
-                + (["--quick"] if args.quick else []),
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            if worker_run.returncode:
-                raise SystemExit(f"error: {name} failed:\n{worker_run.stderr[-3000:]}")
-            outputs.setdefault(name, []).append(json.loads(result_path.read_text()))
+    runs = [("matmul-ceiling", 0)] + [(name, seed) for name in args.only or CONTENDERS for seed in args.seeds]
+    outputs = run_workers(runs, args.quick)
     ceilings = outputs.pop("matmul-ceiling")[0]
     results = {name: over_seeds(runs) for name, runs in outputs.items()}
     for result in results.values():

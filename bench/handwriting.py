@@ -3,7 +3,7 @@
     python bench/handwriting.py artifacts/model.keras artifacts/cnn/model.keras
     python bench/handwriting.py artifacts/model.keras --per-condition 300     # quicker
 
-Two measurements, each image read the way predict.py reads a user's file (preprocess.py, then the
+Two measurements, each image read the way predict.py reads a user's file (the reader, then the
 model):
 - a development set: MNIST *validation* digits (seed 0's split, never the test set) rendered the
   way real inputs arrive, one condition at a time (thick and thin pens, low-resolution scans,
@@ -34,15 +34,15 @@ from scipy import ndimage
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))  # bench/ imports the project; nothing imports bench/
 
-from startup import import_tensorflow_quietly  # noqa: E402
+from quiet_tensorflow import import_tensorflow_quietly  # noqa: E402
 
 import_tensorflow_quietly()
 
-from classifier import ModelError, load_trained_model  # noqa: E402
 from data import IMAGE_SIZE, load_mnist, normalize_images, split_validation  # noqa: E402
 from model import probability_model  # noqa: E402
 from outputs import save_figure  # noqa: E402
-from preprocess import ImageError, mnist_style_digit  # noqa: E402
+from reader.page import ImageError, mnist_style_digit  # noqa: E402
+from trained import ModelError, load_trained_model  # noqa: E402
 
 Ink = np.ndarray  # float32 (h, w) in [0, 1]: how much ink each pixel holds, at any resolution
 
@@ -269,7 +269,7 @@ def markdown(results: dict, count: int) -> str:
     names = list(results["models"])
     lines = [
         f"Handwriting benchmark, {time.strftime('%Y-%m-%d')}: {count} MNIST validation digits per condition, "
-        "read through preprocess.py; accuracy, and in brackets the weakest digit (what it was read as most).",
+        "read as predict.py reads them; accuracy, and in brackets the weakest digit (what it was read as most).",
         "",
         "| condition | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),

@@ -26,6 +26,7 @@ from PIL import Image
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))  # bench/ imports the project; nothing imports bench/
+sys.path.insert(0, str(PROJECT_ROOT / "tests"))  # and the harness that starts serve.py, as the tests do
 
 from data import load_mnist  # noqa: E402
 from local_server import running_server  # noqa: E402

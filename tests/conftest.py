@@ -1,9 +1,13 @@
 """Shared fixtures: the real MNIST loaded once, one tiny real training run and its exports, and
-MNIST test digits saved as a user's scans."""
+MNIST test digits saved as a user's scans; and the helpers many tests use: encoding an image,
+a row of digits, a page of drawn strokes, running a script."""
 
+import io
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -71,10 +75,23 @@ def rerendered(tmp_path_factory, mnist):
     return folder
 
 
+def encoded(image: Image.Image, format: str = "PNG") -> bytes:
+    """`image` as the bytes of a file in `format`."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=format)
+    return buffer.getvalue()
+
+
+def digit_row(digits: np.ndarray) -> np.ndarray:
+    """MNIST digits (n, 28, 28) side by side with a little paper around each: (40, 36n), as a
+    number written on one line (white on black, as MNIST)."""
+    return np.hstack([np.pad(digit, ((6, 6), (4, 4))) for digit in digits])
+
+
 @pytest.fixture(scope="session")
 def written_number(tmp_path_factory, mnist):
     """MNIST test digits 7, 2, 1 (its first three) side by side, dark on light, as a scanned number."""
-    row = np.hstack([np.pad(digit, ((6, 6), (4, 4))) for digit in mnist.x_test[:3]])
+    row = digit_row(mnist.x_test[:3])
     path = tmp_path_factory.mktemp("number") / "721.png"
     Image.fromarray(255 - row).resize((row.shape[1] * 5, row.shape[0] * 5), Image.Resampling.BICUBIC).save(
         path
@@ -110,6 +127,16 @@ def assert_tensorboard_logs(folder: Path, epochs: int) -> None:
         events = EventAccumulator(str(folder / split), size_guidance={"tensors": 0}).Reload()
         assert tags <= set(events.Tags()["tensors"]), events.Tags()
         assert len(events.Tensors("epoch_loss")) == epochs
+
+
+def wait_until(condition: Callable[[], bool], seconds: float, waiting_for: str) -> None:
+    """Poll `condition` until it holds; fail the test, saying what it was `waiting_for`, if it
+    still does not after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"still waiting for {waiting_for} after {seconds:g} s")
+        time.sleep(0.02)
 
 
 def run_script(*args: str, **environment: str) -> subprocess.CompletedProcess:

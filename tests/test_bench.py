@@ -8,6 +8,8 @@ from conftest import PROJECT_ROOT, run_script
 from model import LOGITS_LAYER, ModelConfig
 from training import network_of, training_model
 
+pytestmark = [pytest.mark.slow]
+
 
 @pytest.fixture(scope="module")
 def quick_benchmark(tmp_path_factory):

@@ -17,10 +17,11 @@ import onnx
 import pytest
 
 import outputs
-from classifier import ModelError, load_classifier, load_trained_model
 from conftest import PROJECT_ROOT, run_script
 from data import normalize_images
 from local_server import running_server
+from reader.classifier import load_classifier
+from trained import ModelError, load_trained_model
 
 
 def onnx_path(exported):
@@ -104,17 +105,20 @@ def test_model_carrying_code_is_refused_not_run(tmp_path):
         load_trained_model(path)
 
 
-def test_model_saved_with_augmentation_inside_still_loads_and_predicts_the_same_twice(tmp_path, mnist):
-    # Models saved before augmentation moved into training carry RandomTranslation/RandomRotation.
+def test_a_model_saved_with_augmentation_inside_is_read_with_it_off(tmp_path, mnist):
+    # Models saved before augmentation moved into training carry RandomTranslation/RandomRotation:
+    # the reader must run them as at inference (training=False), or each reading would differ.
     inputs = keras.Input((28, 28))
     x = keras.layers.Reshape((28, 28, 1))(inputs)
     x = keras.layers.RandomRotation(0.04, fill_mode="constant")(keras.layers.RandomTranslation(0.1, 0.1)(x))
     logits = keras.layers.Dense(10, name="logits")(keras.layers.Flatten()(x))
     path = tmp_path / "old.keras"
     keras.Model(inputs, keras.layers.Activation("sigmoid", name="digit")(logits)).save(path)
-    model = load_trained_model(path)
+    classifier = load_classifier(path)
     images = normalize_images(mnist.x_test[:50])
-    assert np.array_equal(model.predict(images, verbose=0), model.predict(images, verbose=0))
+    first = classifier.probabilities_of(images)
+    assert np.array_equal(first, classifier.probabilities_of(images))
+    np.testing.assert_allclose(first.sum(axis=1), 1, rtol=1e-5)
 
 
 def test_an_onnx_export_reads_like_its_keras_model_with_the_same_threshold(exported, trained_run, mnist):
@@ -215,6 +219,7 @@ def run_with(python, *args):
     return subprocess.run([python, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_the_serving_environment_cannot_import_tensorflow(serving_python):
     found = run_with(
         serving_python,
@@ -225,6 +230,7 @@ def test_the_serving_environment_cannot_import_tensorflow(serving_python):
     assert found.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_predict_reads_with_an_onnx_export_as_with_its_keras_model(
     serving_python, exported, trained_run, rerendered, written_number
 ):
@@ -263,6 +269,8 @@ def test_a_keras_model_where_tensorflow_is_missing_is_one_clear_error(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.network
 def test_two_server_processes_answer_from_an_onnx_export_like_the_keras_model(
     serving_python, exported, trained_run, written_number
 ):

@@ -16,6 +16,8 @@ from conftest import TINY_TRAINING, assert_tensorboard_logs, run_script, start_s
 from local_server import free_ports
 from settings import resolve
 
+pytestmark = [pytest.mark.slow, pytest.mark.network]
+
 
 def finish(processes, timeout=600):
     """Wait for every process; return their (stdout, stderr), failing on any non-zero exit."""

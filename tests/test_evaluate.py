@@ -12,8 +12,10 @@ from outputs import folder_lock
 
 
 @pytest.fixture(scope="module")
-def evaluation(trained_run):
-    folder = trained_run.folder
+def evaluation(trained_run, tmp_path_factory):
+    """evaluate.py on a copy of the tiny run's model: its outputs go beside the model by default."""
+    folder = tmp_path_factory.mktemp("evaluated")
+    shutil.copy(trained_run.folder / "model.keras", folder / "model.keras")
     return evaluate.main(["--model", str(folder / "model.keras")]), folder
 
 
@@ -53,6 +55,7 @@ def test_accuracy_is_printed(trained_run, capsys, tmp_path):
     assert "most confused pairs: " in out and "precision" in out
 
 
+@pytest.mark.slow
 def test_missing_model_prints_one_line_and_exits_nonzero(tmp_path):
     result = run_script("evaluate.py", "--model", str(tmp_path / "model.keras"))
     assert result.returncode == 1
@@ -62,6 +65,7 @@ def test_missing_model_prints_one_line_and_exits_nonzero(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_folder_a_run_is_writing_into_is_not_evaluated_into(trained_run, tmp_path):
     shutil.copy(trained_run.folder / "model.keras", tmp_path / "model.keras")
     with folder_lock(tmp_path):  # as train.py holds its --out while it trains

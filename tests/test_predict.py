@@ -12,7 +12,7 @@ import predict
 from conftest import run_script
 from data import normalize_images
 from model import probability_model
-from preprocess import MAX_FILE_BYTES
+from reader.page import MAX_FILE_BYTES
 
 
 def test_rerendered_mnist_digits_keep_their_labels(trained_run, rerendered, mnist, capsys):
@@ -48,6 +48,7 @@ def test_text_output_and_preprocessed_images(trained_run, rerendered, tmp_path, 
     assert np.asarray(Image.open(seen / "000.png")).shape == (28, 28)
 
 
+@pytest.mark.slow
 def test_bad_files_are_reported_and_the_rest_still_predicted(trained_run, rerendered, tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "notes.png").write_text("not an image")
@@ -70,6 +71,7 @@ def test_bad_files_are_reported_and_the_rest_still_predicted(trained_run, rerend
     ]
 
 
+@pytest.mark.slow
 def test_a_file_failing_in_any_way_is_only_that_files_error_in_the_json(trained_run, rerendered, tmp_path):
     pixels = np.full((100, 100), 255.0, dtype=np.float32)
     pixels[50, 50] = np.nan
@@ -133,12 +135,14 @@ def test_flags_out_of_range_are_usage_errors(tmp_path, capsys, flags, says):
     assert (tmp_path / "FILE").read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_folder_without_images_is_an_error(trained_run, tmp_path):
     result = run_script("predict.py", str(tmp_path), "--model", str(trained_run.folder / "model.keras"))
     assert result.returncode == 1
     assert "folder holds no PNG, JPEG, BMP, GIF, WebP or TIFF files" in result.stderr
 
 
+@pytest.mark.slow
 def test_missing_model_says_to_train_first(tmp_path):
     result = run_script("predict.py", "digit.png", "--model", str(tmp_path / "model.keras"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -158,6 +162,7 @@ def test_number_is_read_digit_by_digit_left_to_right(trained_run, written_number
     assert printed["file"] == str(written_number) and printed["number"] == result["number"]
 
 
+@pytest.mark.slow
 def test_below_the_calibrated_confidence_a_reading_is_not_sure(trained_run, rerendered, tmp_path):
     model = model_with_threshold(trained_run, tmp_path, 1.0)  # nothing is that sure
     result = run_script("predict.py", str(rerendered / "000.png"), "--top", "1", "--model", str(model))
@@ -165,6 +170,7 @@ def test_below_the_calibrated_confidence_a_reading_is_not_sure(trained_run, rere
     assert re.fullmatch(r".*000\.png: not sure: \d \d+\.\d% or \d \d+\.\d%\n", result.stdout)
 
 
+@pytest.mark.slow
 def test_a_model_trained_without_a_validation_split_reads_and_says_it_is_never_unsure(
     trained_run, rerendered, tmp_path
 ):
@@ -177,11 +183,15 @@ def test_a_model_trained_without_a_validation_split_reads_and_says_it_is_never_u
     assert "not sure" not in result.stdout
 
 
-def test_a_trained_model_is_sure_of_most_digits(trained_run, rerendered):
+def test_what_the_model_is_sure_of_it_reads_right_as_calibrated(trained_run, rerendered, mnist):
     results = predict.main([str(rerendered), "--model", str(trained_run.folder / "model.keras")])
-    flagged = np.mean([result["not_sure"] for result in results])
-    assert 0 < trained_run.record["calibration"]["threshold"] < 1
-    assert flagged < 0.9  # a 2-epoch model on 3,000 digits; the full model flags a few percent
+    sure = [result for result in results if not result["not_sure"]]
+    right = [result["digit"] == mnist.y_test[int(Path(result["file"]).stem)] for result in sure]
+    calibration = trained_run.record["calibration"]
+    # Calibrated to keep 99.5% precision on 300 validation digits; these 200 test digits are
+    # rescanned (enlarged, dark on light), so a few more of them are flagged.
+    assert len(sure) >= 10 and np.mean(right) >= 0.97, (len(sure), np.mean(right))
+    assert abs(1 - len(sure) / len(results) - calibration["flagged_share"]) < 0.2, calibration
 
 
 def test_saved_names_never_repeat_whatever_the_files_are_called():

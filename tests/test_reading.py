@@ -1,14 +1,13 @@
-"""reading.py: the "not sure" threshold and how a reading is reported."""
-
-import io
+"""reader/reading.py and trained.calibrate: the "not sure" threshold and how a reading is reported."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ZERO_TOUCHING_A_ONE, written
-from preprocess import ImageError, read_image
-from reading import calibrate, read_number, reading
+from conftest import ZERO_TOUCHING_A_ONE, digit_row, encoded, written
+from reader.page import ImageError, read_image
+from reader.reading import read_number, reading
+from trained import calibrate
 
 
 def probabilities_with(confidences, correct):
@@ -41,15 +40,13 @@ def test_below_the_threshold_a_reading_is_not_sure_and_names_two_digits():
 
 @pytest.mark.parametrize("enlarged", [5, 40], ids=["small", "shrunk-when-read"])
 def test_digit_boxes_are_in_the_pixels_of_the_image_as_sent(mnist, enlarged):
-    row = np.hstack([np.pad(digit, ((6, 6), (4, 4))) for digit in mnist.x_test[:3]])  # 40 x 108
+    row = digit_row(mnist.x_test[:3])  # 40 x 108
     picture = Image.fromarray(255 - row).resize((108 * enlarged, 40 * enlarged), Image.Resampling.BICUBIC)
-    buffer = io.BytesIO()
-    picture.save(buffer, "PNG")
 
     def uniform(images):  # the boxes need no model
         return np.full((len(images), 10), 0.1)
 
-    number, _ = read_number(uniform, read_image(buffer.getvalue()), threshold=None)
+    number, _ = read_number(uniform, read_image(encoded(picture)), threshold=None)
     for (left, top, right, bottom), column in zip(
         [item["box"] for item in number["digits"]], range(3), strict=True
     ):
@@ -75,9 +72,7 @@ def sure_of(shape, sure=0.99, otherwise=0.5):
 
 def page(*strokes_per_digit, size=(700, 200)):
     """Digits drawn as polylines, one list of strokes per digit, as a PNG read back."""
-    buffer = io.BytesIO()
-    written(*strokes_per_digit, size=size).save(buffer, "PNG")
-    return read_image(buffer.getvalue())
+    return read_image(encoded(written(*strokes_per_digit, size=size)))
 
 
 def test_touching_digits_are_divided_as_the_reader_is_surest_of_them():

@@ -12,10 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from classifier import keras_classifier
+from conftest import digit_row, encoded
 from local_server import running_server
 from model import ModelConfig, build_model
-from serve import MAX_UPLOAD_BYTES, STARTUP_FAILURE, app_of, create_app, parse_args
+from reader.classifier import keras_classifier
+from reader.guards import MAX_UPLOAD_BYTES
+from serve import STARTUP_FAILURE, app_of, create_app, parse_args
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -36,27 +38,22 @@ def client(trained_run):
 
 
 def truncated_png():
-    buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()[:2000]
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    return encoded(Image.fromarray(noise))[:2000]
 
 
 def nan_tiff():
     pixels = np.full((64, 64), 255.0, dtype=np.float32)
     pixels[10, 10] = np.nan
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="F").save(buffer, "TIFF")
-    return buffer.getvalue()
+    return encoded(Image.fromarray(pixels, mode="F"), "TIFF")
 
 
 def png_of(digit_uint8, size=140):
     """Dark on light, enlarged to `size` square (None: five times, keeping the shape)."""
-    buffer = io.BytesIO()
     height, width = digit_uint8.shape
-    Image.fromarray(255 - digit_uint8).resize((size, size) if size else (width * 5, height * 5)).save(
-        buffer, "PNG"
+    return encoded(
+        Image.fromarray(255 - digit_uint8).resize((size, size) if size else (width * 5, height * 5))
     )
-    return buffer.getvalue()
 
 
 def test_real_digit_is_read_from_a_raw_png_body(client, mnist):
@@ -83,7 +80,7 @@ def test_below_the_threshold_the_answer_is_not_sure_with_two_digits(trained_run,
 
 
 def test_a_number_is_read_digit_by_digit(client, mnist):
-    row = np.hstack([np.pad(digit, ((6, 6), (4, 4))) for digit in mnist.x_test[:4]])
+    row = digit_row(mnist.x_test[:4])
     response = client.post("/api/number", files={"file": ("n.png", png_of(row, size=None), "image/png")})
     assert response.status_code == 200
     body = response.json()
@@ -231,6 +228,7 @@ def api_answer(url, endpoint, page):
     return json.load(urllib.request.urlopen(request))
 
 
+@pytest.mark.browser
 def test_drawing_in_a_real_browser_shows_what_the_api_returns(live_server, tmp_path):
     with browser_page(live_server) as page:
         draw(page, [(0.25, 0.2), (0.75, 0.2), (0.4, 0.9)])  # a 7: the bar, then the diagonal
@@ -255,6 +253,7 @@ def test_drawing_in_a_real_browser_shows_what_the_api_returns(live_server, tmp_p
     assert (tmp_path / "web_page.png").stat().st_size > 10_000
 
 
+@pytest.mark.browser
 def test_number_mode_in_a_real_browser_reads_three_digits_side_by_side(live_server, tmp_path):
     with browser_page(live_server) as page:
         page.check("input[value=number]")
@@ -270,6 +269,7 @@ def test_number_mode_in_a_real_browser_reads_three_digits_side_by_side(live_serv
     assert shown == answer["number"]
 
 
+@pytest.mark.browser
 def test_api_docs_render_in_a_real_browser_offline_under_the_security_policy(live_server, tmp_path):
     with browser_page(live_server + "/docs") as page:
         refused = []

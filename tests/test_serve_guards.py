@@ -10,26 +10,40 @@ import time
 
 import pytest
 
-from classifier import keras_classifier
+from conftest import wait_until
 from local_server import free_ports
-from serve import MAX_CONNECTIONS, create_app, guarded_server
+from reader.classifier import keras_classifier
+from reader.guards import MAX_CONNECTIONS, guarded_server
+from serve import create_app
+
+pytestmark = [pytest.mark.network]
+
 
 SECONDS = 1.0  # the server's header and upload time limits here
 
 
 @pytest.fixture(scope="module")
-def address(trained_run):
+def server(trained_run):
     port = free_ports(1)[0]
     server = guarded_server(
         create_app(keras_classifier(trained_run.model), upload_seconds=SECONDS), "127.0.0.1", port, SECONDS
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield ("127.0.0.1", port)
+    wait_until(lambda: server.started or not thread.is_alive(), 30, "the server to start")
+    assert server.started, "the server stopped at start-up"
+    yield server
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture
+def address(server):
+    return server.config.host, server.config.port
+
+
+def open_connections(server) -> int:
+    return len(server.server_state.connections)
 
 
 def connect(address) -> socket.socket:
@@ -100,23 +114,23 @@ def test_a_connection_without_a_whole_request_is_closed(address, trickle):
     assert time.monotonic() - started < SECONDS + 3
 
 
-def test_a_client_leaving_mid_upload_is_no_error_in_the_log(address, caplog):
+def test_a_client_leaving_mid_upload_is_no_error_in_the_log(server, address, caplog):
     with caplog.at_level(logging.INFO, logger="uvicorn.error"):
         for _ in range(5):
             sock = connect(address)
             sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
             time.sleep(0.05)
             sock.close()
-        time.sleep(0.5)
+        wait_until(lambda: open_connections(server) == 0, 10, "the server to close the connections")
         sock = connect(address)
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert status_of(answer(sock)) == 200
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
-def test_connections_past_the_limit_are_answered_503(address):
+def test_connections_past_the_limit_are_answered_503(server, address):
     held = [connect(address) for _ in range(MAX_CONNECTIONS)]
-    time.sleep(0.2)
+    wait_until(lambda: open_connections(server) == MAX_CONNECTIONS, 10, "the server to take every connection")
     sock = connect(address)
     sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status_of(answer(sock)) == 503

@@ -6,9 +6,12 @@ import pytest
 
 from model import ModelConfig, probability_model
 from training import (
+    BACKUP_FILES,
+    PREVIOUS,
     TrainConfig,
     TrainingError,
     build_for_training,
+    completed_epochs,
     fit,
     network_of,
     training_model,
@@ -115,3 +118,24 @@ def test_a_network_trained_in_bfloat16_is_saved_in_float32_and_reads_like_itself
     assert np.mean(read.argmax(1) == as_trained.argmax(1)) >= 0.99
     np.testing.assert_allclose(read, as_trained, atol=0.05)
     assert np.mean(read.argmax(1) == mnist.y_test[:1000]) > 0.5  # it learned: chance is 0.1
+
+
+def test_the_pinned_keras_backs_up_into_the_files_a_resume_reads(tmp_path):
+    # completed_epochs and CheckedBackupAndRestore name BackupAndRestore's own files: if a Keras
+    # upgrade renames them, this fails before resuming silently starts over.
+    class StopAfterSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path), double_checkpoint=True)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(
+            np.zeros((8, 2)), np.zeros(8), epochs=5, callbacks=[backup, StopAfterSecondEpoch()], verbose=0
+        )
+    assert {*BACKUP_FILES, *(name + PREVIOUS for name in BACKUP_FILES)} <= {
+        path.name for path in tmp_path.iterdir()
+    }
+    assert completed_epochs(tmp_path) == 2

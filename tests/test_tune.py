@@ -33,6 +33,7 @@ def read_trials(folder):
         return list(csv.DictReader(stream))
 
 
+@pytest.mark.slow
 def test_search_writes_its_best_trial_as_a_train_config(search):
     best, folder = search
     assert json.loads((folder / "best_config.json").read_text()) == best
@@ -61,6 +62,7 @@ def test_search_writes_a_markdown_table_and_a_plot(search):
     assert image.shape[0] > 300 and image.shape[1] > 600
 
 
+@pytest.mark.slow
 def test_train_takes_the_best_config_and_flags_override_it(search, tmp_path):
     best, folder = search
     _, record = train.main(
@@ -97,6 +99,7 @@ def trial_status(path):
         return None
 
 
+@pytest.mark.slow
 def test_interrupted_search_resumes_where_it_stopped(tmp_path):
     argv = [
         "tune.py",
@@ -135,7 +138,7 @@ def test_interrupted_search_resumes_where_it_stopped(tmp_path):
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
 def test_default_point_of_the_search_space_is_train_pys_default(arch):
-    base = tune.parse_args(["--arch", arch]).base
+    base = tune.parse_args(["--arch", arch]).search.base
     assert base == ARCH_DEFAULTS[arch]
     hypermodel = tune.DigitHyperModel(base, 1000, StopOnSignal())
     hp = keras_tuner.HyperParameters()
@@ -144,7 +147,7 @@ def test_default_point_of_the_search_space_is_train_pys_default(arch):
 
 
 def test_fixed_settings_are_flags_and_searched_ones_are_not(capsys):
-    base = tune.parse_args(["--no-augment", "--seed", "3", "--max-epochs", "4"]).base
+    base = tune.parse_args(["--no-augment", "--seed", "3", "--max-epochs", "4"]).search.base
     assert base.training.augment is False and base.training.seed == 3 and base.training.epochs == 4
     with pytest.raises(SystemExit):
         tune.parse_args(["--lr", "0.1"])
@@ -160,6 +163,7 @@ def test_each_trial_writes_its_own_tensorboard_logs(search):
     assert set(trials) <= logged, (trials, logged)
 
 
+@pytest.mark.slow
 def test_a_second_search_on_the_same_folder_says_it_is_in_use_and_touches_nothing(tmp_path):
     with folder_lock(tmp_path):  # as a search (or train.py) holds its --out while it runs
         result = run_script("tune.py", "--out", str(tmp_path), "--fresh")

@@ -1,15 +1,14 @@
-"""A trained digit classifier ready to read with: train.py's .keras file, on TensorFlow, or
-export.py's .onnx file, on onnxruntime alone.
+"""What train.py and export.py save, read back safely: the ground floor that the trainer's scripts
+and the reader share.
 
-    from classifier import load_classifier
-    digits = load_classifier(Path("artifacts/model.keras"))   # or artifacts/export/model.onnx
-    digits.probabilities_of(images)   # float32 (n, 28, 28) in [0, 1] -> probabilities (n, 10)
-    digits.threshold                  # below it a reading is "not sure" (None: never calibrated)
+    from trained import calibrate, load_trained_model, onnx_probabilities, threshold_of
+    calibration = calibrate(probabilities, labels)   # train.py: the "not sure" threshold, for run.json
+    network = load_trained_model("artifacts/model.keras")   # a 28x28 -> 10 classifier, or ModelError
+    probabilities_of = onnx_probabilities(Path("artifacts/export/model.onnx"))   # onnxruntime only
 
-predict.py and serve.py load their model here, so with an .onnx file they run where only
-requirements-serve.txt is installed: TensorFlow is imported for a .keras file only. The threshold
-is the one calibrated when the model was trained, from its run.json (a .keras file) or from the
-export.json beside an .onnx file that it lists by sha256.
+Importing this module imports neither TensorFlow nor onnxruntime: each is imported by the one
+function that needs it, so the reader runs an .onnx file where only requirements-serve.txt is
+installed.
 """
 
 from __future__ import annotations
@@ -17,21 +16,25 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from data import IMAGE_SIZE, NUM_CLASSES
-from outputs import record_of, sha256_of
+from outputs import sha256_of
 
 if TYPE_CHECKING:  # Keras is imported for .keras files only
     import keras
 
 EXPORT_RECORD = "export.json"  # beside export.py's files: their sha256 and the run they came from
-MODEL_HELP = "a .keras file from train.py, or a model.onnx from export.py (read without TensorFlow)"
-Probabilities = Callable[[np.ndarray], np.ndarray]
+# The rule: the lowest confidence at which the validation digits read at or above it are still
+# right 99.5% of the time. Below it a reading is reported as "not sure".
+TARGET_PRECISION = 0.995
+MAX_CONFIG_BYTES = 1_000_000  # a .keras file's config.json; train.py's are a few kB
+MAX_CONFIG_DEPTH = 40  # nesting of that config; train.py's nest about 8 deep
+MAX_WIDTH = 65_536  # units or filters of one layer; train.py's are at most a few thousand
+Probabilities = Callable[[np.ndarray], np.ndarray]  # float32 images (n, 28, 28) -> (n, 10)
 
 
 class ModelError(Exception):
@@ -39,8 +42,26 @@ class ModelError(Exception):
 
 
 def reason(exc: BaseException) -> str:
-    """An exception's first line, or its type where it has no message: the cause in a ModelError."""
+    """An exception's first line, or its type where it has no message: the cause in a message."""
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def calibrate(probabilities: np.ndarray, labels: np.ndarray, precision: float = TARGET_PRECISION) -> dict:
+    """The confidence threshold for `precision` on held-out digits (probabilities (n, 10), labels (n,)),
+    with the share of them it flags and the precision it keeps."""
+    confidence = probabilities.max(axis=1)
+    order = np.argsort(-confidence)
+    correct = (probabilities.argmax(axis=1) == labels)[order]
+    kept_precision = np.cumsum(correct) / np.arange(1, len(correct) + 1)
+    meets = np.flatnonzero(kept_precision >= precision)
+    kept = meets[-1] + 1 if len(meets) else 1  # the most digits that still meet the precision
+    threshold = float(confidence[order][kept - 1])
+    return {
+        "threshold": threshold,
+        "rule": f"lowest confidence keeping {precision:.1%} precision on the validation split",
+        "flagged_share": float(np.mean(confidence < threshold)),
+        "precision": float(kept_precision[kept - 1]),
+    }
 
 
 def recorded(run: object, section: str, key: str) -> object:
@@ -55,19 +76,6 @@ def threshold_of(run: object) -> float | None:
     without a validation split, or a record that is not one."""
     threshold = recorded(run, "calibration", "threshold")
     return float(threshold) if isinstance(threshold, (int, float)) and 0 <= threshold <= 1 else None
-
-
-@dataclass(frozen=True)
-class Classifier:
-    name: str
-    probabilities_of: Probabilities  # float32 images (n, 28, 28) -> probabilities (n, 10)
-    threshold: float | None  # the confidence below which a reading is "not sure"
-    output_activation: str | None  # the network's own output layer ("sigmoid", "softmax"), if known
-
-
-MAX_CONFIG_BYTES = 1_000_000  # a .keras file's config.json; train.py's are a few kB
-MAX_CONFIG_DEPTH = 40  # nesting of that config; train.py's nest about 8 deep
-MAX_WIDTH = 65_536  # units or filters of one layer; train.py's are at most a few thousand
 
 
 def config_problem(archive: zipfile.ZipFile) -> str | None:
@@ -95,7 +103,7 @@ def config_problem(archive: zipfile.ZipFile) -> str | None:
 
 def load_trained_model(path: str | Path) -> keras.Model:
     """Load a model saved by train.py, refusing anything that is not a 28x28 -> 10 classifier.
-    Needs TensorFlow, which the caller has imported (startup.import_tensorflow_quietly)."""
+    Needs TensorFlow, which the caller has imported (quiet_tensorflow.import_tensorflow_quietly)."""
     import keras
 
     from model import LOGITS_LAYER
@@ -123,40 +131,6 @@ def load_trained_model(path: str | Path) -> keras.Model:
     return model
 
 
-def unsure_never(path: Path) -> str:
-    """The notice for a model without a calibrated threshold: none of its readings is "not sure"."""
-    beside = "an export.json listing it" if path.suffix.lower() == ".onnx" else "its run.json"
-    return f"note: {path} has no calibrated threshold ({beside}), so no reading is reported as not sure"
-
-
-def load_classifier(path: str | Path) -> Classifier:
-    """The classifier saved at `path`: an .onnx file read by onnxruntime, anything else by Keras."""
-    path = Path(path)
-    return onnx_classifier(path) if path.suffix.lower() == ".onnx" else keras_file_classifier(path)
-
-
-def keras_file_classifier(path: Path) -> Classifier:
-    """A .keras file saved by train.py, with the threshold from its run.json."""
-    try:
-        from startup import import_tensorflow_quietly
-
-        import_tensorflow_quietly()
-    except ModuleNotFoundError:
-        raise ModelError(
-            f"{path} needs TensorFlow, which this environment lacks: install requirements.txt, or "
-            "read an export of it (`python export.py` writes model.onnx) here"
-        ) from None
-    return keras_classifier(load_trained_model(path), threshold_of(record_of(path)))
-
-
-def keras_classifier(network, threshold: float | None = None) -> Classifier:
-    """A Keras model already loaded (keras.Model), read through the softmax of its logits."""
-    from model import OUTPUT_LAYER, probabilities_function
-
-    activation = network.get_layer(OUTPUT_LAYER).activation.__name__
-    return Classifier(network.name, probabilities_function(network), threshold, activation)
-
-
 def onnx_probabilities(path: Path) -> Probabilities:
     """An ONNX digit classifier's probabilities function on onnxruntime's CPU provider."""
     import onnxruntime
@@ -178,27 +152,6 @@ def onnx_probabilities(path: Path) -> Probabilities:
             f"it maps {entry.shape} {entry.type} to {exit_.shape}, not 28x28 images to 10 digits"
         )
     return lambda images: session.run([exit_.name], {entry.name: np.asarray(images, np.float32)})[0]
-
-
-def onnx_classifier(path: Path) -> Classifier:
-    """An .onnx file written by export.py, with the source run's threshold from export.json."""
-    if not path.is_file():
-        raise ModelError(f"no exported model at {path}: run `python export.py` first")
-    try:
-        probabilities_of = onnx_probabilities(path)
-    except Exception as exc:  # onnxruntime's own error classes (InvalidProtobuf, Fail...) share no base
-        raise ModelError(
-            f"cannot load {path} ({reason(exc)}): export it again with `python export.py`"
-        ) from None
-    source = export_source(path)
-    name, run = source.get("name"), source.get("run")
-    activation = recorded(run, "model", "output_activation")
-    return Classifier(
-        name if isinstance(name, str) else path.stem,
-        probabilities_of,
-        threshold_of(run),
-        activation if isinstance(activation, str) else None,
-    )
 
 
 def export_source(path: Path) -> dict:

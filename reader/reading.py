@@ -1,47 +1,24 @@
 """What a trained model reads in an image: one digit or a whole number, and whether it is sure.
 
-    from reading import read_digits, read_number
+    from reader.reading import read_digits, read_number
     readings = read_digits(probabilities_of, [digit_28x28, ...], threshold)   # one digit each
     number, seen = read_number(probabilities_of, image, threshold)  # number["number"]: "02139"
 
 `probabilities_of` maps float images (n, 28, 28) to probabilities (n, 10), e.g.
 model.probability_model(network).predict. Below a confidence threshold a reading is "not sure",
 with its likeliest digits: the threshold is calibrated on the validation split when a model is
-trained (`calibrate`) and saved in its run.json. predict.py and serve.py read through here.
+trained (trained.calibrate) and saved in its run.json. predict.py and serve.py read through here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 from PIL import Image
 
-from data import normalize_images
-from preprocess import MAX_DIGITS, SOURCE_SIZE, Part, mnist_style, number_layouts, page_ink, too_many
-
-# The rule: the lowest confidence at which the validation digits read at or above it are still
-# right 99.5% of the time. Below it a reading is reported as "not sure".
-TARGET_PRECISION = 0.995
-Probabilities = Callable[[np.ndarray], np.ndarray]
-
-
-def calibrate(probabilities: np.ndarray, labels: np.ndarray, precision: float = TARGET_PRECISION) -> dict:
-    """The confidence threshold for `precision` on held-out digits (probabilities (n, 10), labels (n,)),
-    with the share of them it flags and the precision it keeps."""
-    confidence = probabilities.max(axis=1)
-    order = np.argsort(-confidence)
-    correct = (probabilities.argmax(axis=1) == labels)[order]
-    kept_precision = np.cumsum(correct) / np.arange(1, len(correct) + 1)
-    meets = np.flatnonzero(kept_precision >= precision)
-    kept = meets[-1] + 1 if len(meets) else 1  # the most digits that still meet the precision
-    threshold = float(confidence[order][kept - 1])
-    return {
-        "threshold": threshold,
-        "rule": f"lowest confidence keeping {precision:.1%} precision on the validation split",
-        "flagged_share": float(np.mean(confidence < threshold)),
-        "precision": float(kept_precision[kept - 1]),
-    }
+from data import mnist_style, normalize_images
+from reader.division import MAX_DIGITS, Part, number_layouts, too_many
+from reader.page import SOURCE_SIZE, page_ink
+from trained import Probabilities
 
 
 def reading(row: np.ndarray, threshold: float | None, top: int = 3) -> dict:

@@ -1,13 +1,13 @@
-"""Turn a photo, scan or drawing of one digit into the 28x28 input the network was trained on.
+"""A photo, scan or drawing of a digit, read into the ink on its page and the 28x28 digit the
+network was trained on.
 
-    from preprocess import read_image, mnist_style_digit
-    digit = mnist_style_digit(read_image(Path("seven.jpg").read_bytes()))  # uint8 (28, 28)
-    layouts = number_layouts(page_ink(image))  # a number's possible divisions, for reading.py
+    from reader.page import read_image_file, mnist_style_digit
+    digit = mnist_style_digit(read_image_file(Path("seven.jpg")))  # uint8 (28, 28)
+    ink = page_ink(image)  # float32 (h, w): ink without paper, printed lines or specks (a number's)
 
-MNIST digits are white ink on black, scaled so their bounding box fits 20x20 (aspect ratio kept,
-anti-aliased) and placed in a 28x28 field with their center of mass at the center. A user's image
-goes through the same steps here, or accuracy collapses; data.normalize_images then does the rest.
-Used by predict.py, serve.py and the tests.
+A user's page is not MNIST's white-on-black field: its paper may be grey, uneven (a photo's light
+and shadows) or ruled, its ink dark or light, and it may hold specks. Here the ink is taken off the
+page; data.mnist_style then gives it MNIST's form, and data.normalize_images does the rest.
 """
 
 from __future__ import annotations
@@ -15,17 +15,14 @@ from __future__ import annotations
 import io
 import os
 import stat
-from dataclasses import dataclass
-from itertools import islice, product
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
-from data import IMAGE_SIZE
+from data import INK_THRESHOLD, mnist_style
 
-DIGIT_BOX = 20  # MNIST fits each digit's longer side to 20 px, leaving a 4 px margin
 # Refuse larger images before decoding them (decompression bombs): 16 megapixels (a phone's photo
 # is 12) decode into at most 64 MB. JPEGs are decoded at a reduced scale first, so larger ones pass.
 MAX_PIXELS = 16_000_000
@@ -33,7 +30,6 @@ MAX_FILE_BYTES = 4 * MAX_PIXELS + 1_000_000  # read from one file: MAX_PIXELS ev
 WORK_SIDE = 1024  # px: larger images are shrunk to this before any arithmetic (a digit ends 20 px)
 SOURCE_SIZE = "source_size"  # in a shrunk image's info: the (width, height) it was decoded at
 MIN_CONTRAST = 40  # of 255: less difference between ink and paper than this is a blank page
-INK_THRESHOLD = 0.25  # share of full ink that counts towards the bounding box, above paper noise
 SPECK_SHARE = 0.05  # a separate piece with under this share of the largest piece's ink is a speck
 SHADOW_PEAK = 0.6  # a piece at the image's edge never darker than this share of the ink is shadow
 UNEVEN_PAPER = 25  # of 255: paper varying this much along the page's edge is uneven (photos)
@@ -44,16 +40,6 @@ LINE_SPAN = 0.85  # a printed line runs across nearly all of the page
 LINE_THINNESS = 0.5  # and is thinner than this share of the pen's mean stroke width
 LINE_MAX_SHARE = 0.03  # and than this share of the page across it
 EIGHT_NEIGHBOURS = np.ones((3, 3))  # pixels touching at a corner belong to the same stroke
-MAX_DIGITS = 12  # in one written number
-OVERLAP = 0.5  # pieces overlapping by this share of the narrower one's width are tried as one digit
-# Touching ink is tried as up to one digit per this share of the number's height of its width: a
-# little under MNIST's narrowest usual digits but for 1s (2s and 0s average 0.9, 9s 0.7).
-MIN_DIGIT_WIDTH = 0.35
-MIN_DIGIT_HEIGHT = 0.5  # of the number's height: a shorter part is a piece of a digit, not a digit
-# Every division of a group's pieces is tried up to this many pieces (2^5 = 32 divisions); a group
-# of more, rare outside scribbles, is tried as one run of touching ink.
-MAX_GROUP_PIECES = 6
-MAX_LAYOUTS = 256  # tried per group, the simplest first: bounds the reading of a scribble
 # The formats the project names and predict.py looks for in a folder (Pillow reads a few more).
 IMAGE_FORMATS = {
     "PNG": (".png",),
@@ -263,7 +249,10 @@ def page_ink(image: Image.Image) -> np.ndarray:
     strongest = float(ink.max())
     if strongest < MIN_CONTRAST:
         raise ImageError("no digit found: the image is blank or has too little contrast")
-    return without_specks(ink * (255.0 / strongest))
+    ink = without_specks(ink * (255.0 / strongest))
+    if not (ink >= INK_THRESHOLD * 255).any():  # all of it specks or shadow
+        raise ImageError("no digit found: no stroke stands out from the paper")
+    return ink
 
 
 def without_specks(ink: np.ndarray) -> np.ndarray:
@@ -283,169 +272,3 @@ def without_specks(ink: np.ndarray) -> np.ndarray:
     at_edge = np.isin(pieces, np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     specks = np.isin(labels, pieces[(mass < SPECK_SHARE * mass.max()) | (faint & at_edge)])
     return np.where(ndimage.binary_dilation(specks, iterations=2), 0.0, ink)
-
-
-def mnist_style(ink: np.ndarray) -> np.ndarray:
-    """An ink map holding one digit -> uint8 (28, 28): cropped to its ink, its longer side scaled
-    to 20 px, placed by its center of mass in a 28x28 field, as MNIST's digits were."""
-    rows = np.flatnonzero((ink >= INK_THRESHOLD * 255).any(axis=1))
-    columns = np.flatnonzero((ink >= INK_THRESHOLD * 255).any(axis=0))
-    if not len(rows):
-        raise ImageError("no digit found: no stroke stands out from the paper")
-    crop = ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1].copy()
-    crop[crop < INK_THRESHOLD * 255 / 2] = 0  # faint paper texture inside the box
-
-    height, width = crop.shape
-    scale = DIGIT_BOX / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    resized = Image.fromarray(crop.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
-    digit = np.clip(np.asarray(resized), 0, None)
-    digit = digit * (255.0 / digit.max())  # a thin stroke shrunk below a pixel still reads as full ink
-
-    field = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-    total = digit.sum()
-    center_y = (digit.sum(axis=1) @ np.arange(digit.shape[0])) / total
-    center_x = (digit.sum(axis=0) @ np.arange(digit.shape[1])) / total
-    # MNIST puts the center of mass on pixel (14, 14) (its digits average 13.98, 14.01 there).
-    top = int(np.clip(round(IMAGE_SIZE / 2 - center_y), 0, IMAGE_SIZE - digit.shape[0]))
-    left = int(np.clip(round(IMAGE_SIZE / 2 - center_x), 0, IMAGE_SIZE - digit.shape[1]))
-    field[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
-    return np.rint(field).astype(np.uint8)
-
-
-@dataclass(frozen=True)
-class Part:
-    """A stretch of a written number that may be one digit: some of its pieces of ink (their labels
-    in `NumberLayouts.owners`), within the columns left to right."""
-
-    pieces: frozenset[int]
-    left: int
-    right: int
-
-
-@dataclass
-class NumberLayouts:
-    """The ways a number written on one line may divide into digits, for a reader to choose from.
-
-    `owners` gives every pixel the label of the piece of ink nearest to it, so a part holds its
-    pieces' anti-aliased edges too. `groups` are the pieces that overlap horizontally (a 5's cap, a
-    broken 4, digits written into each other) left to right, each with its candidate layouts: lists
-    of parts left to right.
-    """
-
-    ink: np.ndarray
-    owners: np.ndarray
-    groups: list[list[list[Part]]]
-
-    def digit(self, part: Part) -> np.ndarray:
-        """The ink of one part alone, in its columns (the page's full height)."""
-        columns = slice(part.left, part.right)
-        mine = np.isin(self.owners[:, columns], list(part.pieces))
-        return np.where(mine, self.ink[:, columns], 0.0)
-
-    def box(self, part: Part) -> tuple[int, int, int, int]:
-        """(left, top, right, bottom) of the part's ink; top == bottom if it holds none (a cut
-        through empty columns, which `number_layouts` drops)."""
-        rows = np.flatnonzero((self.digit(part) >= INK_THRESHOLD * 255).any(axis=1))
-        if not len(rows):
-            return part.left, 0, part.right, 0
-        return part.left, int(rows[0]), part.right, int(rows[-1]) + 1
-
-
-def number_layouts(ink: np.ndarray) -> NumberLayouts:
-    """Every plausible way of dividing the number in `ink` into digits: within each group of
-    overlapping pieces, its pieces split between digits where they follow each other, and any run of
-    them wide enough for several digits cut at the columns holding least ink (digits that touch).
-    A part that is not half as tall as the number's pieces (a 5's cap, a 1's flag) is no digit."""
-    marks = ink >= INK_THRESHOLD * 255
-    labels, count = ndimage.label(marks, structure=EIGHT_NEIGHBOURS)
-    if not count:
-        raise ImageError("no digit found: no stroke stands out from the paper")
-    spans = sorted(
-        (found[1].start, found[1].stop, label)
-        for label, found in enumerate(ndimage.find_objects(labels), start=1)
-    )
-    groups: list[list[tuple[int, int, int]]] = []
-    for left, right, label in spans:
-        last = groups[-1] if groups else None
-        reach = max(span[1] for span in last) if last else 0
-        width = min(right - left, reach - min(span[0] for span in last)) if last else 0
-        if last and left < reach - OVERLAP * width:
-            last.append((left, right, label))
-        else:
-            groups.append([(left, right, label)])
-    if len(groups) > MAX_DIGITS:
-        raise too_many(f"{len(groups)} separate marks")
-    rows = [found[0] for found in ndimage.find_objects(labels)]
-    height = float(
-        np.median(
-            [
-                max(rows[label - 1].stop for *_, label in group)
-                - min(rows[label - 1].start for *_, label in group)
-                for group in groups
-            ]
-        )
-    )
-    _, (nearest_rows, nearest_columns) = ndimage.distance_transform_edt(~marks, return_indices=True)
-    layouts = NumberLayouts(ink, labels[nearest_rows, nearest_columns], [])
-    run_options: dict[tuple, list[list[Part]]] = {}  # a run recurs in many divisions of its group
-
-    def options_of(run: list[tuple[int, int, int]]) -> list[list[Part]]:
-        if tuple(run) not in run_options:
-            run_options[tuple(run)] = run_layouts(layouts, run, height)
-        return run_options[tuple(run)]
-
-    for group in groups:
-        options = (
-            [part for parts in layout for part in parts]
-            for runs in contiguous_runs(group)
-            for layout in product(*map(options_of, runs))
-        )
-        whole = [[Part(frozenset(label for *_, label in group), group[0][0], max(span[1] for span in group))]]
-        layouts.groups.append(list(islice(options, MAX_LAYOUTS)) or whole)
-    return layouts
-
-
-def too_many(found: str) -> ImageError:
-    return ImageError(f"found {found}; a number of at most {MAX_DIGITS} digits expected")
-
-
-def contiguous_runs(group: list[tuple[int, int, int]]) -> list[list[list[tuple[int, int, int]]]]:
-    """The ways to divide a group's pieces (left, right, label), in order, into runs of neighbours:
-    all together and all apart first, then by how many runs."""
-    if len(group) > MAX_GROUP_PIECES:  # too many to try each division: the group as one run
-        return [[group]]
-    divisions = []
-    for cuts in product((False, True), repeat=len(group) - 1):
-        runs, run = [], [group[0]]
-        for piece, cut in zip(group[1:], cuts, strict=True):
-            if cut:
-                runs.append(run)
-                run = []
-            run.append(piece)
-        divisions.append([*runs, run])
-    return sorted(divisions, key=lambda runs: (1 < len(runs) < len(group), len(runs)))
-
-
-def run_layouts(layouts: NumberLayouts, run: list[tuple[int, int, int]], height: float) -> list[list[Part]]:
-    """A run of pieces as one digit or as several touching ones cut at their thinnest columns: those
-    whose every part is a digit's height, if any."""
-    pieces = frozenset(label for _, _, label in run)
-    left, right = min(piece[0] for piece in run), max(piece[1] for piece in run)
-    width = right - left
-    whole = Part(pieces, left, right)
-    column_ink = layouts.digit(whole).sum(axis=0)
-    options = []
-    for count in range(1, max(1, min(MAX_DIGITS, int(width / (MIN_DIGIT_WIDTH * height)))) + 1):
-        cuts = []
-        for index in range(1, count):  # near each expected boundary, the thinnest column
-            expected = index * width / count
-            low, high = int(expected - width / (3 * count)), int(expected + width / (3 * count))
-            cuts.append(low + int(np.argmin(column_ink[low : max(high, low + 1)])))
-        edges = [0, *cuts, width]
-        parts = [
-            Part(pieces, left + start, left + end) for start, end in zip(edges[:-1], edges[1:], strict=True)
-        ]
-        if all(bottom - top >= MIN_DIGIT_HEIGHT * height for _, top, _, bottom in map(layouts.box, parts)):
-            options.append(parts)
-    return options

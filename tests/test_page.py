@@ -3,7 +3,6 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,25 +12,9 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from conftest import ZERO_TOUCHING_A_ONE, written
-from preprocess import (
-    DIGIT_BOX,
-    MAX_PIXELS,
-    ImageError,
-    long_runs,
-    mnist_style_digit,
-    number_layouts,
-    page_ink,
-    read_image,
-)
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def encode(image, format="PNG"):
-    buffer = io.BytesIO()
-    image.save(buffer, format=format)
-    return buffer.getvalue()
+from conftest import PROJECT_ROOT, encoded
+from data import DIGIT_BOX
+from reader.page import MAX_PIXELS, ImageError, long_runs, mnist_style_digit, read_image
 
 
 def drawn_one(size=(300, 200), box=(40, 30, 70, 170), ink=0, paper=255, mode="L", width=8):
@@ -76,21 +59,21 @@ def assert_mnist_style(digit):
     ids=["off-centre", "small-in-corner", "thick", "inverted", "rgb"],
 )
 def test_digit_comes_out_centred_by_mass_in_a_20_pixel_box(image):
-    assert_mnist_style(mnist_style_digit(read_image(encode(image))))
+    assert_mnist_style(mnist_style_digit(read_image(encoded(image))))
 
 
 def test_transparent_background_is_paper_for_dark_and_light_ink():
     for ink in ((0, 0, 0, 255), (255, 255, 255, 255)):
         image = drawn_one(mode="RGBA", ink=ink, paper=(0, 0, 0, 0))
-        assert_mnist_style(mnist_style_digit(read_image(encode(image))))
+        assert_mnist_style(mnist_style_digit(read_image(encoded(image))))
 
 
 def test_jpeg_bmp_and_gif_decode_to_the_same_digit():
     image = drawn_one()
-    reference = mnist_style_digit(read_image(encode(image)))
+    reference = mnist_style_digit(read_image(encoded(image)))
     for format in ("JPEG", "BMP", "GIF"):
         digit = mnist_style_digit(
-            read_image(encode(image.convert("RGB") if format == "JPEG" else image, format))
+            read_image(encoded(image.convert("RGB") if format == "JPEG" else image, format))
         )
         assert np.abs(digit.astype(int) - reference).mean() < 3, format
 
@@ -98,13 +81,13 @@ def test_jpeg_bmp_and_gif_decode_to_the_same_digit():
 def test_mnist_digit_survives_inversion_and_enlargement(mnist):
     original = mnist.x_test[0]
     enlarged = Image.fromarray(255 - original).resize((200, 200), Image.Resampling.BICUBIC)
-    digit = mnist_style_digit(read_image(encode(enlarged)))
+    digit = mnist_style_digit(read_image(encoded(enlarged)))
     assert np.abs(digit.astype(int) - original).mean() < 12
 
 
 def test_blank_page_is_an_error():
     with pytest.raises(ImageError, match="no digit found"):
-        mnist_style_digit(read_image(encode(Image.new("L", (100, 100), 250))))
+        mnist_style_digit(read_image(encoded(Image.new("L", (100, 100), 250))))
 
 
 def test_empty_and_non_image_bytes_are_errors():
@@ -115,27 +98,27 @@ def test_empty_and_non_image_bytes_are_errors():
 
 
 def test_truncated_image_is_an_error():
-    data = encode(drawn_one())
+    data = encoded(drawn_one())
     with pytest.raises(ImageError, match="damaged"):
         read_image(data[: len(data) // 2])
 
 
 def test_cmyk_jpeg_16_bit_png_and_animated_gif_are_read():
     reference = reference_one()
-    cmyk = encode(drawn_one(mode="RGB", ink=(0, 0, 0), paper=(255, 255, 255)).convert("CMYK"), "JPEG")
+    cmyk = encoded(drawn_one(mode="RGB", ink=(0, 0, 0), paper=(255, 255, 255)).convert("CMYK"), "JPEG")
     sixteen_bit = Image.fromarray(np.asarray(drawn_one(), dtype=np.uint16) * 257)
     assert sixteen_bit.mode.startswith("I")
     frames = [drawn_one(), Image.new("L", (300, 200), 255)]
     animated = io.BytesIO()
     frames[0].save(animated, format="GIF", save_all=True, append_images=frames[1:], duration=100)
-    for data in (cmyk, encode(sixteen_bit), animated.getvalue()):
+    for data in (cmyk, encoded(sixteen_bit), animated.getvalue()):
         digit = mnist_style_digit(read_image(data))
         assert np.abs(digit.astype(int) - reference).mean() < 3
 
 
 def test_huge_dimensions_are_refused_before_decoding():
     # A 20000x20000 PNG of one colour compresses to a few hundred kB but would take 400 MB.
-    bomb = encode(Image.new("1", (20000, 20000), 1))
+    bomb = encoded(Image.new("1", (20000, 20000), 1))
     assert len(bomb) < 1_000_000
     with pytest.raises(ImageError, match="too large"):
         read_image(bomb)
@@ -147,7 +130,9 @@ def test_a_lab_image_is_read_by_its_lightness():
     lightness = drawn_one()
     neutral = Image.new("L", lightness.size, 0)
     lab = Image.merge("LAB", (lightness, neutral, neutral))
-    assert np.abs(mnist_style_digit(read_image(encode(lab, "TIFF"))).astype(int) - reference_one()).mean() < 3
+    assert (
+        np.abs(mnist_style_digit(read_image(encoded(lab, "TIFF"))).astype(int) - reference_one()).mean() < 3
+    )
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -155,11 +140,11 @@ def test_a_float_image_with_a_pixel_that_is_not_a_number_is_an_error(bad):
     pixels = np.asarray(drawn_one(), dtype=np.float32)
     pixels[5, 5] = bad
     with pytest.raises(ImageError, match="not numbers"):
-        mnist_style_digit(read_image(encode(Image.fromarray(pixels, mode="F"), "TIFF")))
+        mnist_style_digit(read_image(encoded(Image.fromarray(pixels, mode="F"), "TIFF")))
 
 
 def reference_one():
-    return mnist_style_digit(read_image(encode(drawn_one())))
+    return mnist_style_digit(read_image(encoded(drawn_one())))
 
 
 def test_a_phone_sized_photo_reads_as_the_same_picture_smaller(mnist):
@@ -167,7 +152,7 @@ def test_a_phone_sized_photo_reads_as_the_same_picture_smaller(mnist):
     page = np.full((3024, 4032), 235.0) * (1 - 0.3 * np.linspace(0, 1, 4032))  # light falling off
     photo = on_page(mnist.x_test[2], page)
     small = photo.resize((1008, 756), Image.Resampling.BOX)
-    assert difference(read_image(encode(photo, "JPEG")), small) < 4
+    assert difference(read_image(encoded(photo, "JPEG")), small) < 4
 
 
 def test_a_hard_shadow_meeting_the_page_edges_is_not_ink(mnist):
@@ -180,14 +165,14 @@ def test_a_hard_shadow_meeting_the_page_edges_is_not_ink(mnist):
 
 
 def test_a_large_jpeg_is_decoded_at_a_reduced_scale():
-    jpeg = encode(drawn_one(size=(6000, 4000), box=(2000, 1000, 2400, 3000), width=120), "JPEG")
+    jpeg = encoded(drawn_one(size=(6000, 4000), box=(2000, 1000, 2400, 3000), width=120), "JPEG")
     assert 6000 * 4000 > MAX_PIXELS
     assert_mnist_style(mnist_style_digit(read_image(jpeg)))
 
 
 PEAK_SCRIPT = """
 import json, sys
-from preprocess import ImageError, mnist_style_digit, read_image
+from reader.page import ImageError, mnist_style_digit, read_image
 def status(field):
     return int(open("/proc/self/status").read().split(field + ":")[1].split()[0]) * 1024
 raw = open(sys.argv[1], "rb").read()
@@ -271,84 +256,6 @@ def test_a_speck_far_from_the_digit_does_not_shrink_it():
     ImageDraw.Draw(page).ellipse([280, 180, 286, 186], fill=0)  # dust in a corner
     assert_mnist_style(mnist_style_digit(page))
     assert difference(page, drawn_one()) < 3
-
-
-ONE = [[(60, 40), (60, 160)]]
-SEVEN = [[(150, 40), (230, 40), (180, 160)]]
-FIVE_WITH_CAP_APART = [
-    [(300, 90), (290, 40 + 60)],
-    [(300, 95), (350, 100), (350, 150), (295, 160)],
-    [(305, 40), (355, 40)],
-]
-
-
-def divisions(page):
-    """Each group of a written number's ink, with its candidate layouts as lists of box lefts."""
-    layouts = number_layouts(page_ink(page))
-    return layouts, [[[part.left for part in layout] for layout in group] for group in layouts.groups]
-
-
-def test_a_number_divides_into_its_digits_left_to_right():
-    _, groups = divisions(written(SEVEN, ONE, FIVE_WITH_CAP_APART))
-    assert len(groups) == 3
-    assert all(len(group) == 1 and len(group[0]) == 1 for group in groups)  # nothing else to try
-    lefts = [group[0][0] for group in groups]
-    assert lefts == sorted(lefts) and lefts[0] < 60  # the 1 first, whatever order it was drawn in
-
-
-def test_a_piece_above_another_is_part_of_the_same_digit():
-    _, groups = divisions(written(FIVE_WITH_CAP_APART))
-    assert len(groups) == 1 and len(groups[0]) == 1  # the cap alone is too short to be a digit
-
-
-def test_digits_that_touch_are_tried_whole_and_cut_where_the_ink_is_thinnest():
-    _, groups = divisions(written(*ZERO_TOUCHING_A_ONE))
-    assert len(groups) == 1
-    assert len(groups[0][0]) == 1  # whole first
-    cuts = [layout[1] for layout in groups[0] if len(layout) == 2]
-    assert len(cuts) == 1 and 126 <= cuts[0] <= 194  # along the thin join, not through the 0 or 1
-    narrow = written([[(60, 40), (60, 160)], [(60, 100), (90, 100)], [(90, 40), (90, 160)]])
-    assert [len(layout) for layout in divisions(narrow)[1][0]] == [1]  # too narrow for two digits
-
-
-def test_a_long_run_of_touching_digits_is_tried_as_each_of_them():
-    bars = [[(40 + 60 * i, 40), (40 + 60 * i, 160)] for i in range(7)]
-    joins = [[(40 + 60 * i, 100), (100 + 60 * i, 100)] for i in range(6)]
-    _, groups = divisions(written(bars + joins))
-    assert 7 in [len(layout) for layout in groups[0]]
-
-
-def test_a_mark_too_short_for_a_digit_is_still_read_whole():
-    _, groups = divisions(written(ONE, [[(120, 100), (160, 100)]], [[(250, 40), (250, 160)]]))
-    assert [[len(layout) for layout in group] for group in groups] == [[1], [1], [1]]
-
-
-def test_a_number_a_few_pixels_tall_is_divided_too():
-    dashes = written(
-        *[[[(300 + 400 * i, 500), (316 + 400 * i, 500)]] for i in range(3)], size=(4000, 1000), width=8
-    )
-    layouts = number_layouts(page_ink(read_image(encode(dashes))))  # shrunk to 1024 wide: 2 px tall
-    assert len(layouts.groups) == 3
-
-
-def test_digits_written_into_each_other_are_tried_apart_each_with_its_own_ink():
-    seven = [(40, 40), (130, 40), (80, 160)]
-    one_under_its_bar = [(70, 55), (70, 125)]  # inside the 7's columns, not touching it
-    layouts, _ = divisions(written([seven], [one_under_its_bar]))
-    assert len(layouts.groups) == 1
-    apart = [
-        layout for layout in layouts.groups[0] if len(layout) == 2 and layout[0].pieces != layout[1].pieces
-    ]
-    assert len(apart) == 1
-    seven, one = apart[0]
-    assert layouts.digit(seven)[55:125, 70 - seven.left].max() == 0  # the 1's ink is not in the 7
-    assert layouts.digit(one)[55:125].max() == 255
-
-
-def test_more_than_twelve_marks_is_an_error():
-    many = written(*[[[(20 + 45 * i, 40), (20 + 45 * i, 160)]] for i in range(14)], size=(700, 200), width=6)
-    with pytest.raises(ImageError, match="found 14 separate marks; a number of at most 12 digits"):
-        number_layouts(page_ink(many))
 
 
 @given(

@@ -1,0 +1,184 @@
+"""The guards in front of the reader's web server: bounded uploads, slow and idle clients, open
+connections, and the security headers of every answer.
+
+    from reader.guards import GuardedRequests, guarded_server
+    app.add_middleware(GuardedRequests)          # uploads counted, capped and timed before the app
+    guarded_server(app, "127.0.0.1", 8000).run()  # uvicorn with deadlines on headers and idle clients
+
+Everything here is plain ASGI and uvicorn: it knows nothing of digits, so serve.py's routes stay
+about reading and these limits have one home.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+MAX_UPLOAD_BYTES = 1_000_000
+UPLOAD_SECONDS = 20.0  # to receive a whole upload: 1 MB at 50 KB/s, a poor mobile link
+HEADER_SECONDS = 10.0  # to receive a request's headers, from connecting or from the last answer
+KEEP_ALIVE_SECONDS = 5  # an idle connection is closed after this
+MAX_CONNECTIONS = 64  # open at once; past it, new requests get 503 at once
+# Every response: no content sniffing, no framing by other sites, and pages load only files of
+# this server. The API docs pages start Swagger UI or ReDoc with an inline script (and ReDoc styles
+# itself inline); only they may.
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+PAGE_POLICY = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
+DOCS_POLICY = (
+    PAGE_POLICY + "; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; worker-src blob:"
+)
+DOCS_PATHS = ("/docs", "/redoc")
+
+
+async def send_error(send, status: int, detail: str) -> None:
+    """Answer `status` with FastAPI's JSON error form, and close the connection: the request's
+    unread remainder is not worth reading."""
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def upload_refusal(headers: dict[bytes, bytes]) -> tuple[int, str] | None:
+    """Why a POST with these headers is refused before its body is read (None: it is not)."""
+    length = headers.get(b"content-length")
+    if length is not None and b"transfer-encoding" in headers:
+        # Which of the two frames the body is where proxies and servers disagree: refuse both.
+        return 400, "send Content-Length or Transfer-Encoding, not both"
+    if length is None or not length.isdigit():
+        return 411, "send a Content-Length header"
+    if int(length) > MAX_UPLOAD_BYTES:
+        return 413, f"upload is {int(length):,} bytes; the limit is {MAX_UPLOAD_BYTES:,}"
+    return None
+
+
+class GuardedRequests:
+    """ASGI middleware in front of the app. A POST's body is received here, whole, before the app
+    sees it: the bytes that arrive are counted (whatever the headers claim) and refused past
+    MAX_UPLOAD_BYTES or after `upload_seconds`. Every response carries SECURITY_HEADERS."""
+
+    def __init__(self, app, upload_seconds: float = UPLOAD_SECONDS):
+        self.app = app
+        self.upload_seconds = upload_seconds
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        policy = DOCS_POLICY if scope["path"] in DOCS_PATHS else PAGE_POLICY
+        headers = [*SECURITY_HEADERS, (b"content-security-policy", policy.encode())]
+
+        async def secured_send(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *headers]}
+            await send(message)
+
+        sent = dict(scope["headers"])
+        if scope["method"] != "POST":
+            if sent.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in sent:
+                # Unread, a body would keep the connection waiting for it, past every time limit.
+                return await send_error(secured_send, 400, f"only POST takes a body, not {scope['method']}")
+            return await self.app(scope, receive, secured_send)
+        refusal = upload_refusal(sent)
+        if refusal:
+            return await send_error(secured_send, *refusal)
+        body = await self.whole_body(receive, secured_send)
+        if body is not None:
+            await self.app(scope, delivering(body, receive), secured_send)
+
+    async def whole_body(self, receive, send) -> bytes | None:
+        """The request's body, whole; or None once the client has left or been answered with an
+        error (too large, too slow)."""
+        body = bytearray()
+        try:
+            async with asyncio.timeout(self.upload_seconds):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None  # the client left: nobody to answer
+                    body += message.get("body", b"")
+                    if len(body) > MAX_UPLOAD_BYTES:
+                        detail = f"upload is over the limit of {MAX_UPLOAD_BYTES:,} bytes"
+                        return await send_error(send, 413, detail)
+                    if not message.get("more_body"):
+                        return bytes(body)
+        except TimeoutError:
+            detail = f"the upload took over {self.upload_seconds:g} s; send it again on a faster link"
+            return await send_error(send, 408, detail)
+
+
+def delivering(body: bytes, receive):
+    """An ASGI receive that gives the app `body` whole, then whatever `receive` brings (nothing more
+    than a disconnect)."""
+    delivered = False
+
+    async def received():
+        nonlocal delivered
+        if delivered:
+            return await receive()
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return received
+
+
+class HeaderDeadlineProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, closing a connection whose request headers have not all
+    arrived `header_seconds` after it opened or after its last answer (uvicorn has no such limit,
+    so a client sending headers a byte at a time could hold a connection for ever)."""
+
+    def __init__(self, *args, header_seconds: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.header_seconds = header_seconds
+        self.header_deadline: asyncio.TimerHandle | None = None
+
+    def await_headers(self) -> None:
+        if self.header_deadline is not None:
+            self.header_deadline.cancel()
+        self.header_deadline = self.loop.call_later(self.header_seconds, self.close_if_no_headers)
+
+    def close_if_no_headers(self) -> None:
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.await_headers()
+
+    def on_response_complete(self):
+        super().on_response_complete()
+        self.await_headers()
+
+    def connection_lost(self, exc):
+        if self.header_deadline is not None:
+            self.header_deadline.cancel()
+        super().connection_lost(exc)
+
+
+def guarded_config(
+    app, host: str, port: int, header_seconds: float = HEADER_SECONDS, **options
+) -> uvicorn.Config:
+    """uvicorn's settings for `app` with limits on slow and idle clients and on open connections
+    (per process); `options` are further uvicorn.Config settings."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=functools.partial(HeaderDeadlineProtocol, header_seconds=header_seconds),
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        limit_concurrency=MAX_CONNECTIONS,
+        **options,
+    )
+
+
+def guarded_server(app, host: str, port: int, header_seconds: float = HEADER_SECONDS) -> uvicorn.Server:
+    """uvicorn serving `app` in this process, with guarded_config's limits."""
+    return uvicorn.Server(guarded_config(app, host, port, header_seconds))

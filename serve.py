@@ -129,23 +129,25 @@ async def answer(
     return await anyio.to_thread.run_sync(read, model, raw, limiter=request.app.state.decodes)
 
 
-@router.post(
+def image_route(path: str, summary: str, returns: str):
+    """`router.post` for a route that reads an uploaded image, described as both are."""
+    return router.post(path, summary=summary, description=SENT + returns, **UPLOAD)
+
+
+@image_route(
     "/api/predict",
-    summary="Read the digit in one image",
-    description=SENT + "Below the model's calibrated confidence, `not_sure` is true; `top` "
-    "lists the likeliest digits. ",
-    **UPLOAD,
+    "Read the digit in one image",
+    "Below the model's calibrated confidence, `not_sure` is true; `top` lists the likeliest digits.",
 )
 async def predict(request: Request, model: Model, file: UploadFile | None = File(None)) -> dict:
     return await answer(read_one_digit, model, request, file)
 
 
-@router.post(
+@image_route(
     "/api/number",
-    summary="Read a number of up to 12 digits written on one line",
-    description=SENT + "Returns `number` (the digits as a string) and each digit's box, reading "
-    "and 28x28 image, left to right; `not_sure` is true if any digit is. ",
-    **UPLOAD,
+    "Read a number of up to 12 digits written on one line",
+    "Returns `number` (the digits as a string) and each digit's box, reading and 28x28 image, left "
+    "to right; `not_sure` is true if any digit is.",
 )
 async def number(request: Request, model: Model, file: UploadFile | None = File(None)) -> dict:
     return await answer(read_whole_number, model, request, file)

@@ -269,7 +269,8 @@ def markdown(results: dict, count: int) -> str:
     names = list(results["models"])
     lines = [
         f"Handwriting benchmark, {time.strftime('%Y-%m-%d')}: {count} MNIST validation digits per condition, "
-        "read as predict.py reads them; accuracy, and in brackets the weakest digit (what it was read as most).",
+        "read as predict.py reads them; accuracy, and in brackets the weakest digit (what it was read as "
+        "most).",
         "",
         "| condition | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),

@@ -28,11 +28,10 @@ from PIL import Image, ImageDraw, ImageFont
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))  # bench/ imports the project; nothing imports bench/
 
-from reading import read_digits, read_number  # noqa: E402
-
 from data import load_mnist, split_validation  # noqa: E402
 from reader.classifier import load_classifier  # noqa: E402
 from reader.page import ImageError, mnist_style_digit  # noqa: E402
+from reader.reading import read_digits, read_number  # noqa: E402
 from trained import ModelError  # noqa: E402
 
 LENGTHS = (2, 5, 10)

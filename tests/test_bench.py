@@ -91,3 +91,9 @@ def test_our_test_accuracy_is_read_as_predict_py_reads_it_not_from_the_sigmoid_o
     clock.on_train_begin()
     clock.on_epoch_end(0)
     assert clock.points[-1][1] == 1.0
+
+
+@pytest.mark.parametrize("script", sorted(path.name for path in (PROJECT_ROOT / "bench").glob("*.py")))
+def test_every_bench_script_starts_and_explains_itself(script):
+    result = run_script(f"bench/{script}", "--help")
+    assert result.returncode == 0 and "usage:" in result.stdout, result.stderr[-2000:]

@@ -26,6 +26,7 @@ lint: $(VENV)/.installed-dev
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The tests' tools go beside the run's TensorFlow (CPU or, with GPU=1, CUDA), never a second one.
 $(VENV)/.installed-%: requirements.txt requirements-gpu.txt requirements-libraries.txt requirements-serve.txt requirements-dev.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -r $(if $(filter dev,$*),requirements-dev.txt,$(RUN_REQUIREMENTS))
+	$(BIN)/python -m pip install --quiet -r $(RUN_REQUIREMENTS) $(if $(filter dev,$*),-r requirements-dev.txt)
 	touch $@

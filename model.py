@@ -20,11 +20,17 @@ import keras
 import numpy as np
 
 from data import IMAGE_SIZE, NUM_CLASSES
+from trained import MAX_WEIGHTS, MAX_WIDTH
 
 ARCHS = ("mlp", "cnn")
 OUTPUT_ACTIVATIONS = ("sigmoid", "softmax")
 LOGITS_LAYER = "logits"
 OUTPUT_LAYER = "digit"  # the output activation, after the logits
+# Upper bounds of the settings, far past any useful network, so that no setting can ask for more
+# memory than a machine has; the widest layer and the most weights are trained.py's, which refuses
+# a saved model past them too.
+MAX_LAYERS = 16  # dense layers
+MAX_BLOCKS = 4  # convolution blocks: each pooling halves the 28 px side, and a fifth leaves none
 
 
 @dataclass(frozen=True)
@@ -55,12 +61,40 @@ class ModelConfig:
             raise ValueError(f"output_activation must be one of {choices}, got {self.output_activation!r}")
         if not 0 <= self.dropout < 1:  # NaN fails this too
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        for name in ("hidden", "filters"):
+        for name, most in (("hidden", MAX_LAYERS), ("filters", MAX_BLOCKS)):
             sizes = getattr(self, name)
-            if not sizes or min(sizes) < 1:
-                raise ValueError(f"{name} must be one or more positive sizes, got {sizes}")
-        if self.kernel_size < 1:
-            raise ValueError(f"kernel_size must be a positive integer, got {self.kernel_size}")
+            if not sizes or min(sizes) < 1 or len(sizes) > most or max(sizes) > MAX_WIDTH:
+                raise ValueError(
+                    f"{name} must be 1 to {most} sizes of 1 to {MAX_WIDTH:,}, got {shown(sizes)}"
+                )
+        if not 1 <= self.kernel_size <= IMAGE_SIZE:
+            raise ValueError(f"kernel_size must be 1 to {IMAGE_SIZE}, got {shown(self.kernel_size)}")
+        if self.weights() > MAX_WEIGHTS:
+            convolutions = f" and filters {shown(self.filters)}" if self.arch == "cnn" else ""
+            raise ValueError(
+                f"{self.arch} with hidden {shown(self.hidden)}{convolutions} makes {self.weights():,} "
+                f"weights, over {MAX_WEIGHTS:,}: choose smaller layers"
+            )
+
+    def weights(self) -> int:
+        """How many weights the network these settings describe holds."""
+        features, side, channels = IMAGE_SIZE * IMAGE_SIZE, IMAGE_SIZE, 1
+        weights = 0
+        if self.arch == "cnn":
+            for filters in self.filters:  # a convolution keeps the side; the pooling halves it
+                weights += filters * (self.kernel_size**2 * channels + 1)
+                side, channels = side // 2, filters
+            features = side * side * channels
+        for width in (*self.hidden, NUM_CLASSES):
+            weights += width * (features + 1)
+            features = width
+        return weights
+
+
+def shown(value: object) -> str:
+    """A setting's value as an error message shows it: whole, unless it is very long."""
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:30]}... ({len(text)} characters)"
 
 
 def build_model(config: ModelConfig, dtype: str = "float32") -> keras.Model:

@@ -33,6 +33,9 @@ RECORD_NAME = "run.json"  # beside every saved model: how it was made
 LOGS_NAME = "logs"  # TensorBoard's event files, in an output folder
 MIN_FREE_BYTES = 200_000_000  # a model, its backup and the plots, with room to spare
 LOCK_NAME = ".lock"  # in an output folder: held by the run writing there, names its process
+# Any JSON file the project reads back: run.json and export.json are a few kB and nest 5 deep.
+MAX_JSON_BYTES = 10_000_000
+MAX_JSON_DEPTH = 64
 
 
 class OutputError(Exception):
@@ -70,12 +73,44 @@ def save_model(model, folder: Path, record: dict) -> None:
     write_json(folder / RECORD_NAME, record)
 
 
-def record_of(model_path: Path) -> dict:
-    """The run.json beside a saved model ({} for a model saved without one)."""
+def read_json(path: str | Path, max_bytes: int = MAX_JSON_BYTES) -> object:
+    """The JSON value in a file. ValueError, saying why, for one that is not JSON, over
+    `max_bytes`, or nested deeper than MAX_JSON_DEPTH (deeper nesting would exhaust Python's
+    recursion wherever the value is used); OSError where it cannot be read."""
+    with open(path, "rb") as stream:
+        raw = stream.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ValueError(f"{path} is over {max_bytes:,} bytes")
     try:
-        return json.loads((Path(model_path).parent / RECORD_NAME).read_text())
+        value = json.loads(raw)
+    except RecursionError:
+        raise ValueError(f"{path} nests too deep to read") from None
+    if nesting(value) > MAX_JSON_DEPTH:
+        raise ValueError(f"{path} nests over {MAX_JSON_DEPTH} levels deep")
+    return value
+
+
+def nesting(value: object) -> int:
+    """How deep lists and objects nest in a JSON value (1 for a scalar), walked without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def record_of(model_path: Path) -> dict:
+    """The run.json beside a saved model ({} for a model saved without one, or a file that is not
+    a record)."""
+    try:
+        record = read_json(Path(model_path).parent / RECORD_NAME)
     except (OSError, ValueError):
         return {}
+    return record if isinstance(record, dict) else {}
 
 
 def sha256_of(path: Path) -> dict[str, str] | str:
@@ -139,7 +174,7 @@ def keep_settings(lock: Path, settings: dict, out: Path) -> None:
     """
     settings = json.loads(json.dumps(settings))  # tuples as JSON gives them back
     try:
-        kept = json.loads(lock.read_text()) if lock.exists() else settings
+        kept = read_json(lock) if lock.exists() else settings
     except (OSError, ValueError):
         raise OutputError(f"{lock} is damaged: add --fresh to discard the work in {out}") from None
     if kept != settings:

@@ -19,12 +19,14 @@ import argparse
 import itertools
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from PIL import Image
 
 from outputs import atomic_path
 from reader.classifier import MODEL_HELP, Classifier, load_classifier, unsure_never
+from reader.deadline import READING_SECONDS, Deadline, ReadingTimeout
 from reader.page import FORMAT_NAMES, IMAGE_SUFFIXES, ImageError, mnist_style_digit, read_image_file
 from reader.reading import read_digits, read_number
 from trained import ModelError
@@ -45,9 +47,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.top <= 10:
         parser.error(f"--top {args.top}: list between 1 and 10 digits")
-    if args.save_preprocessed and args.save_preprocessed.exists() and not args.save_preprocessed.is_dir():
-        parser.error(f"--save-preprocessed {args.save_preprocessed} is a file: name a folder")
+    if args.save_preprocessed:
+        problem = unwritable(args.save_preprocessed)
+        if problem:
+            parser.error(f"--save-preprocessed {args.save_preprocessed}: {problem}")
     return args
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why the 28x28 images cannot be saved into `folder` (None: they can), found before any image
+    is read, so that no reading is lost to it."""
+    if folder.exists() and not folder.is_dir():
+        return "is a file: name a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        return f"cannot write there ({exc.strerror}): name another folder"
+    return None
 
 
 def image_paths(paths: list[Path]) -> tuple[list[Path], list[dict]]:
@@ -101,14 +118,15 @@ def read_files(
         try:
             image = read_image_file(path)
             if number:
-                reading, digits = read_number(model.probabilities_of, image, model.threshold, top)
+                deadline = Deadline.after(READING_SECONDS)
+                reading, digits = read_number(model.probabilities_of, image, model.threshold, top, deadline)
                 results.append({"file": str(path), **reading})
                 seen.append(digits)
             else:
                 digit = mnist_style_digit(image)
                 results.append({"file": str(path), "image": digit})
                 seen.append([digit])
-        except ImageError as exc:
+        except (ImageError, ReadingTimeout) as exc:
             failures.append({"file": str(path), "error": str(exc)})
         except Exception as exc:  # a fault of one file's decoding or preprocessing costs only that file
             failures.append({"file": str(path), "error": f"cannot be read ({type(exc).__name__}: {exc})"})
@@ -120,15 +138,25 @@ def read_files(
     return results, seen, failures
 
 
-def save_seen(results: list[dict], seen: list[list], folder: Path, number: bool) -> None:
-    """Write the 28x28 digits of each result into `folder`, naming them in its "saved_as"."""
+def save_seen(results: list[dict], seen: list[list], folder: Path, number: bool) -> list[dict]:
+    """Write the 28x28 digits of each result into `folder`, naming them in its "saved_as"; returns
+    the files whose images could not be written, each with its error (its reading still stands)."""
     files = [result["file"] for result in results]
     all_names = saved_names(files, [len(digits) for digits in seen], number)
+    failures = []
     for result, digits, names in zip(results, seen, all_names, strict=True):
-        result["saved_as"] = [str(folder / name) for name in names]
-        for digit, saved in zip(digits, result["saved_as"], strict=True):
-            with atomic_path(saved) as temporary:
-                Image.fromarray(digit).save(temporary)
+        saved_as = [str(folder / name) for name in names]
+        try:
+            for digit, saved in zip(digits, saved_as, strict=True):
+                with atomic_path(saved) as temporary:
+                    Image.fromarray(digit).save(temporary)
+        except OSError as exc:
+            failures.append(
+                {"file": result["file"], "error": f"its 28x28 image not saved ({exc.strerror or exc})"}
+            )
+            continue
+        result["saved_as"] = saved_as
+    return failures
 
 
 def number_line(result: dict) -> str:
@@ -149,7 +177,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results, seen, unread = read_files(model, files, args.number, args.top)
     failures += unread
     if args.save_preprocessed:
-        save_seen(results, seen, args.save_preprocessed, args.number)
+        failures += save_seen(results, seen, args.save_preprocessed, args.number)
     if args.json:
         print(json.dumps({"predictions": results, "errors": failures}, indent=2))
     else:

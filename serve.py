@@ -32,17 +32,18 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from PIL import Image
 from uvicorn.main import STARTUP_FAILURE
-from uvicorn.supervisors import Multiprocess
 
 from data import normalize_images
 from reader.classifier import MODEL_HELP, Classifier, load_classifier, unsure_never
-from reader.guards import UPLOAD_SECONDS, GuardedRequests, guarded_config, guarded_server
+from reader.deadline import READING_SECONDS, Deadline, ReadingTimeout
+from reader.guards import UPLOAD_SECONDS, GuardedRequests, LimitedRestarts, guarded_config, guarded_server
 from reader.page import FORMAT_NAMES, ImageError, mnist_style_digit, read_image
 from reader.reading import read_number, reading
 from trained import ModelError
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 DECODES_AT_ONCE = 2  # images read at once (one per core); each may take up to ~150 MB while it is read
+RETRY_SECONDS = "5"  # Retry-After of a reading past its deadline
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")  # FastAPI parses these
 OUTPUT_LAYERS = {
     "sigmoid": "This model's output layer is 10 sigmoid units, whose own scores are independent and "
@@ -97,9 +98,11 @@ def png_data_url(digit: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def read_one_digit(model: Classifier, raw: bytes) -> dict:
+def read_one_digit(model: Classifier, raw: bytes, deadline: Deadline) -> dict:
     """/api/predict's answer for an image's bytes."""
-    digit = mnist_style_digit(read_image(raw))
+    image = read_image(raw)
+    deadline.check()
+    digit = mnist_style_digit(image)
     row = model.probabilities_of(normalize_images(digit[None]))[0]
     return {
         **reading(row, model.threshold),
@@ -108,25 +111,35 @@ def read_one_digit(model: Classifier, raw: bytes) -> dict:
     }
 
 
-def read_whole_number(model: Classifier, raw: bytes) -> dict:
+def read_whole_number(model: Classifier, raw: bytes, deadline: Deadline) -> dict:
     """/api/number's answer for an image's bytes."""
-    number, digits = read_number(model.probabilities_of, read_image(raw), model.threshold)
+    number, digits = read_number(model.probabilities_of, read_image(raw), model.threshold, deadline=deadline)
     for item, digit in zip(number["digits"], digits, strict=True):
         item["preprocessed"] = png_data_url(digit)
     return number
 
 
-async def answer(
-    read: Callable[[Classifier, bytes], dict], model: Classifier, request: Request, file: UploadFile | None
-) -> dict:
-    """`read` of the uploaded image's bytes, in a thread, DECODES_AT_ONCE images at most at once."""
+Read = Callable[[Classifier, bytes, Deadline], dict]  # an image's bytes -> a route's answer
+
+
+def within(read: Read, model: Classifier, raw: bytes, seconds: float) -> dict:
+    """`read` with a deadline `seconds` from now: from when a reading slot is taken."""
+    return read(model, raw, Deadline.after(seconds))
+
+
+async def answer(read: Read, model: Classifier, request: Request, file: UploadFile | None) -> dict:
+    """`read` of the uploaded image's bytes, in a thread, DECODES_AT_ONCE images at most at once,
+    each within the app's reading deadline."""
     if file is not None:
         raw = await file.read()
     elif request.headers.get("content-type", "").startswith(FORM_TYPES):
         raise HTTPException(status_code=400, detail="a form upload needs its image in field `file`")
     else:
         raw = await request.body()
-    return await anyio.to_thread.run_sync(read, model, raw, limiter=request.app.state.decodes)
+    state = request.app.state
+    return await anyio.to_thread.run_sync(
+        within, read, model, raw, state.reading_seconds, limiter=state.decodes
+    )
 
 
 def image_route(path: str, summary: str, returns: str):
@@ -158,6 +171,14 @@ def healthz(request: Request, model: Model) -> dict:
     return {"status": "ok", "model": model.name, "process": request.app.state.process}
 
 
+@router.get("/readyz", summary="Readiness: 503 while every reading slot is busy")
+def readyz(request: Request) -> JSONResponse:
+    free = int(request.app.state.decodes.available_tokens)
+    return JSONResponse(
+        {"status": "ready" if free else "busy", "free_slots": free}, status_code=200 if free else 503
+    )
+
+
 @router.get("/api/model", summary="The model served, what its probabilities are, when it is not sure")
 def model_info(model: Model) -> dict:
     return {"name": model.name, "probabilities": probabilities_note(model), "not_sure_below": model.threshold}
@@ -173,6 +194,11 @@ async def bad_image(request: Request, exc: ImageError) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=400)
 
 
+async def too_long(request: Request, exc: ReadingTimeout) -> JSONResponse:
+    """A reading past its deadline: 503, and when to try again; its slot is free."""
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": RETRY_SECONDS})
+
+
 def openapi_with_note(app: FastAPIOffline, openapi: Callable[[], dict], note: str) -> dict:
     """FastAPI's OpenAPI schema of `app`, its image routes saying what the probabilities of the
     model served are (the routes are shared by every app; the model is this app's)."""
@@ -183,17 +209,20 @@ def openapi_with_note(app: FastAPIOffline, openapi: Callable[[], dict], note: st
     return app.openapi_schema
 
 
-def create_app(model: Classifier, upload_seconds: float = UPLOAD_SECONDS) -> FastAPIOffline:
+def create_app(
+    model: Classifier, upload_seconds: float = UPLOAD_SECONDS, reading_seconds: float = READING_SECONDS
+) -> FastAPIOffline:
     """The FastAPI app serving `model` (loaded once by the caller) and the drawing page; readings
-    less confident than its threshold are "not sure"."""
+    less confident than its threshold are "not sure", and readings past `reading_seconds` a 503."""
     note = probabilities_note(model)
     app = FastAPIOffline(  # FastAPI with its docs pages' scripts served from here, not a CDN
         title="MNIST digit recognizer",
         description="Draw or upload a handwritten digit or number; get what the model reads. " + note,
-        exception_handlers={ImageError: bad_image},
+        exception_handlers={ImageError: bad_image, ReadingTimeout: too_long},
     )
     app.state.classifier = model
     app.state.decodes = anyio.CapacityLimiter(DECODES_AT_ONCE)
+    app.state.reading_seconds = reading_seconds
     app.state.process = secrets.token_hex(4)  # which of --workers' processes answers: each has its app
     app.add_middleware(GuardedRequests, upload_seconds=upload_seconds)
     app.include_router(router)
@@ -245,9 +274,9 @@ def main(argv: list[str] | None = None) -> None:
     config = guarded_config(
         functools.partial(app_of, args.model), args.host, args.port, workers=args.workers, factory=True
     )
-    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor = LimitedRestarts(config, sockets=[config.bind_socket()])
     supervisor.run()
-    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+    if supervisor.failed:  # each worker said why
         raise SystemExit(1)
 
 

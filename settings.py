@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model import ModelConfig
+from outputs import read_json
 from training import TrainConfig
 
 
@@ -86,7 +87,7 @@ def checked_value(config_type: type, section: str, name: str, value: object) -> 
 def read_file(path: Path) -> dict[str, dict]:
     """The settings in a JSON file (run.json, best_config.json or one's own), checked by `resolve`."""
     try:
-        content = json.loads(path.read_text())
+        content = read_json(path)
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read {path}: {exc}") from None
     sections = {name: content[name] for name in SECTIONS if isinstance(content, dict) and name in content}

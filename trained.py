@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from data import IMAGE_SIZE, NUM_CLASSES
-from outputs import sha256_of
+from outputs import read_json, sha256_of
 
 if TYPE_CHECKING:  # Keras is imported for .keras files only
     import keras
@@ -33,7 +33,11 @@ EXPORT_RECORD = "export.json"  # beside export.py's files: their sha256 and the 
 TARGET_PRECISION = 0.995
 MAX_CONFIG_BYTES = 1_000_000  # a .keras file's config.json; train.py's are a few kB
 MAX_CONFIG_DEPTH = 40  # nesting of that config; train.py's nest about 8 deep
-MAX_WIDTH = 65_536  # units or filters of one layer; train.py's are at most a few thousand
+# The largest network the project builds (model.ModelConfig) or loads: units or filters of one
+# layer (train.py's are at most a few thousand), and weights of a whole model (100 million float32
+# are 400 MB; the default MLP holds 1.3 million).
+MAX_WIDTH = 65_536
+MAX_WEIGHTS = 100_000_000
 Probabilities = Callable[[np.ndarray], np.ndarray]  # float32 images (n, 28, 28) -> (n, 10)
 
 
@@ -75,29 +79,61 @@ def threshold_of(run: object) -> float | None:
     """The calibrated "not sure" threshold in a run record, or None where it has none: a run
     without a validation split, or a record that is not one."""
     threshold = recorded(run, "calibration", "threshold")
-    return float(threshold) if isinstance(threshold, (int, float)) and 0 <= threshold <= 1 else None
+    number = isinstance(threshold, (int, float)) and not isinstance(threshold, bool)  # true is not 1.0
+    return float(threshold) if number and 0 <= threshold <= 1 else None
 
 
 def config_problem(archive: zipfile.ZipFile) -> str | None:
     """What makes a .keras file's config unsafe to build (None: nothing): deeper nesting than
-    Keras can recurse through, or a layer so wide its weights would exhaust memory."""
+    Keras can recurse through, a layer so wide, or layers so many, that building them would
+    exhaust memory, or more weights than the file holds."""
     if archive.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
         return f"its config is over {MAX_CONFIG_BYTES:,} bytes"
     try:
         stack = [(json.loads(archive.read("config.json")), 1)]  # walked without recursion
     except RecursionError:
         return "its config nests too deep to read"
+    weights = 0
     while stack:
         value, depth = stack.pop()
         if depth > MAX_CONFIG_DEPTH:
             return f"its config nests over {MAX_CONFIG_DEPTH} levels deep"
         if isinstance(value, dict):
+            layer = value.get("config") if isinstance(value.get("config"), dict) else {}
             for key in ("units", "filters"):
-                if isinstance(value.get(key), int) and value[key] > MAX_WIDTH:
-                    return f"a layer has {value[key]:,} {key}, over {MAX_WIDTH:,}"
+                size = layer.get(key)
+                if isinstance(size, int) and not isinstance(size, bool):
+                    if size > MAX_WIDTH:
+                        return f"a layer has {size:,} {key}, over {MAX_WIDTH:,}"
+                    weights += layer_weights(size, layer.get("kernel_size"), value.get("build_config"))
             stack.extend((item, depth + 1) for item in value.values())
         elif isinstance(value, list):
             stack.extend((item, depth + 1) for item in value)
+    return weights_problem(weights, archive)
+
+
+def layer_weights(size: int, kernel_size: object, build_config: object) -> int:
+    """The weights of a Dense (`size` units) or convolution (`size` filters) layer, from its input's
+    width as Keras records it when it saves a built layer: the most the layer can take, where that
+    is missing, so a file cannot hide a layer's size by leaving it out."""
+    shape = build_config.get("input_shape") if isinstance(build_config, dict) else None
+    inputs = shape[-1] if isinstance(shape, list) and shape else None
+    if not isinstance(inputs, int) or isinstance(inputs, bool) or inputs < 1:
+        inputs = MAX_WIDTH
+    area = 1
+    for side in kernel_size if isinstance(kernel_size, list) else [kernel_size]:
+        area *= side if isinstance(side, int) and not isinstance(side, bool) and side > 0 else 1
+    return size * (min(inputs, MAX_WIDTH) * area + 1)
+
+
+def weights_problem(weights: int, archive: zipfile.ZipFile) -> str | None:
+    """Why `weights` (float32, counted from a .keras file's config) cannot be built from `archive`:
+    more than MAX_WEIGHTS, or more than its weights file holds (None: neither)."""
+    if weights > MAX_WEIGHTS:
+        return f"its layers hold {weights:,} weights, over {MAX_WEIGHTS:,}"
+    stored = sum(info.file_size for info in archive.infolist() if info.filename.endswith(".h5"))
+    if 4 * weights > 2 * stored + 1_000_000:  # float32; HDF5's overhead is small
+        return f"its layers hold {weights:,} weights, more than its {stored:,}-byte weights file can"
     return None
 
 
@@ -151,14 +187,23 @@ def onnx_probabilities(path: Path) -> Probabilities:
         raise ValueError(
             f"it maps {entry.shape} {entry.type} to {exit_.shape}, not 28x28 images to 10 digits"
         )
-    return lambda images: session.run([exit_.name], {entry.name: np.asarray(images, np.float32)})[0]
+
+    def probabilities_of(images: np.ndarray) -> np.ndarray:
+        return session.run([exit_.name], {entry.name: np.asarray(images, np.float32)})[0]
+
+    # Run once now: a file can load and still fail (or ask for gigabytes) when it runs, and that
+    # must be one clear error at start-up, not a failure of every reading.
+    answer = probabilities_of(np.zeros((2, IMAGE_SIZE, IMAGE_SIZE), np.float32))
+    if answer.shape != (2, NUM_CLASSES) or not np.isfinite(answer).all():
+        raise ValueError(f"it answers {answer.shape} for 2 images, not 10 probabilities each")
+    return probabilities_of
 
 
 def export_source(path: Path) -> dict:
     """What export.json beside `path` says of the model it was exported from ({} when there is no
     export.json, or it does not list this very file, e.g. a file copied over from another export)."""
     try:
-        record = json.loads((path.parent / EXPORT_RECORD).read_text())
+        record = read_json(path.parent / EXPORT_RECORD)
         listed = {entry["path"]: entry["sha256"] for entry in record["formats"].values()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}

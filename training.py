@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
 import os
 import signal
@@ -28,14 +27,19 @@ import numpy as np
 import tensorflow as tf
 
 from augmentation import augmentation_layers, with_continental_marks
-from data import IMAGE_SIZE, NUM_CLASSES, Mnist, normalize_images, split_validation
-from model import ModelConfig, build_model
-from outputs import write_json
+from data import EXPECTED_SHAPES, IMAGE_SIZE, NUM_CLASSES, Mnist, normalize_images, split_validation
+from model import ModelConfig, build_model, shown
+from outputs import read_json, write_json
 from trained import reason
 
 LOSS = "categorical_crossentropy"
 STRATEGIES = ("default", "mirrored", "multiworker")
 PRECISIONS = ("auto", "float32", "bfloat16")
+TRAIN_IMAGES = EXPECTED_SHAPES["x_train"][0]  # MNIST's 60,000
+# Upper bounds of the settings, so that none can ask for more time or memory than a run can have.
+BOUNDS = {"epochs": 10_000, "batch_size": TRAIN_IMAGES, "limit": TRAIN_IMAGES}
+MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are 32-bit
+MAX_LR = 10.0  # Adam's useful rates are below 0.1
 # The CPU flags of bfloat16 arithmetic (Linux's names). Without them oneDNN emulates bfloat16,
 # slower than float32.
 BFLOAT16_FLAGS = {"avx512_bf16", "amx_bf16"}
@@ -73,13 +77,14 @@ class TrainConfig:
     limit: int | None = field(default=None, metadata={"help": "use only the first N training images"})
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size") + (("limit",) if self.limit is not None else ()):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be 0 or more, got {self.seed}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        for name, most in BOUNDS.items():
+            value = getattr(self, name)
+            if value is not None and not 1 <= value <= most:
+                raise ValueError(f"{name} must be an integer from 1 to {most:,}, got {shown(value)}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be from 0 to {MAX_SEED:,}, got {shown(self.seed)}")
+        if not (math.isfinite(self.lr) and 0 < self.lr <= MAX_LR):
+            raise ValueError(f"lr must be a number above 0 and at most {MAX_LR:g}, got {shown(self.lr)}")
         if not 0 <= self.val_split < 1:  # NaN fails this too
             raise ValueError(f"val_split must be in [0, 1), got {self.val_split}")
         if self.precision not in PRECISIONS:
@@ -93,8 +98,6 @@ class TrainingError(Exception):
 def training_split(mnist: Mnist, config: TrainConfig) -> tuple[np.ndarray, ...]:
     """x_fit, y_fit, x_val, y_val: the first `limit` training images, normalized, labels one-hot,
     split by `seed`."""
-    if config.limit and config.limit > len(mnist.x_train):
-        raise TrainingError(f"limit {config.limit} exceeds the {len(mnist.x_train)} training images")
     x = normalize_images(mnist.x_train[: config.limit])
     y = np.eye(NUM_CLASSES, dtype=np.float32)[mnist.y_train[: config.limit]]
     return split_validation(x, y, config.val_split, config.seed)
@@ -222,7 +225,7 @@ class EpochHistory(keras.callbacks.Callback):
         self.rows: list[dict[str, float]] = []
 
     def on_train_begin(self, logs=None):
-        self.rows = json.loads(self.path.read_text()) if self.path.exists() else []
+        self.rows = read_json(self.path) if self.path.exists() else []
 
     def on_epoch_end(self, epoch, logs=None):
         # `epoch` counts from the run's start, resumed or not: rows past it belong to lost work.
@@ -280,7 +283,7 @@ def completed_epochs(backup: Path) -> int:
     before if the last cannot be read (0 if none)."""
     for suffix in ("", PREVIOUS):
         try:
-            return int(json.loads((backup / (BACKUP_FILES[1] + suffix)).read_text())["epoch"])
+            return int(read_json(backup / (BACKUP_FILES[1] + suffix))["epoch"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return 0

@@ -180,7 +180,7 @@ class CheckedOracle:
     """The search's oracle, refusing reports from outside the search. A chief's oracle answers
     anyone who reaches its port (KerasTuner's gRPC has neither authentication nor encryption), so
     a trial ended with settings outside the space is kept with the settings it was given and
-    marked FAILED, and metrics that are not finite (accuracies: not in [0, 1]) are refused."""
+    marked STOPPED, and metrics that are not finite (accuracies: not in [0, 1]) are refused."""
 
     def __init__(self, oracle: keras_tuner.Oracle, hypermodel: DigitHyperModel):
         self.oracle = oracle
@@ -204,7 +204,9 @@ class CheckedOracle:
                 file=sys.stderr,
             )
             trial.hyperparameters = self.oracle.get_trial(trial.trial_id).hyperparameters
-            trial.status, trial.message = keras_tuner.engine.trial.TrialStatus.FAILED, f"refused: {problem}"
+            # STOPPED, not FAILED (nor INVALID, which KerasTuner turns into FAILED): it ends a search
+            # after a few failures in a row, and a refused report is someone else's doing.
+            trial.status, trial.message = keras_tuner.engine.trial.TrialStatus.STOPPED, f"refused: {problem}"
         return self.oracle.end_trial(trial)
 
 

@@ -18,7 +18,8 @@ import numpy as np
 from scipy import ndimage
 
 from data import INK_THRESHOLD
-from reader.page import EIGHT_NEIGHBOURS, ImageError
+from reader.deadline import NO_DEADLINE, Deadline
+from reader.page import EIGHT_NEIGHBOURS, WORK_SIDE, ImageError
 
 MAX_DIGITS = 12  # in one written number
 OVERLAP = 0.5  # pieces overlapping by this share of the narrower one's width are tried as one digit
@@ -30,6 +31,12 @@ MIN_DIGIT_HEIGHT = 0.5  # of the number's height: a shorter part is a piece of a
 # of more, rare outside scribbles, is tried as one run of touching ink.
 MAX_GROUP_PIECES = 6
 MAX_LAYOUTS = 256  # tried per group, the simplest first: bounds the reading of a scribble
+# A number of 12 digits written in broken strokes has a few dozen pieces; past this many, the
+# image is specks or texture, refused before any work that grows with the pieces.
+MAX_PIECES = 500
+# px tall, as read: under this a "number" is a dash or a line of dots, and nothing can be read of it
+# (MNIST's digits are 20 px; scans of 8 px read well, bench/handwriting.py).
+MIN_NUMBER_HEIGHT = 6
 
 
 @dataclass(frozen=True)
@@ -54,13 +61,15 @@ class NumberLayouts:
 
     ink: np.ndarray
     owners: np.ndarray
+    pieces: int  # labelled 1 to pieces in `owners`
     groups: list[list[list[Part]]]
 
     def digit(self, part: Part) -> np.ndarray:
         """The ink of one part alone, in its columns (the page's full height)."""
         columns = slice(part.left, part.right)
-        mine = np.isin(self.owners[:, columns], list(part.pieces))
-        return np.where(mine, self.ink[:, columns], 0.0)
+        mine = np.zeros(self.pieces + 1, bool)  # by label: a lookup, not a search of every pixel's
+        mine[list(part.pieces)] = True
+        return np.where(mine[self.owners[:, columns]], self.ink[:, columns], 0.0)
 
     def box(self, part: Part) -> tuple[int, int, int, int]:
         """(left, top, right, bottom) of the part's ink; top == bottom if it holds none (a cut
@@ -71,28 +80,23 @@ class NumberLayouts:
         return part.left, int(rows[0]), part.right, int(rows[-1]) + 1
 
 
-def number_layouts(ink: np.ndarray) -> NumberLayouts:
+def number_layouts(ink: np.ndarray, deadline: Deadline = NO_DEADLINE) -> NumberLayouts:
     """Every plausible way of dividing the number in `ink` into digits: within each group of
     overlapping pieces, its pieces split between digits where they follow each other, and any run of
     them wide enough for several digits cut at the columns holding least ink (digits that touch).
-    A part that is not half as tall as the number's pieces (a 5's cap, a 1's flag) is no digit."""
+    A part that is not half as tall as the number's pieces (a 5's cap, a 1's flag) is no digit.
+    Raises ReadingTimeout past `deadline`."""
     marks = ink >= INK_THRESHOLD * 255
     labels, count = ndimage.label(marks, structure=EIGHT_NEIGHBOURS)
     if not count:
         raise ImageError("no digit found: no stroke stands out from the paper")
+    if count > MAX_PIECES:  # before any work that grows with the pieces
+        raise too_many(f"{count:,} separate pieces of ink")
     spans = sorted(
         (found[1].start, found[1].stop, label)
         for label, found in enumerate(ndimage.find_objects(labels), start=1)
     )
-    groups: list[list[tuple[int, int, int]]] = []
-    for left, right, label in spans:
-        last = groups[-1] if groups else None
-        reach = max(span[1] for span in last) if last else 0
-        width = min(right - left, reach - min(span[0] for span in last)) if last else 0
-        if last and left < reach - OVERLAP * width:
-            last.append((left, right, label))
-        else:
-            groups.append([(left, right, label)])
+    groups = overlapping_groups(spans)
     if len(groups) > MAX_DIGITS:
         raise too_many(f"{len(groups)} separate marks")
     rows = [found[0] for found in ndimage.find_objects(labels)]
@@ -105,8 +109,13 @@ def number_layouts(ink: np.ndarray) -> NumberLayouts:
             ]
         )
     )
+    if height < MIN_NUMBER_HEIGHT:
+        raise ImageError(
+            f"the number is {height:.0f} px tall as read (images are read at most {WORK_SIDE} px across): "
+            f"crop the image closer to it, or write it larger"
+        )
     _, (nearest_rows, nearest_columns) = ndimage.distance_transform_edt(~marks, return_indices=True)
-    layouts = NumberLayouts(ink, labels[nearest_rows, nearest_columns], [])
+    layouts = NumberLayouts(ink, labels[nearest_rows, nearest_columns], count, [])
     run_options: dict[tuple, list[list[Part]]] = {}  # a run recurs in many divisions of its group
 
     def options_of(run: list[tuple[int, int, int]]) -> list[list[Part]]:
@@ -115,6 +124,7 @@ def number_layouts(ink: np.ndarray) -> NumberLayouts:
         return run_options[tuple(run)]
 
     for group in groups:
+        deadline.check()
         options = (
             [part for parts in layout for part in parts]
             for runs in contiguous_runs(group)
@@ -123,6 +133,22 @@ def number_layouts(ink: np.ndarray) -> NumberLayouts:
         whole = [[Part(frozenset(label for *_, label in group), group[0][0], max(span[1] for span in group))]]
         layouts.groups.append(list(islice(options, MAX_LAYOUTS)) or whole)
     return layouts
+
+
+def overlapping_groups(spans: list[tuple[int, int, int]]) -> list[list[tuple[int, int, int]]]:
+    """Pieces (left, right, label), sorted by their left edge, gathered into groups of pieces that
+    overlap horizontally, left to right: a piece joins the group before it when it starts inside
+    its reach by more than OVERLAP of the narrower's width. One pass, each piece looked at once."""
+    groups: list[list[tuple[int, int, int]]] = []
+    start = reach = 0  # the current group's left edge and right reach
+    for left, right, label in spans:
+        if groups and left < reach - OVERLAP * min(right - left, reach - start):
+            groups[-1].append((left, right, label))
+            reach = max(reach, right)
+        else:
+            groups.append([(left, right, label)])
+            start, reach = left, right
+    return groups
 
 
 def too_many(found: str) -> ImageError:

@@ -14,16 +14,25 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 
 import h11
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 MAX_UPLOAD_BYTES = 1_000_000
 UPLOAD_SECONDS = 20.0  # to receive a whole upload: 1 MB at 50 KB/s, a poor mobile link
 HEADER_SECONDS = 10.0  # to receive a request's headers, from connecting or from the last answer
 KEEP_ALIVE_SECONDS = 5  # an idle connection is closed after this
 MAX_CONNECTIONS = 64  # open at once; past it, new requests get 503 at once
+RETRY_AFTER_BUSY = "1"  # seconds, in such a 503
+# On SIGTERM, requests still running get this long to finish (a reading's own deadline is shorter).
+GRACEFUL_SECONDS = 15
+# A worker process that dies is replaced at most this many times; past it its slot stays empty and
+# the other workers serve on (a worker that keeps dying is a fault to look at, not to hide).
+MAX_RESTARTS = 3
 # Every response: no content sniffing, no framing by other sites, and pages load only files of
 # this server. The API docs pages start Swagger UI or ReDoc with an inline script (and ReDoc styles
 # itself inline); only they may.
@@ -37,13 +46,19 @@ DOCS_POLICY = (
     PAGE_POLICY + "; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; worker-src blob:"
 )
 DOCS_PATHS = ("/docs", "/redoc")
+LOGGER = logging.getLogger("uvicorn.error")
 
 
-async def send_error(send, status: int, detail: str) -> None:
+async def send_error(send, status: int, detail: str, extra_headers: tuple = ()) -> None:
     """Answer `status` with FastAPI's JSON error form, and close the connection: the request's
     unread remainder is not worth reading."""
     body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *extra_headers,
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -133,12 +148,25 @@ def delivering(body: bytes, receive):
 class HeaderDeadlineProtocol(H11Protocol):
     """uvicorn's HTTP/1.1 protocol, closing a connection whose request headers have not all
     arrived `header_seconds` after it opened or after its last answer (uvicorn has no such limit,
-    so a client sending headers a byte at a time could hold a connection for ever)."""
+    so a client sending headers a byte at a time could hold a connection for ever), and answering
+    past its limit of connections in the API's JSON, where uvicorn answers in plain text."""
 
     def __init__(self, *args, header_seconds: float, **kwargs):
         super().__init__(*args, **kwargs)
         self.header_seconds = header_seconds
         self.header_deadline: asyncio.TimerHandle | None = None
+        # uvicorn's own check, made here instead, at the same point: as the request's app starts.
+        self.connection_limit, self.limit_concurrency = self.limit_concurrency, None
+        self.app = functools.partial(self.within_limit, self.app)
+
+    async def within_limit(self, app, scope, receive, send):
+        """`app`, unless this server holds more connections or requests than its limit; then a 503."""
+        limit = self.connection_limit
+        # The request's own task is among `tasks` by now; uvicorn counts before adding it.
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) > limit):
+            detail = f"the server is at its limit of {limit} open connections: try again shortly"
+            return await send_error(send, 503, detail, ((b"retry-after", RETRY_AFTER_BUSY.encode()),))
+        return await app(scope, receive, send)
 
     def await_headers(self) -> None:
         if self.header_deadline is not None:
@@ -174,6 +202,7 @@ def guarded_config(
         port=port,
         http=functools.partial(HeaderDeadlineProtocol, header_seconds=header_seconds),
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
         limit_concurrency=MAX_CONNECTIONS,
         **options,
     )
@@ -182,3 +211,50 @@ def guarded_config(
 def guarded_server(app, host: str, port: int, header_seconds: float = HEADER_SECONDS) -> uvicorn.Server:
     """uvicorn serving `app` in this process, with guarded_config's limits."""
     return uvicorn.Server(guarded_config(app, host, port, header_seconds))
+
+
+class LimitedRestarts(Multiprocess):
+    """uvicorn's supervisor of worker processes, replacing a worker that dies at most MAX_RESTARTS
+    times per slot. A replacement that fails to start (a model file damaged during a deploy) empties
+    only its own slot, where uvicorn would stop every worker; only when no worker is left, or the
+    very first start fails (the app itself is broken), does the server stop."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list) -> None:
+        super().__init__(config, sockets)
+        self.restarts: list[int] = [0] * self.processes_num
+        self.retired: set[int] = set()
+        self.failed = False  # stopped for want of a working worker, not by a signal
+
+    def keep_subprocess_alive(self) -> None:
+        for slot, process in enumerate(self.processes):
+            if self.should_exit.is_set():
+                return
+            if slot in self.retired or process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+            process.kill()  # it may be hung rather than dead
+            process.join()
+            self.replace(slot, process)
+
+    def replace(self, slot: int, process: Process) -> None:
+        """Start a new worker in `slot` in place of `process`, which has died, or retire the slot."""
+        failed_start = process.exitcode == STARTUP_FAILURE
+        if failed_start and not self.restarts[slot]:  # its first start: the app cannot start at all
+            LOGGER.error(f"worker [{process.pid}] failed to start; stopping the server")
+            self.failed = True
+            self.should_exit.set()
+            return
+        if failed_start or self.restarts[slot] >= MAX_RESTARTS:
+            why = "its replacement failed to start" if failed_start else f"it died {MAX_RESTARTS + 1} times"
+            self.retired.add(slot)
+            LOGGER.error(f"worker slot {slot} left empty: {why}; {self.working()} worker(s) serve on")
+            if not self.working():
+                self.failed = True
+                self.should_exit.set()
+            return
+        self.restarts[slot] += 1
+        LOGGER.warning(f"worker [{process.pid}] died; replacing it ({self.restarts[slot]} of {MAX_RESTARTS})")
+        self.processes[slot] = Process(self.config, self.sockets)
+        self.processes[slot].start()
+
+    def working(self) -> int:
+        return self.processes_num - len(self.retired)

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from data import mnist_style, normalize_images
+from reader.deadline import NO_DEADLINE, Deadline
 from reader.division import MAX_DIGITS, Part, number_layouts, too_many
 from reader.page import SOURCE_SIZE, page_ink
 from trained import Probabilities
@@ -46,7 +47,11 @@ def read_digits(
 
 
 def read_number(
-    probabilities_of: Probabilities, image: Image.Image, threshold: float | None, top: int = 3
+    probabilities_of: Probabilities,
+    image: Image.Image,
+    threshold: float | None,
+    top: int = 3,
+    deadline: Deadline = NO_DEADLINE,
 ) -> tuple[dict, list[np.ndarray]]:
     """The number written on one line in `image`: its digits left to right, each with its box
     (left, top, right, bottom, in the pixels of the image as sent) and reading, not sure if any
@@ -55,11 +60,15 @@ def read_number(
     Where the ink alone does not say where one digit ends (digits that touch or run into each
     other, a digit in pieces), every plausible division is read and the one whose digits the
     model is surest of, together, is kept. A best reading of more than MAX_DIGITS digits is an
-    ImageError, as more than MAX_DIGITS separate marks are.
+    ImageError, as more than MAX_DIGITS separate marks are; a reading past `deadline` a
+    ReadingTimeout.
     """
-    layouts = number_layouts(page_ink(image))
+    layouts = number_layouts(page_ink(image), deadline)
     parts = dict.fromkeys(part for group in layouts.groups for layout in group for part in layout)
-    digits = {part: mnist_style(layouts.digit(part)) for part in parts}  # each part once
+    digits = {}
+    for part in parts:  # each part once
+        deadline.check()
+        digits[part] = mnist_style(layouts.digit(part))
     rows = np.asarray(probabilities_of(normalize_images(np.stack(list(digits.values())))))
     probabilities = dict(zip(digits, rows, strict=True))
 

@@ -16,8 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -35,10 +37,30 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+@dataclass
+class LocalServer:
+    url: str  # http://127.0.0.1:PORT
+    process: subprocess.Popen  # serve.py itself: with --workers, the parent of the workers
+    log: typing.BinaryIO  # what it has written to stderr
+
+    def logged(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+
 @contextlib.contextmanager
 def running_server(model: Path, *flags: str, workers: int = 1, python: str = sys.executable) -> Iterator[str]:
     """serve.py for `model` (with `flags`, run by `python`) on a free local port, once each of its
     `workers` processes has answered; yields its base URL."""
+    with local_server(model, *flags, workers=workers, python=python) as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def local_server(
+    model: Path, *flags: str, workers: int = 1, python: str = sys.executable
+) -> Iterator[LocalServer]:
+    """`running_server`, yielding the process and its log beside the URL."""
     port = free_ports(1)[0]
     log = tempfile.TemporaryFile()  # a file, not a pipe: a pipe nobody reads would stall the server
     process = subprocess.Popen(
@@ -47,29 +69,10 @@ def running_server(model: Path, *flags: str, workers: int = 1, python: str = sys
         stdout=subprocess.DEVNULL,
         stderr=log,
     )
-    url = f"http://127.0.0.1:{port}"
+    server = LocalServer(f"http://127.0.0.1:{port}", process, log)
     try:
-        deadline = time.monotonic() + START_SECONDS
-        answered: set[str] = set()  # the processes that have answered (a new connection each time)
-        while len(answered) < workers:
-            try:
-                with urllib.request.urlopen(url + "/healthz", timeout=1) as response:
-                    answered.add(json.load(response)["process"])
-                time.sleep(0.05)  # the kernel hands the next connection to any process that accepts
-            except OSError:
-                if process.poll() is not None:
-                    log.seek(0)
-                    raise RuntimeError(
-                        f"serve.py exited at start-up: {log.read()[-2000:].decode()}"
-                    ) from None
-                time.sleep(0.3)
-            if time.monotonic() > deadline:
-                log.seek(0)
-                raise RuntimeError(
-                    f"{workers - len(answered)} of serve.py's {workers} processes did not answer /healthz "
-                    f"within {START_SECONDS} s: {log.read()[-2000:].decode()}"
-                )
-        yield url
+        wait_for_workers(server, workers)
+        yield server
     finally:
         process.terminate()
         try:
@@ -78,3 +81,24 @@ def running_server(model: Path, *flags: str, workers: int = 1, python: str = sys
             process.kill()
             process.wait()
         log.close()
+
+
+def wait_for_workers(server: LocalServer, workers: int) -> None:
+    """Return once each of the server's `workers` processes has answered /healthz; RuntimeError,
+    with its log, if it exits or they have not within START_SECONDS."""
+    deadline = time.monotonic() + START_SECONDS
+    answered: set[str] = set()  # the processes that have answered (a new connection each time)
+    while len(answered) < workers:
+        try:
+            with urllib.request.urlopen(server.url + "/healthz", timeout=1) as response:
+                answered.add(json.load(response)["process"])
+            time.sleep(0.05)  # the kernel hands the next connection to any process that accepts
+        except OSError:
+            if server.process.poll() is not None:
+                raise RuntimeError(f"serve.py exited at start-up: {server.logged()[-2000:]}") from None
+            time.sleep(0.3)
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{workers - len(answered)} of serve.py's {workers} processes did not answer /healthz "
+                f"within {START_SECONDS} s: {server.logged()[-2000:]}"
+            )

@@ -5,22 +5,27 @@ working in a fresh environment of requirements-serve.txt alone, where TensorFlow
 imported."""
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import urllib.request
 import zipfile
+from pathlib import Path
 
 import keras
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 
 import outputs
-from conftest import PROJECT_ROOT, run_script
+from conftest import PROJECT_ROOT, run_script, wait_until
 from data import normalize_images
-from local_server import running_server
+from local_server import local_server, running_server
 from reader.classifier import load_classifier
+from reader.guards import MAX_RESTARTS
 from trained import ModelError, load_trained_model
 
 
@@ -66,6 +71,22 @@ def widened(config):
     return json.dumps(config)
 
 
+def dense_layers(config):
+    return [layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense"]
+
+
+def each_layer_allowed_all_too_many(config):
+    first, second = dense_layers(config)[:2]  # 784 -> 65,536 -> 65,536: 17 GB, each layer allowed
+    first["config"]["units"] = second["config"]["units"] = 65_536
+    second["build_config"]["input_shape"] = [None, 65_536]
+    return json.dumps(config)
+
+
+def more_than_the_file_holds(config):
+    dense_layers(config)[0]["config"]["units"] = 65_536  # 51 million weights in a file of kilobytes
+    return json.dumps(config)
+
+
 def nested(config, depth=100_000):
     first_dense(config)["config"]["extra"] = "DEEP"
     return json.dumps(config).replace('"DEEP"', "[" * depth + "]" * depth)
@@ -77,7 +98,13 @@ def fairly_nested(config):
 
 @pytest.mark.parametrize(
     "change, says",
-    [(widened, "268,435,456 units"), (nested, "nests too deep"), (fairly_nested, "nests over 40")],
+    [
+        (widened, "268,435,456 units"),
+        (each_layer_allowed_all_too_many, "layers hold 4,346,[0-9,]+ weights, over 100,000,000"),
+        (more_than_the_file_holds, "layers hold 51,[0-9,]+ weights, more than its [0-9,]+-byte weights file"),
+        (nested, "nests too deep"),
+        (fairly_nested, "nests over 40"),
+    ],
 )
 def test_a_model_file_too_wide_or_too_deep_to_build_is_refused_unbuilt(tmp_path, trained_run, change, says):
     path = with_config(trained_run.folder / "model.keras", tmp_path / "bad.keras", change)
@@ -162,6 +189,11 @@ def test_an_onnx_file_that_export_json_does_not_list_has_no_threshold(exported, 
             "formats": {"onnx": {"path": "model.onnx", "sha256": "LISTED"}},
             "source": {"run": {"calibration": {"threshold": "high"}}},
         },
+        {  # true is not 1.0 (which would make every reading "not sure")
+            "formats": {"onnx": {"path": "model.onnx", "sha256": "LISTED"}},
+            "source": {"run": {"calibration": {"threshold": True}}},
+        },
+        "[" * 100_000 + "]" * 100_000,  # too deep for Python's recursion
     ],
 )
 def test_an_export_json_that_says_nothing_usable_leaves_the_model_readable_and_never_unsure(
@@ -188,6 +220,20 @@ def test_onnx_files_that_are_missing_damaged_or_not_digit_classifiers_are_refuse
     other.export(str(tmp_path / "other.onnx"), format="onnx", verbose=False)
     with pytest.raises(ModelError, match="not 28x28 images to 10 digits"):
         load_classifier(tmp_path / "other.onnx")
+
+
+def test_an_onnx_model_that_loads_but_fails_when_run_is_refused_at_load(exported, tmp_path):
+    failing = onnx.load(onnx_path(exported))
+    # Its first operation asks for a shape no image has: loading succeeds, the first run fails.
+    reshape = onnx.helper.make_node("Reshape", [failing.graph.input[0].name, "odd"], ["odd_images"])
+    failing.graph.initializer.append(onnx.numpy_helper.from_array(np.array([-1, 11], np.int64), "odd"))
+    for node in failing.graph.node:
+        node.input[:] = ["odd_images" if name == failing.graph.input[0].name else name for name in node.input]
+    failing.graph.node.insert(0, reshape)
+    onnx.save(failing, tmp_path / "failing.onnx")
+    onnxruntime.InferenceSession(str(tmp_path / "failing.onnx"), providers=["CPUExecutionProvider"])  # loads
+    with pytest.raises(ModelError, match="cannot load .*export it again"):
+        load_classifier(tmp_path / "failing.onnx")
 
 
 def test_an_onnx_digit_model_taking_a_fixed_number_of_images_is_refused(exported, tmp_path):
@@ -290,3 +336,48 @@ def test_two_server_processes_answer_from_an_onnx_export_like_the_keras_model(
     assert [digit["box"] for digit in by_onnx["digits"]] == [digit["box"] for digit in by_keras["digits"]]
     assert about["not_sure_below"] == trained_run.record["calibration"]["threshold"]
     assert "10 sigmoid units" in about["probabilities"]
+
+
+def worker_pids(parent: int) -> set[int]:
+    """serve.py's worker processes: its children that multiprocessing spawned to serve."""
+    children = set()
+    for task in Path(f"/proc/{parent}/task").iterdir():
+        children.update(int(pid) for pid in (task / "children").read_text().split())
+    return {pid for pid in children if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()}
+
+
+def replacement(parent: int, dead: int, kept: int) -> int:
+    """The worker the supervisor starts in place of `dead`."""
+    wait_until(lambda: worker_pids(parent) - {dead, kept}, 30, "a worker in the dead one's place")
+    (new,) = worker_pids(parent) - {dead, kept}
+    return new
+
+
+def healthy(url: str) -> bool:
+    with urllib.request.urlopen(url + "/healthz", timeout=5) as response:
+        return json.load(response)["status"] == "ok"
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_a_worker_that_keeps_dying_is_left_down_and_a_failed_restart_stops_only_its_slot(
+    serving_python, exported, tmp_path
+):
+    record, folder = exported
+    shutil.copy(onnx_path(exported), tmp_path / "model.onnx")
+    shutil.copy(folder / "export.json", tmp_path / "export.json")
+    with local_server(tmp_path / "model.onnx", workers=2, python=serving_python) as server:
+        parent = server.process.pid
+        first, second = sorted(worker_pids(parent))
+        for _ in range(MAX_RESTARTS):  # each death is made good by a new worker in its slot
+            os.kill(first, signal.SIGKILL)
+            first = replacement(parent, first, second)
+        os.kill(first, signal.SIGKILL)  # once more than that: its slot is left empty
+        wait_until(lambda: "worker slot" in server.logged(), 30, "the supervisor to give up on the slot")
+        assert worker_pids(parent) == {second} and healthy(server.url)
+        assert f"died {MAX_RESTARTS + 1} times; 1 worker(s) serve on" in server.logged()
+        (tmp_path / "model.onnx").write_bytes(b"damaged during a deploy")
+        os.kill(second, signal.SIGKILL)  # its replacement cannot load the model: no worker is left
+        wait_until(lambda: server.process.poll() is not None, 30, "the server to stop")
+        assert server.process.returncode == 1
+        assert "its replacement failed to start; 0 worker(s) serve on" in server.logged()

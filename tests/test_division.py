@@ -1,9 +1,15 @@
 """reader/division.py: the ways a written number may divide into digits."""
 
+import re
+
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
 
 from conftest import ZERO_TOUCHING_A_ONE, encoded, written
-from reader.division import number_layouts
+from reader.division import MIN_NUMBER_HEIGHT, OVERLAP, number_layouts, overlapping_groups
 from reader.page import ImageError, page_ink, read_image
 
 ONE = [[(60, 40), (60, 160)]]
@@ -56,12 +62,58 @@ def test_a_mark_too_short_for_a_digit_is_still_read_whole():
     assert [[len(layout) for layout in group] for group in groups] == [[1], [1], [1]]
 
 
-def test_a_number_a_few_pixels_tall_is_divided_too():
-    dashes = written(
-        *[[[(300 + 400 * i, 500), (316 + 400 * i, 500)]] for i in range(3)], size=(4000, 1000), width=8
+def dashes(pen: int) -> Image.Image:
+    """Three dashes drawn `pen` px thick on a 4000 px page, which is read shrunk to 1024 across:
+    about pen / 4 + 1 px tall as read."""
+    return written(
+        *[[[(300 + 400 * i, 500), (316 + 400 * i, 500)]] for i in range(3)], size=(4000, 1000), width=pen
     )
-    layouts = number_layouts(page_ink(read_image(encoded(dashes))))  # shrunk to 1024 wide: 2 px tall
-    assert len(layouts.groups) == 3
+
+
+@pytest.mark.parametrize("pen", [2, 8, 16])
+def test_a_number_too_small_to_read_is_refused_naming_its_height(pen):
+    with pytest.raises(ImageError, match=r"the number is (\d+) px tall as read") as refused:
+        number_layouts(page_ink(read_image(encoded(dashes(pen)))))
+    assert int(re.search(r"is (\d+) px", str(refused.value)).group(1)) < MIN_NUMBER_HEIGHT
+
+
+def test_a_number_just_tall_enough_is_divided():
+    assert len(number_layouts(page_ink(read_image(encoded(dashes(4 * MIN_NUMBER_HEIGHT - 4))))).groups) == 3
+
+
+def speck_page(height: int, width: int) -> np.ndarray:
+    """Rows of 3 px dashes, every other row shifted: tens of thousands of pieces that all overlap
+    (the review's 2 KB image that held a reading slot for minutes)."""
+    page = np.full((height, width), 255, np.uint8)
+    for row in range(2, height - 2, 2):
+        for column in range(2 + (row // 2) % 4, width - 4, 4):
+            page[row, column : column + 3] = 0
+    return page
+
+
+def test_a_page_of_specks_is_refused_before_it_is_divided():
+    with pytest.raises(ImageError, match=r"found [\d,]+ separate pieces of ink; a number of at most 12"):
+        number_layouts(page_ink(read_image(encoded(Image.fromarray(speck_page(512, 1024))))))
+
+
+def quadratic_groups(spans):
+    """The grouping as first written, recomputing each group's reach at every piece: the reference."""
+    groups = []
+    for left, right, label in spans:
+        last = groups[-1] if groups else None
+        reach = max(span[1] for span in last) if last else 0
+        width = min(right - left, reach - min(span[0] for span in last)) if last else 0
+        if last and left < reach - OVERLAP * width:
+            last.append((left, right, label))
+        else:
+            groups.append([(left, right, label)])
+    return groups
+
+
+@given(st.lists(st.tuples(st.integers(0, 200), st.integers(1, 60)), max_size=40))
+def test_pieces_are_grouped_in_one_pass_as_by_their_whole_reach(pieces):
+    spans = sorted((left, left + width, label) for label, (left, width) in enumerate(pieces, start=1))
+    assert overlapping_groups(spans) == quadratic_groups(spans)
 
 
 def test_digits_written_into_each_other_are_tried_apart_each_with_its_own_ink():

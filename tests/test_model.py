@@ -42,15 +42,32 @@ def test_cnn_has_convolutions_and_pooling_and_no_random_layers():
         ({"arch": "rnn"}, "arch must be one of mlp, cnn, got 'rnn'"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
         ({"dropout": float("nan")}, r"dropout must be in \[0, 1\), got nan"),
-        ({"hidden": (0,)}, r"hidden must be one or more positive sizes, got \(0,\)"),
-        ({"filters": ()}, r"filters must be one or more positive sizes, got \(\)"),
-        ({"kernel_size": 0}, "kernel_size must be a positive integer, got 0"),
+        ({"hidden": (0,)}, r"hidden must be 1 to 16 sizes of 1 to 65,536, got \(0,\)"),
+        ({"hidden": (8,) * 17}, r"hidden must be 1 to 16 sizes"),
+        ({"filters": ()}, r"filters must be 1 to 4 sizes of 1 to 65,536, got \(\)"),
+        ({"kernel_size": 0}, "kernel_size must be 1 to 28, got 0"),
+        (
+            {"arch": "cnn", "filters": (65536, 65536)},
+            "cnn with hidden .* and filters .* makes [0-9,]+ weights, over",
+        ),
         ({"output_activation": "tanh"}, "output_activation must be one of sigmoid, softmax, got 'tanh'"),
     ],
 )
 def test_invalid_configs_are_refused_with_the_reason(bad, message):
     with pytest.raises(ValueError, match=message):
         ModelConfig(**bad)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        ModelConfig(),
+        ModelConfig(arch="cnn", hidden=(128,)),
+        ModelConfig(arch="cnn", filters=(8, 16, 32, 64), kernel_size=5),
+    ],
+)
+def test_the_weights_a_config_describes_are_the_weights_its_network_holds(config):
+    assert config.weights() == build_model(config).count_params()
 
 
 def test_probabilities_sum_to_one_and_keep_the_sigmoid_ranking(mnist):

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from conftest import ZERO_TOUCHING_A_ONE, digit_row, encoded, written
+from reader.deadline import Deadline, ReadingTimeout
 from reader.page import ImageError, read_image
 from reader.reading import read_number, reading
 from trained import calibrate
@@ -93,3 +94,11 @@ def test_more_digits_than_a_number_holds_is_an_error_even_when_they_touch():
     joins = [[(470 + 60 * i, 100), (530 + 60 * i, 100)] for i in range(3)]
     with pytest.raises(ImageError, match="found 13 digits; a number of at most 12 digits"):
         read_number(sure_of("tall"), page(*bars, chain + joins), threshold=None)
+
+
+def test_a_reading_past_its_deadline_stops_with_a_timeout():
+    passed = Deadline(at=0.0, seconds=10)  # long past
+    with pytest.raises(ReadingTimeout, match="reading it took over 10 s: send a smaller image"):
+        read_number(
+            lambda images: np.full((len(images), 10), 0.1), page(*ZERO_TOUCHING_A_ONE), None, deadline=passed
+        )

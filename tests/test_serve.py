@@ -17,7 +17,7 @@ from local_server import running_server
 from model import ModelConfig, build_model
 from reader.classifier import keras_classifier
 from reader.guards import MAX_UPLOAD_BYTES
-from serve import STARTUP_FAILURE, app_of, create_app, parse_args
+from serve import DECODES_AT_ONCE, STARTUP_FAILURE, app_of, create_app, parse_args
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -142,6 +142,30 @@ def test_page_static_files_and_api_docs_are_served(client):
         scripts = re.findall(r'src="([^"]+)"', html)
         assert scripts and all(script.startswith("/") for script in scripts), scripts
         assert all(client.get(script).status_code == 200 for script in scripts)
+
+
+@pytest.mark.parametrize("route", ["/api/predict", "/api/number"])
+def test_a_reading_past_its_deadline_is_a_503_to_retry_and_frees_its_slot(trained_run, mnist, route):
+    app = create_app(keras_classifier(trained_run.model), reading_seconds=1e-9)  # past at once
+    with TestClient(app) as client:
+        response = client.post(route, content=png_of(digit_row(mnist.x_test[:3]), size=None))
+        assert response.status_code == 503 and response.headers["retry-after"].isdigit()
+        assert "reading it took over" in response.json()["detail"]
+        assert client.get("/readyz").json() == {"status": "ready", "free_slots": DECODES_AT_ONCE}
+
+
+def test_readiness_says_busy_while_every_reading_slot_is_taken(trained_run):
+    app = create_app(keras_classifier(trained_run.model))
+    with TestClient(app) as client:
+        holders = [object() for _ in range(DECODES_AT_ONCE)]
+        for holder in holders:  # on the app's own event loop, as a reading would
+            client.portal.call(app.state.decodes.acquire_on_behalf_of_nowait, holder)
+        busy = client.get("/readyz")
+        for holder in holders:
+            client.portal.call(app.state.decodes.release_on_behalf_of, holder)
+        assert busy.status_code == 503 and busy.json() == {"status": "busy", "free_slots": 0}
+        assert client.get("/readyz").status_code == 200
+        assert client.get("/healthz").status_code == 200  # alive all along
 
 
 @pytest.mark.parametrize("path", ["/", "/static/app.js", "/healthz", "/docs", "/api/predict"])

@@ -99,3 +99,36 @@ def test_malformed_multipart_bodies_get_4xx(client, prefix, boundary):
     assert 400 <= response.status_code < 500, response.text
     assert response.json()["detail"]
     assert client.get("/healthz").json()["status"] == "ok"
+
+
+@st.composite
+def many_marks(draw):
+    """Pages of many tiny marks in rows (the review's 2 KB speck page and its relatives): dashes
+    or dots of a few pixels, packed densely, each row shifted, as a PNG."""
+    height, width = draw(st.integers(16, 512)), draw(st.integers(32, 1024))
+    mark, gap, row_gap = draw(st.integers(1, 4)), draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    shift = draw(st.integers(0, 3))
+    page = np.full((height, width), 255, np.uint8)
+    for row in range(1, height - 1, row_gap + 1):
+        offset = (row * shift) % (mark + gap)
+        for column in range(1 + offset, width - mark, mark + gap):
+            page[row : row + min(mark, row_gap), column : column + mark] = 0  # rows stay apart
+    buffer = io.BytesIO()
+    Image.fromarray(page).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def hurried_client(trained_run):
+    app = create_app(keras_classifier(trained_run.model), reading_seconds=2.0)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=many_marks())
+def test_pages_of_many_tiny_marks_are_read_refused_or_timed_out_and_free_their_slot(hurried_client, body):
+    response = hurried_client.post("/api/number", content=body)
+    assert response.status_code in (200, 400, 503), response.text
+    assert response.json()["number" if response.status_code == 200 else "detail"]
+    assert hurried_client.get("/readyz").json()["status"] == "ready"

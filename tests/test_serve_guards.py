@@ -3,6 +3,7 @@ idle connections, clients leaving mid-upload, more connections than it takes. Ag
 uvicorn server (HTTP parsing included), in this process, with short time limits."""
 
 import contextlib
+import json
 import logging
 import socket
 import threading
@@ -128,11 +129,15 @@ def test_a_client_leaving_mid_upload_is_no_error_in_the_log(server, address, cap
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
-def test_connections_past_the_limit_are_answered_503(server, address):
+def test_connections_past_the_limit_are_answered_503_in_json(server, address):
     held = [connect(address) for _ in range(MAX_CONNECTIONS)]
     wait_until(lambda: open_connections(server) == MAX_CONNECTIONS, 10, "the server to take every connection")
     sock = connect(address)
     sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    assert status_of(answer(sock)) == 503
+    response = answer(sock)
     for other in held:
         other.close()
+    head, body = response.split(b"\r\n\r\n", 1)
+    assert status_of(response) == 503 and b"content-type: application/json" in head.lower()
+    assert b"retry-after: " in head.lower()
+    assert f"limit of {MAX_CONNECTIONS} open connections" in json.loads(body)["detail"]

@@ -50,7 +50,7 @@ def test_settings_round_trip_through_their_json_shape():
         ({"training": {"epochs": True}}, "epochs must be an integer, got True"),
         ({"training": {"augment": 1}}, "augment must be true or false, got 1"),
         ({"training": {"lr": "fast"}}, "lr must be a number, got 'fast'"),
-        ({"training": {"lr": float("inf")}}, "lr must be a positive number, got inf"),
+        ({"training": {"lr": float("inf")}}, "lr must be a number above 0 and at most 10, got inf"),
     ],
 )
 def test_bad_settings_raise_value_errors_naming_them(overrides, message):

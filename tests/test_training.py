@@ -53,18 +53,28 @@ def test_training_split_is_normalized_one_hot_and_seeded(mnist):
     assert not np.array_equal(training_split(mnist, TrainConfig(limit=1000, val_split=0.2, seed=4))[2], x_val)
 
 
-def test_a_limit_beyond_the_data_is_a_training_error(mnist):
-    with pytest.raises(TrainingError, match="limit 60001 exceeds the 60000 training images"):
-        training_split(mnist, TrainConfig(limit=60001))
+def test_a_loss_that_becomes_nan_stops_the_fit_before_it_is_backed_up(mnist, tmp_path):
+    config = TrainConfig(epochs=2, batch_size=64, augment=False)
+    x, y = mnist.x_train[:256].astype("float32") / 255, np.eye(10, dtype="float32")[mnist.y_train[:256]]
+    y[0, 0] = np.nan  # the first batch's loss is NaN
+    model = build_for_training(SMALL, config, len(x))
+    with pytest.raises(TrainingError, match="training diverged: .* lower --lr"):
+        fit(model, config, x, y, None, backup=tmp_path / "backup")
+    assert completed_epochs(tmp_path / "backup") == 0
 
 
 @pytest.mark.parametrize(
     "values, message",
     [
-        ({"epochs": 0}, "epochs must be a positive integer"),
-        ({"limit": 0}, "limit must be a positive integer"),
-        ({"lr": float("nan")}, "lr must be a positive number"),
-        ({"lr": -1.0}, "lr must be a positive number"),
+        ({"epochs": 0}, "epochs must be an integer from 1 to 10,000"),
+        (
+            {"epochs": 10**400},
+            r"epochs must be an integer from 1 to 10,000, got 10{29}\.\.\. \(401 characters\)",
+        ),
+        ({"limit": 0}, "limit must be an integer from 1 to 60,000"),
+        ({"limit": 60_001}, "limit must be an integer from 1 to 60,000"),
+        ({"lr": float("nan")}, "lr must be a number above 0"),
+        ({"lr": -1.0}, "lr must be a number above 0"),
         ({"val_split": float("nan")}, r"val_split must be in \[0, 1\)"),
         ({"precision": "float16"}, "precision must be one of auto, float32, bfloat16"),
     ],

@@ -15,11 +15,13 @@ clients are the reader's guards (reader/guards.py).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import functools
 import io
 import secrets
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -44,6 +46,7 @@ from trained import ModelError
 WEB_DIR = Path(__file__).resolve().parent / "web"
 DECODES_AT_ONCE = 2  # images read at once (one per core); each may take up to ~150 MB while it is read
 RETRY_SECONDS = "5"  # Retry-After of a reading past its deadline
+DISCONNECT_POLL_SECONDS = 0.1  # how often a reading's client is looked for while it is read
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")  # FastAPI parses these
 OUTPUT_LAYERS = {
     "sigmoid": "This model's output layer is 10 sigmoid units, whose own scores are independent and "
@@ -122,24 +125,35 @@ def read_whole_number(model: Classifier, raw: bytes, deadline: Deadline) -> dict
 Read = Callable[[Classifier, bytes, Deadline], dict]  # an image's bytes -> a route's answer
 
 
-def within(read: Read, model: Classifier, raw: bytes, seconds: float) -> dict:
-    """`read` with a deadline `seconds` from now: from when a reading slot is taken."""
-    return read(model, raw, Deadline.after(seconds))
+def within(read: Read, model: Classifier, raw: bytes, seconds: float, abandoned: threading.Event) -> dict:
+    """`read` with a deadline `seconds` from now (from when a reading slot is taken), stopping
+    early once `abandoned` is set."""
+    return read(model, raw, Deadline.after(seconds, abandoned))
+
+
+async def mark_when_gone(request: Request, abandoned: threading.Event) -> None:
+    """Set `abandoned` once the client of `request` has gone: its reading stops at its next check."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(DISCONNECT_POLL_SECONDS)
+    abandoned.set()
 
 
 async def answer(read: Read, model: Classifier, request: Request, file: UploadFile | None) -> dict:
     """`read` of the uploaded image's bytes, in a thread, DECODES_AT_ONCE images at most at once,
-    each within the app's reading deadline."""
+    each within the app's reading deadline, and stopped once its client has gone."""
     if file is not None:
         raw = await file.read()
     elif request.headers.get("content-type", "").startswith(FORM_TYPES):
         raise HTTPException(status_code=400, detail="a form upload needs its image in field `file`")
     else:
         raw = await request.body()
-    state = request.app.state
-    return await anyio.to_thread.run_sync(
-        within, read, model, raw, state.reading_seconds, limiter=state.decodes
-    )
+    seconds, slots = request.app.state.reading_seconds, request.app.state.decodes
+    abandoned = threading.Event()
+    watcher = asyncio.create_task(mark_when_gone(request, abandoned))
+    try:
+        return await anyio.to_thread.run_sync(within, read, model, raw, seconds, abandoned, limiter=slots)
+    finally:
+        watcher.cancel()
 
 
 def image_route(path: str, summary: str, returns: str):

@@ -3,9 +3,12 @@
     python bench/load_test.py                        # 5,000 requests, 16 at a time
     python bench/load_test.py --requests 200 --concurrency 4 --model artifacts/model.keras
     python bench/load_test.py --model artifacts/export/model.onnx --workers 2
+    python bench/load_test.py --route number --model artifacts/export/model.onnx    # 6-digit numbers
+    python bench/load_test.py --route number --serve-from ../other-checkout         # another version
 
-Starts serve.py on a free 127.0.0.1 port, sends real MNIST test digits as PNGs, and reports
-throughput, p50/p99 latency, errors and 5xx answers. Bounded in count and in time (--timeout), and
+Starts serve.py on a free 127.0.0.1 port, sends real MNIST test digits as PNGs (with --route
+number, 1000x200 PNGs of numbers of 6 of them), and reports throughput, p50/p99 latency, errors,
+5xx answers and the share read right. Bounded in count and in time (--timeout), and
 it never targets anything but the server it started.
 """
 
@@ -43,8 +46,30 @@ def digit_pngs(count: int) -> list[tuple[bytes, int]]:
     return pngs
 
 
-def client(port: int, jobs: list[tuple[bytes, int]], deadline: float) -> list[tuple[float, int, bool]]:
-    """Send `jobs` over one keep-alive connection: (seconds, status, digit correct) per request."""
+def number_pngs(count: int, digits: int = 6) -> list[tuple[bytes, str]]:
+    """Numbers of `digits` MNIST test digits side by side, dark on light, as 1000x200 PNGs, with
+    the numbers they are."""
+    mnist = load_mnist()
+    pngs = []
+    for start in range(0, count * digits, digits):
+        images, labels = mnist.x_test[start : start + digits], mnist.y_test[start : start + digits]
+        row = np.hstack([np.pad(image, ((6, 6), (4, 4))) for image in images])
+        buffer = io.BytesIO()
+        Image.fromarray(255 - row).resize((1000, 200), Image.Resampling.BICUBIC).save(buffer, format="PNG")
+        pngs.append((buffer.getvalue(), "".join(map(str, labels))))
+    return pngs
+
+
+ROUTES = {  # route -> (its images and what each reads as, the field of the answer that says it)
+    "predict": (digit_pngs, "digit"),
+    "number": (number_pngs, "number"),
+}
+
+
+def client(
+    port: int, route: str, jobs: list[tuple[bytes, object]], deadline: float
+) -> list[tuple[float, int, bool]]:
+    """Send `jobs` to `route` over one keep-alive connection: (seconds, status, read right) each."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     results = []
     for png, label in jobs:
@@ -52,7 +77,7 @@ def client(port: int, jobs: list[tuple[bytes, int]], deadline: float) -> list[tu
             break
         started = time.perf_counter()
         try:
-            connection.request("POST", "/api/predict", body=png, headers={"Content-Type": "image/png"})
+            connection.request("POST", f"/api/{route}", body=png, headers={"Content-Type": "image/png"})
             response = connection.getresponse()
             body = response.read()
             status = response.status
@@ -60,7 +85,7 @@ def client(port: int, jobs: list[tuple[bytes, int]], deadline: float) -> list[tu
             connection.close()
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             status, body = 0, b"{}"
-        correct = status == 200 and json.loads(body)["digit"] == label
+        correct = status == 200 and json.loads(body)[ROUTES[route][1]] == label
         results.append((time.perf_counter() - started, status, correct))
     connection.close()
     return results
@@ -73,19 +98,25 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--timeout", type=float, default=600, help="stop sending after this many seconds")
     parser.add_argument("--model", type=Path, default=PROJECT_ROOT / "artifacts" / "model.keras")
     parser.add_argument("--workers", type=int, default=1, help="serve.py's --workers")
+    parser.add_argument("--route", choices=ROUTES, default="predict", help="/api/predict or /api/number")
+    parser.add_argument(
+        "--serve-from", type=Path, default=PROJECT_ROOT, help="the checkout whose serve.py to start"
+    )
     args = parser.parse_args(argv)
 
-    pngs = digit_pngs(200)
+    pngs = ROUTES[args.route][0](200)
     jobs = [pngs[i % len(pngs)] for i in range(args.requests)]
     shares = [jobs[i :: args.concurrency] for i in range(args.concurrency)]
     try:
-        with running_server(args.model, workers=args.workers) as url:
+        with running_server(args.model, workers=args.workers, project=args.serve_from) as url:
             port = urllib.parse.urlsplit(url).port
             deadline = time.monotonic() + args.timeout
             started = time.perf_counter()
             with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
                 outcomes = [
-                    r for share in pool.map(lambda s: client(port, s, deadline), shares) for r in share
+                    r
+                    for share in pool.map(lambda s: client(port, args.route, s, deadline), shares)
+                    for r in share
                 ]
             elapsed = time.perf_counter() - started
     except RuntimeError as exc:  # the server did not start
@@ -98,13 +129,15 @@ def main(argv: list[str] | None = None) -> dict:
         "concurrency": args.concurrency,
         "model": str(args.model),
         "workers": args.workers,
+        "route": f"/api/{args.route}",
+        "served_from": str(args.serve_from),
         "seconds": round(elapsed, 2),
         "requests_per_second": round(len(outcomes) / elapsed, 1),
         "p50_ms": round(float(np.percentile(latencies, 50)), 1),
         "p99_ms": round(float(np.percentile(latencies, 99)), 1),
         "errors": sum(status != 200 for status in statuses),
         "server_errors_5xx": sum(status >= 500 for status in statuses),
-        "digits_correct": round(float(np.mean([correct for _, _, correct in outcomes])), 4),
+        "read_right": round(float(np.mean([correct for _, _, correct in outcomes])), 4),
     }
     print(json.dumps(report, indent=2))
     return report

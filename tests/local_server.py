@@ -49,23 +49,25 @@ class LocalServer:
 
 
 @contextlib.contextmanager
-def running_server(model: Path, *flags: str, workers: int = 1, python: str = sys.executable) -> Iterator[str]:
-    """serve.py for `model` (with `flags`, run by `python`) on a free local port, once each of its
-    `workers` processes has answered; yields its base URL."""
-    with local_server(model, *flags, workers=workers, python=python) as server:
+def running_server(
+    model: Path, *flags: str, workers: int = 1, python: str = sys.executable, project: Path = PROJECT_ROOT
+) -> Iterator[str]:
+    """serve.py of `project` (this one by default) for `model` (with `flags`, run by `python`) on a
+    free local port, once each of its `workers` processes has answered; yields its base URL."""
+    with local_server(model, *flags, workers=workers, python=python, project=project) as server:
         yield server.url
 
 
 @contextlib.contextmanager
 def local_server(
-    model: Path, *flags: str, workers: int = 1, python: str = sys.executable
+    model: Path, *flags: str, workers: int = 1, python: str = sys.executable, project: Path = PROJECT_ROOT
 ) -> Iterator[LocalServer]:
     """`running_server`, yielding the process and its log beside the URL."""
     port = free_ports(1)[0]
     log = tempfile.TemporaryFile()  # a file, not a pipe: a pipe nobody reads would stall the server
     process = subprocess.Popen(
         [python, "serve.py", "--port", str(port), "--model", str(model), "--workers", str(workers), *flags],
-        cwd=PROJECT_ROOT,
+        cwd=project,
         stdout=subprocess.DEVNULL,
         stderr=log,
     )

@@ -1,14 +1,17 @@
+import asyncio
 import base64
 import contextlib
 import io
 import json
 import re
 import shutil
+import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi import Request
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -16,8 +19,9 @@ from conftest import digit_row, encoded
 from local_server import running_server
 from model import ModelConfig, build_model
 from reader.classifier import keras_classifier
+from reader.deadline import ReadingAbandoned, ReadingTimeout
 from reader.guards import MAX_UPLOAD_BYTES
-from serve import DECODES_AT_ONCE, STARTUP_FAILURE, app_of, create_app, parse_args
+from serve import DECODES_AT_ONCE, STARTUP_FAILURE, answer, app_of, create_app, parse_args
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -306,3 +310,29 @@ def test_api_docs_render_in_a_real_browser_offline_under_the_security_policy(liv
         page.wait_for_selector("[data-path='/api/predict']", timeout=20_000)
         page.screenshot(path=tmp_path / "docs.png")
     assert not refused, refused
+
+
+def checking_until_stopped(model, raw, deadline):
+    """A reading that would go on until its deadline, checking it as the reader's loops do."""
+    while True:
+        deadline.check()
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("client_stays", [False, True], ids=["client-gone", "client-waiting"])
+def test_a_reading_stops_once_its_client_has_gone(trained_run, client_stays):
+    app = create_app(keras_classifier(trained_run.model), reading_seconds=1)
+    sent = [{"type": "http.request", "body": b"an image", "more_body": False}]
+
+    async def receive():  # the body, then (unless the client stays) the client leaving
+        if sent:
+            return sent.pop()
+        if client_stays:
+            await asyncio.sleep(60)
+        return {"type": "http.disconnect"}
+
+    request = Request({"type": "http", "method": "POST", "headers": [], "app": app}, receive)
+    stopped = ReadingTimeout if client_stays else ReadingAbandoned
+    with pytest.raises(ReadingTimeout) as raised:
+        asyncio.run(answer(checking_until_stopped, app.state.classifier, request, None))
+    assert type(raised.value) is stopped

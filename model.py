@@ -20,12 +20,10 @@ import keras
 import numpy as np
 
 from data import IMAGE_SIZE, NUM_CLASSES
-from trained import MAX_WEIGHTS, MAX_WIDTH
+from trained import LOGITS_LAYER, MAX_WEIGHTS, MAX_WIDTH, OUTPUT_LAYER
 
 ARCHS = ("mlp", "cnn")
 OUTPUT_ACTIVATIONS = ("sigmoid", "softmax")
-LOGITS_LAYER = "logits"
-OUTPUT_LAYER = "digit"  # the output activation, after the logits
 # Upper bounds of the settings, far past any useful network, so that no setting can ask for more
 # memory than a machine has; the widest layer and the most weights are trained.py's, which refuses
 # a saved model past them too.

@@ -33,6 +33,10 @@ EXPORT_RECORD = "export.json"  # beside export.py's files: their sha256 and the 
 TARGET_PRECISION = 0.995
 MAX_CONFIG_BYTES = 1_000_000  # a .keras file's config.json; train.py's are a few kB
 MAX_CONFIG_DEPTH = 40  # nesting of that config; train.py's nest about 8 deep
+# The names train.py's networks give their last two layers (model.build_model): the logits, which
+# every reading takes the softmax of, and the output activation after them.
+LOGITS_LAYER = "logits"
+OUTPUT_LAYER = "digit"
 # The largest network the project builds (model.ModelConfig) or loads: units or filters of one
 # layer (train.py's are at most a few thousand), and weights of a whole model (100 million float32
 # are 400 MB; the default MLP holds 1.3 million).
@@ -141,8 +145,6 @@ def load_trained_model(path: str | Path) -> keras.Model:
     """Load a model saved by train.py, refusing anything that is not a 28x28 -> 10 classifier.
     Needs TensorFlow, which the caller has imported (quiet_tensorflow.import_tensorflow_quietly)."""
     import keras
-
-    from model import LOGITS_LAYER
 
     path = Path(path)
     if not path.is_file():

@@ -80,6 +80,34 @@ def test_no_import_runs_back_from_the_ground_or_across_the_halves():
     assert backward_arrows() == []
 
 
+def import_loops() -> list[list[str]]:
+    """Chains of the project's modules that import each other round to where they started."""
+    modules = project_modules()
+    arrows = {
+        module: sorted(name for name in imported(path) if name in modules and name != module)
+        for module, path in modules.items()
+    }
+    loops, finished = [], set()
+
+    def walk(module: str, trail: list[str]) -> None:
+        if module in trail:
+            loops.append(trail[trail.index(module) :] + [module])
+            return
+        if module in finished:
+            return
+        for target in arrows[module]:
+            walk(target, [*trail, module])
+        finished.add(module)
+
+    for module in arrows:
+        walk(module, [])
+    return loops
+
+
+def test_no_modules_import_each_other_in_a_loop():
+    assert import_loops() == []
+
+
 @pytest.mark.parametrize(
     "module, name",
     [("training", "reader.page"), ("data", "training"), ("reader.page", "train"), ("model", "bench")],

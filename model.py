@@ -24,9 +24,10 @@ from trained import LOGITS_LAYER, MAX_WEIGHTS, MAX_WIDTH, OUTPUT_LAYER
 
 ARCHS = ("mlp", "cnn")
 OUTPUT_ACTIVATIONS = ("sigmoid", "softmax")
-# Upper bounds of the settings, far past any useful network, so that no setting can ask for more
-# memory than a machine has; the widest layer and the most weights are trained.py's, which refuses
-# a saved model past them too.
+# Upper bounds of the settings, far past any useful network, so that no setting asks for more
+# memory than a machine has (with the bound on a batch's activations, settings.py); the widest
+# layer and the most weights are trained.py's, which refuses a saved model past them too. Time is
+# the user's to spend: a large network trains slowly, and --epochs is bounded only at 10,000.
 MAX_LAYERS = 16  # dense layers
 MAX_BLOCKS = 4  # convolution blocks: each pooling halves the 28 px side, and a fifth leaves none
 
@@ -73,6 +74,16 @@ class ModelConfig:
                 f"{self.arch} with hidden {shown(self.hidden)}{convolutions} makes {self.weights():,} "
                 f"weights, over {MAX_WEIGHTS:,}: choose smaller layers"
             )
+
+    def activations(self) -> int:
+        """How many values the network these settings describe computes for one image: what a
+        batch's training keeps for its gradients, per image."""
+        side, values = IMAGE_SIZE, IMAGE_SIZE * IMAGE_SIZE
+        if self.arch == "cnn":
+            for filters in self.filters:  # each convolution's output, then its pooling's
+                values += filters * side * side + filters * (side // 2) ** 2
+                side //= 2
+        return values + sum(self.hidden) + NUM_CLASSES
 
     def weights(self) -> int:
         """How many weights the network these settings describe holds."""

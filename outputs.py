@@ -74,19 +74,26 @@ def save_model(model, folder: Path, record: dict) -> None:
 
 
 def read_json(path: str | Path, max_bytes: int = MAX_JSON_BYTES) -> object:
-    """The JSON value in a file. ValueError, saying why, for one that is not JSON, over
-    `max_bytes`, or nested deeper than MAX_JSON_DEPTH (deeper nesting would exhaust Python's
-    recursion wherever the value is used); OSError where it cannot be read."""
+    """The JSON value in a file, by `parse_json`'s rules (ValueError); OSError where it cannot be
+    read."""
     with open(path, "rb") as stream:
-        raw = stream.read(max_bytes + 1)
+        return parse_json(stream.read(max_bytes + 1), str(path), max_bytes)
+
+
+def parse_json(
+    raw: bytes, name: str, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH
+) -> object:
+    """The JSON value in `raw` (`name` says where it came from). ValueError, saying why, for one
+    that is not JSON, over `max_bytes`, or nested deeper than `max_depth` (deeper nesting would
+    exhaust Python's recursion wherever the value is used)."""
     if len(raw) > max_bytes:
-        raise ValueError(f"{path} is over {max_bytes:,} bytes")
+        raise ValueError(f"{name} is over {max_bytes:,} bytes")
     try:
         value = json.loads(raw)
     except RecursionError:
-        raise ValueError(f"{path} nests too deep to read") from None
-    if nesting(value) > MAX_JSON_DEPTH:
-        raise ValueError(f"{path} nests over {MAX_JSON_DEPTH} levels deep")
+        raise ValueError(f"{name} nests too deep to read") from None
+    if nesting(value) > max_depth:
+        raise ValueError(f"{name} nests over {max_depth} levels deep")
     return value
 
 

@@ -56,7 +56,10 @@ OUTPUT_LAYERS = {
 UPLOAD = {  # the OpenAPI description of both image routes
     "responses": {
         400: {"description": "not an image, or no digit in it"},
+        408: {"description": "the upload took over 20 s"},
+        411: {"description": "no Content-Length"},
         413: {"description": "upload over 1 MB"},
+        503: {"description": "the reading took over 10 s, or the server is at its connection limit"},
     },
     "openapi_extra": {
         "requestBody": {
@@ -185,12 +188,14 @@ def healthz(request: Request, model: Model) -> dict:
     return {"status": "ok", "model": model.name, "process": request.app.state.process}
 
 
-@router.get("/readyz", summary="Readiness: 503 while every reading slot is busy")
+@router.get("/readyz", summary="Readiness: 503 while every reading slot is taken and as many readings wait")
 def readyz(request: Request) -> JSONResponse:
-    free = int(request.app.state.decodes.available_tokens)
-    return JSONResponse(
-        {"status": "ready" if free else "busy", "free_slots": free}, status_code=200 if free else 503
-    )
+    slots = request.app.state.decodes.statistics()
+    free, waiting = int(slots.total_tokens - slots.borrowed_tokens), slots.tasks_waiting
+    # Both slots taken is this server at work; a full round waiting behind them is more than it keeps up with.
+    ready = free > 0 or waiting < DECODES_AT_ONCE
+    status = {"status": "ready" if ready else "busy", "free_slots": free, "waiting": waiting}
+    return JSONResponse(status, status_code=200 if ready else 503)
 
 
 @router.get("/api/model", summary="The model served, what its probabilities are, when it is not sure")

@@ -23,11 +23,23 @@ from model import ModelConfig
 from outputs import read_json
 from training import TrainConfig
 
+# Values a training step computes and keeps for its gradients: a billion float32 are 4 GB (the
+# default CNN's batch holds 12 million).
+MAX_BATCH_ACTIVATIONS = 1_000_000_000
+
 
 @dataclass(frozen=True)
 class Settings:
     model: ModelConfig
     training: TrainConfig
+
+    def __post_init__(self) -> None:
+        held = self.training.batch_size * self.model.activations()
+        if held > MAX_BATCH_ACTIVATIONS:
+            raise ValueError(
+                f"batch_size {self.training.batch_size} with these layers computes {held:,} values a "
+                f"step, over {MAX_BATCH_ACTIVATIONS:,}: choose a smaller batch_size or smaller layers"
+            )
 
     def as_dict(self) -> dict[str, dict]:
         """{"model": {...}, "training": {...}} as JSON holds it (tuples as lists)."""

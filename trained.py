@@ -13,8 +13,8 @@ installed.
 
 from __future__ import annotations
 
-import json
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from data import IMAGE_SIZE, NUM_CLASSES
-from outputs import read_json, sha256_of
+from outputs import parse_json, read_json, sha256_of
 
 if TYPE_CHECKING:  # Keras is imported for .keras files only
     import keras
@@ -43,6 +43,19 @@ OUTPUT_LAYER = "digit"
 MAX_WIDTH = 65_536
 MAX_WEIGHTS = 100_000_000
 Probabilities = Callable[[np.ndarray], np.ndarray]  # float32 images (n, 28, 28) -> (n, 10)
+# What reading a damaged or hostile .keras file raises, from its zip archive (a damaged compressed
+# stream, an encrypted or unknown-compression entry, a cut-off file) to Keras's own checks.
+UNREADABLE = (
+    OSError,
+    ValueError,
+    TypeError,
+    KeyError,
+    EOFError,
+    RuntimeError,
+    NotImplementedError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
 
 
 class ModelError(Exception):
@@ -91,17 +104,15 @@ def config_problem(archive: zipfile.ZipFile) -> str | None:
     """What makes a .keras file's config unsafe to build (None: nothing): deeper nesting than
     Keras can recurse through, a layer so wide, or layers so many, that building them would
     exhaust memory, or more weights than the file holds."""
-    if archive.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
+    if archive.getinfo("config.json").file_size > MAX_CONFIG_BYTES:  # before it is decompressed
         return f"its config is over {MAX_CONFIG_BYTES:,} bytes"
     try:
-        stack = [(json.loads(archive.read("config.json")), 1)]  # walked without recursion
-    except RecursionError:
-        return "its config nests too deep to read"
-    weights = 0
+        config = parse_json(archive.read("config.json"), "its config", MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH)
+    except ValueError as exc:
+        return str(exc)
+    weights, stack = 0, [config]  # walked without recursion
     while stack:
-        value, depth = stack.pop()
-        if depth > MAX_CONFIG_DEPTH:
-            return f"its config nests over {MAX_CONFIG_DEPTH} levels deep"
+        value = stack.pop()
         if isinstance(value, dict):
             layer = value.get("config") if isinstance(value.get("config"), dict) else {}
             for key in ("units", "filters"):
@@ -110,9 +121,9 @@ def config_problem(archive: zipfile.ZipFile) -> str | None:
                     if size > MAX_WIDTH:
                         return f"a layer has {size:,} {key}, over {MAX_WIDTH:,}"
                     weights += layer_weights(size, layer.get("kernel_size"), value.get("build_config"))
-            stack.extend((item, depth + 1) for item in value.values())
+            stack.extend(value.values())
         elif isinstance(value, list):
-            stack.extend((item, depth + 1) for item in value)
+            stack.extend(value)
     return weights_problem(weights, archive)
 
 
@@ -156,7 +167,7 @@ def load_trained_model(path: str | Path) -> keras.Model:
             raise ValueError(problem)
         # safe_mode refuses lambdas and other code stored in the file: a model never runs code.
         model = keras.models.load_model(path, safe_mode=True)
-    except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as exc:
+    except UNREADABLE as exc:
         raise ModelError(f"cannot load {path} ({reason(exc)}): retrain it with `python train.py`") from None
     shapes_fit = tuple(model.input_shape[1:]) == (IMAGE_SIZE, IMAGE_SIZE) and tuple(
         model.output_shape[1:]
@@ -196,8 +207,10 @@ def onnx_probabilities(path: Path) -> Probabilities:
     # Run once now: a file can load and still fail (or ask for gigabytes) when it runs, and that
     # must be one clear error at start-up, not a failure of every reading.
     answer = probabilities_of(np.zeros((2, IMAGE_SIZE, IMAGE_SIZE), np.float32))
-    if answer.shape != (2, NUM_CLASSES) or not np.isfinite(answer).all():
+    if answer.shape != (2, NUM_CLASSES):
         raise ValueError(f"it answers {answer.shape} for 2 images, not 10 probabilities each")
+    if not np.isfinite(answer).all():
+        raise ValueError("its answer for 2 blank images is not numbers (NaN or infinite)")
     return probabilities_of
 
 

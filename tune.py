@@ -57,6 +57,7 @@ BAYESIAN_TRIALS = 10  # --trials for bayesian when not given; Hyperband's count 
 # The settings a trial chooses; every other one is fixed for the search (and can be given as a flag).
 SEARCHED = ("filters", "kernel_size", "hidden", "dropout", "batch_size", "lr")
 CNN_ONLY = ("filters", "kernel_size")
+REFUSED = "refused: "  # the start of the message of a trial whose report was refused
 
 
 @dataclass(frozen=True)
@@ -180,11 +181,16 @@ class CheckedOracle:
     """The search's oracle, refusing reports from outside the search. A chief's oracle answers
     anyone who reaches its port (KerasTuner's gRPC has neither authentication nor encryption), so
     a trial ended with settings outside the space is kept with the settings it was given and
-    marked STOPPED, and metrics that are not finite (accuracies: not in [0, 1]) are refused."""
+    marked FAILED, and metrics that are not finite (accuracies: not in [0, 1]) are refused.
+
+    KerasTuner ends a search after a few failed trials in a row; refused reports are someone
+    else's doing, so here only the search's own failures count towards that."""
 
     def __init__(self, oracle: keras_tuner.Oracle, hypermodel: DigitHyperModel):
         self.oracle = oracle
         self.hypermodel = hypermodel
+        self.max_failures = oracle.max_consecutive_failed_trials
+        oracle.max_consecutive_failed_trials = None  # counted in end_trial instead
 
     def __getattr__(self, name):
         return getattr(self.oracle, name)
@@ -204,10 +210,22 @@ class CheckedOracle:
                 file=sys.stderr,
             )
             trial.hyperparameters = self.oracle.get_trial(trial.trial_id).hyperparameters
-            # STOPPED, not FAILED (nor INVALID, which KerasTuner turns into FAILED): it ends a search
-            # after a few failures in a row, and a refused report is someone else's doing.
-            trial.status, trial.message = keras_tuner.engine.trial.TrialStatus.STOPPED, f"refused: {problem}"
-        return self.oracle.end_trial(trial)
+            trial.status, trial.message = keras_tuner.engine.trial.TrialStatus.FAILED, f"{REFUSED}{problem}"
+        ended = self.oracle.end_trial(trial)
+        self.check_failures()
+        return ended
+
+    def check_failures(self) -> None:
+        """KerasTuner's end of a search after `max_failures` failed trials in a row, counting only
+        the trials that failed of themselves, not those refused."""
+        in_a_row = 0
+        for trial_id in self.oracle.end_order:
+            ended = self.oracle.trials[trial_id]
+            if (ended.message or "").startswith(REFUSED):
+                continue
+            in_a_row = in_a_row + 1 if ended.status == keras_tuner.engine.trial.TrialStatus.FAILED else 0
+            if self.max_failures is not None and in_a_row >= self.max_failures:
+                raise RuntimeError(f"{in_a_row} trials failed in a row: {ended.message}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

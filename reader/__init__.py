@@ -13,6 +13,7 @@ Its modules, in the order an image passes through them:
 - reading: the model's probabilities as a reading (digit, likeliest digits, not sure), and the
   division of a number it is surest of;
 - classifier: a trained model to read with, from a .keras or .onnx file;
+- deadline: when a reading gives up (it took too long, or nobody waits for it any more);
 - guards: the limits in front of serve.py's web server.
 The reader builds on the ground floor it shares with the trainer (data.py's MNIST form and
 normalization, trained.py's safe loading and calibrated threshold) and imports nothing of training.

@@ -92,14 +92,12 @@ def number_layouts(ink: np.ndarray, deadline: Deadline = NO_DEADLINE) -> NumberL
         raise ImageError("no digit found: no stroke stands out from the paper")
     if count > MAX_PIECES:  # before any work that grows with the pieces
         raise too_many(f"{count:,} separate pieces of ink")
-    spans = sorted(
-        (found[1].start, found[1].stop, label)
-        for label, found in enumerate(ndimage.find_objects(labels), start=1)
-    )
+    boxes = ndimage.find_objects(labels)  # each piece's rows and columns, by label - 1
+    spans = sorted((found[1].start, found[1].stop, label) for label, found in enumerate(boxes, start=1))
     groups = overlapping_groups(spans)
     if len(groups) > MAX_DIGITS:
         raise too_many(f"{len(groups)} separate marks")
-    rows = [found[0] for found in ndimage.find_objects(labels)]
+    rows = [found[0] for found in boxes]
     height = float(
         np.median(
             [

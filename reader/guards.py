@@ -15,6 +15,7 @@ import asyncio
 import functools
 import json
 import logging
+import time
 
 import h11
 import uvicorn
@@ -30,9 +31,11 @@ MAX_CONNECTIONS = 64  # open at once; past it, new requests get 503 at once
 RETRY_AFTER_BUSY = "1"  # seconds, in such a 503
 # On SIGTERM, requests still running get this long to finish (a reading's own deadline is shorter).
 GRACEFUL_SECONDS = 15
-# A worker process that dies is replaced at most this many times; past it its slot stays empty and
-# the other workers serve on (a worker that keeps dying is a fault to look at, not to hide).
+# A worker process that dies is replaced at most this many times within the window; past it its
+# place stays empty and the other workers serve on (a worker that keeps dying is a fault to look
+# at, not to hide).
 MAX_RESTARTS = 3
+RESTART_WINDOW = 600.0  # seconds
 # Every response: no content sniffing, no framing by other sites, and pages load only files of
 # this server. The API docs pages start Swagger UI or ReDoc with an inline script (and ReDoc styles
 # itself inline); only they may.
@@ -214,47 +217,58 @@ def guarded_server(app, host: str, port: int, header_seconds: float = HEADER_SEC
 
 
 class LimitedRestarts(Multiprocess):
-    """uvicorn's supervisor of worker processes, replacing a worker that dies at most MAX_RESTARTS
-    times per slot. A replacement that fails to start (a model file damaged during a deploy) empties
-    only its own slot, where uvicorn would stop every worker; only when no worker is left, or the
-    very first start fails (the app itself is broken), does the server stop."""
+    """uvicorn's supervisor of worker processes, replacing a worker that dies, but not one that
+    keeps dying: a worker whose line has died MAX_RESTARTS + 1 times within RESTART_WINDOW seconds
+    is not replaced, and the others serve on. A replacement that fails to start (a model file
+    damaged during a deploy) is not replaced either, where uvicorn would stop every worker. The
+    server stops when no worker is left, or when a first start fails: the app cannot start at all.
+
+    The bookkeeping follows each process, not its place in the list, which uvicorn's own signals
+    (SIGTTIN adds a worker, SIGTTOU removes one, SIGHUP replaces them all) change."""
 
     def __init__(self, config: uvicorn.Config, sockets: list) -> None:
         super().__init__(config, sockets)
-        self.restarts: list[int] = [0] * self.processes_num
-        self.retired: set[int] = set()
+        self.deaths: dict[Process, list[float]] = {}  # a replacement inherits its line's deaths
+        self.replacements: set[Process] = set()  # started in place of a dead worker, not at first
         self.failed = False  # stopped for want of a working worker, not by a signal
 
     def keep_subprocess_alive(self) -> None:
-        for slot, process in enumerate(self.processes):
+        for process in list(self.processes):
             if self.should_exit.is_set():
                 return
-            if slot in self.retired or process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
                 continue
             process.kill()  # it may be hung rather than dead
             process.join()
-            self.replace(slot, process)
+            self.replace(process)
 
-    def replace(self, slot: int, process: Process) -> None:
-        """Start a new worker in `slot` in place of `process`, which has died, or retire the slot."""
-        failed_start = process.exitcode == STARTUP_FAILURE
-        if failed_start and not self.restarts[slot]:  # its first start: the app cannot start at all
-            LOGGER.error(f"worker [{process.pid}] failed to start; stopping the server")
-            self.failed = True
-            self.should_exit.set()
+    def replace(self, process: Process) -> None:
+        """Start a new worker in place of `process`, which has died, or leave its place empty."""
+        now = time.monotonic()
+        deaths = [when for when in self.deaths.pop(process, []) if now - when < RESTART_WINDOW] + [now]
+        first_start = process not in self.replacements
+        self.replacements.discard(process)
+        if process.exitcode == STARTUP_FAILURE and first_start:
+            return self.stop(f"worker [{process.pid}] failed to start: the server stops")
+        if process.exitcode == STARTUP_FAILURE or len(deaths) > MAX_RESTARTS:
+            self.processes.remove(process)
+            why = (
+                "its replacement failed to start" if process.exitcode == STARTUP_FAILURE else "it keeps dying"
+            )
+            LOGGER.error(
+                f"worker [{process.pid}] not replaced: {why}; {len(self.processes)} worker(s) serve on"
+            )
+            if not self.processes:
+                self.stop("no worker is left: the server stops")
             return
-        if failed_start or self.restarts[slot] >= MAX_RESTARTS:
-            why = "its replacement failed to start" if failed_start else f"it died {MAX_RESTARTS + 1} times"
-            self.retired.add(slot)
-            LOGGER.error(f"worker slot {slot} left empty: {why}; {self.working()} worker(s) serve on")
-            if not self.working():
-                self.failed = True
-                self.should_exit.set()
-            return
-        self.restarts[slot] += 1
-        LOGGER.warning(f"worker [{process.pid}] died; replacing it ({self.restarts[slot]} of {MAX_RESTARTS})")
-        self.processes[slot] = Process(self.config, self.sockets)
-        self.processes[slot].start()
+        LOGGER.warning(f"worker [{process.pid}] died; replacing it ({len(deaths)} of {MAX_RESTARTS})")
+        new = Process(self.config, self.sockets)
+        new.start()
+        self.processes[self.processes.index(process)] = new
+        self.deaths[new] = deaths
+        self.replacements.add(new)
 
-    def working(self) -> int:
-        return self.processes_num - len(self.retired)
+    def stop(self, message: str) -> None:
+        LOGGER.error(message)
+        self.failed = True
+        self.should_exit.set()

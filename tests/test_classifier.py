@@ -49,6 +49,23 @@ def test_garbage_and_truncated_models_are_model_errors(tmp_path, trained_run):
     truncated.write_bytes(saved[: len(saved) // 2])
     with pytest.raises(ModelError, match="cannot load"):
         load_trained_model(truncated)
+    with pytest.raises(ModelError, match="cannot load"):
+        load_trained_model(damaged_inside(trained_run.folder / "model.keras", tmp_path / "damaged.keras"))
+
+
+def damaged_inside(saved: Path, path: Path) -> Path:
+    """A copy of the .keras file `saved` whose config.json is compressed, and its compressed bytes
+    then damaged: the archive's directory reads, the entry does not (zlib's own error)."""
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as copy:
+        for item in source.infolist():
+            copy.writestr(item.filename, source.read(item))
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        entry = archive.getinfo("config.json")
+    start = entry.header_offset + 30 + len(entry.filename) + len(entry.extra)
+    raw[start : start + 16] = bytes(16)  # zeros where the deflate stream's first block was
+    path.write_bytes(bytes(raw))
+    return path
 
 
 def with_config(saved, path, change):
@@ -346,10 +363,10 @@ def worker_pids(parent: int) -> set[int]:
     return {pid for pid in children if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()}
 
 
-def replacement(parent: int, dead: int, kept: int) -> int:
+def replacement(parent: int, dead: int, others: set[int]) -> int:
     """The worker the supervisor starts in place of `dead`."""
-    wait_until(lambda: worker_pids(parent) - {dead, kept}, 30, "a worker in the dead one's place")
-    (new,) = worker_pids(parent) - {dead, kept}
+    wait_until(lambda: worker_pids(parent) - {dead, *others}, 30, "a worker in the dead one's place")
+    (new,) = worker_pids(parent) - {dead, *others}
     return new
 
 
@@ -360,24 +377,25 @@ def healthy(url: str) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.network
-def test_a_worker_that_keeps_dying_is_left_down_and_a_failed_restart_stops_only_its_slot(
+def test_a_worker_that_keeps_dying_is_left_down_and_a_failed_restart_stops_only_its_place(
     serving_python, exported, tmp_path
 ):
     record, folder = exported
     shutil.copy(onnx_path(exported), tmp_path / "model.onnx")
     shutil.copy(folder / "export.json", tmp_path / "export.json")
-    with local_server(tmp_path / "model.onnx", workers=2, python=serving_python) as server:
+    with local_server(tmp_path / "model.onnx", workers=3, python=serving_python) as server:
         parent = server.process.pid
-        first, second = sorted(worker_pids(parent))
-        for _ in range(MAX_RESTARTS):  # each death is made good by a new worker in its slot
+        first, second, third = sorted(worker_pids(parent))
+        for _ in range(MAX_RESTARTS):  # each death is made good by a new worker in its place
             os.kill(first, signal.SIGKILL)
-            first = replacement(parent, first, second)
-        os.kill(first, signal.SIGKILL)  # once more than that: its slot is left empty
-        wait_until(lambda: "worker slot" in server.logged(), 30, "the supervisor to give up on the slot")
-        assert worker_pids(parent) == {second} and healthy(server.url)
-        assert f"died {MAX_RESTARTS + 1} times; 1 worker(s) serve on" in server.logged()
+            first = replacement(parent, first, {second, third})
+        os.kill(first, signal.SIGKILL)  # once more than that: its place is left empty
+        wait_until(lambda: "keeps dying; 2 worker(s) serve on" in server.logged(), 30, "the supervisor")
+        assert worker_pids(parent) == {second, third} and healthy(server.url)
         (tmp_path / "model.onnx").write_bytes(b"damaged during a deploy")
-        os.kill(second, signal.SIGKILL)  # its replacement cannot load the model: no worker is left
+        os.kill(second, signal.SIGKILL)  # its replacement cannot load the model: the third serves on
+        wait_until(lambda: "failed to start; 1 worker(s) serve on" in server.logged(), 30, "the supervisor")
+        assert worker_pids(parent) == {third} and healthy(server.url)
+        os.kill(third, signal.SIGKILL)  # and then no worker is left
         wait_until(lambda: server.process.poll() is not None, 30, "the server to stop")
-        assert server.process.returncode == 1
-        assert "its replacement failed to start; 0 worker(s) serve on" in server.logged()
+        assert server.process.returncode == 1 and "no worker is left" in server.logged()

@@ -15,12 +15,12 @@ from fastapi import Request
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import digit_row, encoded
+from conftest import digit_row, encoded, wait_until
 from local_server import running_server
 from model import ModelConfig, build_model
 from reader.classifier import keras_classifier
 from reader.deadline import ReadingAbandoned, ReadingTimeout
-from reader.guards import MAX_UPLOAD_BYTES
+from reader.guards import MAX_UPLOAD_BYTES, delivering
 from serve import DECODES_AT_ONCE, STARTUP_FAILURE, answer, app_of, create_app, parse_args
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -155,20 +155,34 @@ def test_a_reading_past_its_deadline_is_a_503_to_retry_and_frees_its_slot(traine
         response = client.post(route, content=png_of(digit_row(mnist.x_test[:3]), size=None))
         assert response.status_code == 503 and response.headers["retry-after"].isdigit()
         assert "reading it took over" in response.json()["detail"]
-        assert client.get("/readyz").json() == {"status": "ready", "free_slots": DECODES_AT_ONCE}
+        assert client.get("/readyz").json()["free_slots"] == DECODES_AT_ONCE
 
 
-def test_readiness_says_busy_while_every_reading_slot_is_taken(trained_run):
+def test_readiness_says_busy_while_every_slot_is_taken_and_as_many_readings_wait(trained_run):
     app = create_app(keras_classifier(trained_run.model))
+    slots = app.state.decodes
     with TestClient(app) as client:
-        holders = [object() for _ in range(DECODES_AT_ONCE)]
-        for holder in holders:  # on the app's own event loop, as a reading would
-            client.portal.call(app.state.decodes.acquire_on_behalf_of_nowait, holder)
+        holders = [object() for _ in range(2 * DECODES_AT_ONCE)]
+        for holder in holders[:DECODES_AT_ONCE]:  # on the app's own event loop, as a reading would
+            client.portal.call(slots.acquire_on_behalf_of_nowait, holder)
+        at_work = client.get("/readyz")
+        waiting = [
+            client.portal.start_task_soon(slots.acquire_on_behalf_of, holder)
+            for holder in holders[DECODES_AT_ONCE:]
+        ]
+        wait_until(lambda: slots.statistics().tasks_waiting == DECODES_AT_ONCE, 10, "the readings to queue")
         busy = client.get("/readyz")
-        for holder in holders:
-            client.portal.call(app.state.decodes.release_on_behalf_of, holder)
-        assert busy.status_code == 503 and busy.json() == {"status": "busy", "free_slots": 0}
-        assert client.get("/readyz").status_code == 200
+        for holder, queued in zip(holders, [None] * DECODES_AT_ONCE + waiting, strict=True):
+            if queued is not None:
+                queued.result(timeout=10)  # it gets a slot once one is released
+            client.portal.call(slots.release_on_behalf_of, holder)
+        assert at_work.status_code == 200 and at_work.json()["free_slots"] == 0
+        assert busy.status_code == 503 and busy.json() == {"status": "busy", "free_slots": 0, "waiting": 2}
+        assert client.get("/readyz").json() == {
+            "status": "ready",
+            "free_slots": DECODES_AT_ONCE,
+            "waiting": 0,
+        }
         assert client.get("/healthz").status_code == 200  # alive all along
 
 
@@ -322,16 +336,15 @@ def checking_until_stopped(model, raw, deadline):
 @pytest.mark.parametrize("client_stays", [False, True], ids=["client-gone", "client-waiting"])
 def test_a_reading_stops_once_its_client_has_gone(trained_run, client_stays):
     app = create_app(keras_classifier(trained_run.model), reading_seconds=1)
-    sent = [{"type": "http.request", "body": b"an image", "more_body": False}]
 
-    async def receive():  # the body, then (unless the client stays) the client leaving
-        if sent:
-            return sent.pop()
+    async def receive():  # past the body: the client leaving (unless it stays)
         if client_stays:
             await asyncio.sleep(60)
         return {"type": "http.disconnect"}
 
-    request = Request({"type": "http", "method": "POST", "headers": [], "app": app}, receive)
+    # As GuardedRequests hands a request to the app: its body whole, then the connection's own receive.
+    scope = {"type": "http", "method": "POST", "headers": [], "app": app}
+    request = Request(scope, delivering(b"an image", receive))
     stopped = ReadingTimeout if client_stays else ReadingAbandoned
     with pytest.raises(ReadingTimeout) as raised:
         asyncio.run(answer(checking_until_stopped, app.state.classifier, request, None))

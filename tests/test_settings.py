@@ -51,6 +51,14 @@ def test_settings_round_trip_through_their_json_shape():
         ({"training": {"augment": 1}}, "augment must be true or false, got 1"),
         ({"training": {"lr": "fast"}}, "lr must be a number, got 'fast'"),
         ({"training": {"lr": float("inf")}}, "lr must be a number above 0 and at most 10, got inf"),
+        (  # each layer allowed, 64 million weights, but 200 MB of activations an image
+            {"model": {"arch": "cnn", "filters": [65536], "kernel_size": 28, "hidden": [1]}},
+            "batch_size 256 with these layers computes 16,441,875,200 values a step, over 1,000,000,000",
+        ),
+        (
+            {"model": {"hidden": [1000] * 16}, "training": {"batch_size": 60000}},
+            "batch_size 60000 with these layers computes 1,007,640,000 values a step",
+        ),
     ],
 )
 def test_bad_settings_raise_value_errors_naming_them(overrides, message):

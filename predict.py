@@ -152,7 +152,7 @@ def save_seen(results: list[dict], seen: list[list], folder: Path, number: bool)
                     Image.fromarray(digit).save(temporary)
         except OSError as exc:
             failures.append(
-                {"file": result["file"], "error": f"its 28x28 image not saved ({exc.strerror or exc})"}
+                {"file": result["file"], "error": f"its 28x28 image is not saved ({exc.strerror or exc})"}
             )
             continue
         result["saved_as"] = saved_as

@@ -56,3 +56,27 @@ def test_run_record_names_the_libraries_that_made_it():
     record = outputs.run_record(epochs_run=3)
     assert record["epochs_run"] == 3 and record["created"].endswith("+00:00")
     assert {"python", "tensorflow", "keras", "numpy", "scikit-learn", "matplotlib"} == set(record["versions"])
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("[" * 100_000 + "]" * 100_000, "nests too deep to read"),
+        ("[" * 65 + "]" * 65, "nests over 64 levels deep"),
+        ("not json", "Expecting value"),
+    ],
+)
+def test_json_read_back_is_refused_past_its_limits_as_a_value_error(tmp_path, text, says):
+    path = tmp_path / "run.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=says):
+        outputs.read_json(path)
+    assert outputs.record_of(tmp_path / "model.keras") == {}  # a model beside it: no record
+
+
+def test_json_over_its_size_is_refused_unread(tmp_path):
+    path = tmp_path / "big.json"
+    path.write_text("[" + "0," * 100 + "0]")
+    with pytest.raises(ValueError, match="is over 100 bytes"):
+        outputs.read_json(path, max_bytes=100)
+    assert outputs.read_json(path, max_bytes=1000) == [0] * 101

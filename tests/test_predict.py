@@ -124,11 +124,12 @@ def test_preprocessed_images_of_files_sharing_a_name_do_not_overwrite_each_other
         (["--top", "0"], "between 1 and 10"),
         (["--top", "11"], "between 1 and 10"),
         (["--save-preprocessed", "FILE"], "is a file"),
+        (["--save-preprocessed", "FILE/seen"], "cannot write there (Not a directory): name another folder"),
     ],
 )
 def test_flags_out_of_range_are_usage_errors(tmp_path, capsys, flags, says):
     (tmp_path / "FILE").write_text("keep me")
-    flags = [str(tmp_path / "FILE") if flag == "FILE" else flag for flag in flags]
+    flags = [str(tmp_path / flag) if flag.startswith("FILE") else flag for flag in flags]
     with pytest.raises(SystemExit) as exit:
         predict.parse_args(["digit.png", *flags])
     assert exit.value.code == 2 and says in capsys.readouterr().err
@@ -200,3 +201,28 @@ def test_saved_names_never_repeat_whatever_the_files_are_called():
     digits = predict.saved_names(["12.png", "12_1.png", "a/12.png"], [2, 1, 2], number=True)
     flat = [name for file in digits for name in file]
     assert len(set(flat)) == len(flat) and digits[0] == ["12_0.png", "12_1.png"]
+
+
+def test_an_image_that_cannot_be_saved_is_that_files_error_and_every_reading_is_printed(
+    trained_run, rerendered, tmp_path, capsys
+):
+    seen = tmp_path / "seen"
+    (seen / "000.png").mkdir(parents=True)  # where the first file's 28x28 image would go
+    files = [str(rerendered / "000.png"), str(rerendered / "001.png")]
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(
+            [
+                *files,
+                "--json",
+                "--model",
+                str(trained_run.folder / "model.keras"),
+                "--save-preprocessed",
+                str(seen),
+            ]
+        )
+    printed = json.loads(capsys.readouterr().out)
+    assert exit_info.value.code == 1
+    assert [entry["file"] for entry in printed["predictions"]] == files  # both read
+    assert "saved_as" not in printed["predictions"][0] and printed["predictions"][1]["saved_as"]
+    [failure] = printed["errors"]
+    assert failure["file"] == files[0] and "its 28x28 image is not saved" in failure["error"]

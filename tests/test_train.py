@@ -129,6 +129,14 @@ def test_bad_flags_exit_with_a_usage_error(capsys, flag, value, message):
     assert message in capsys.readouterr().err
 
 
+def test_a_config_file_nested_too_deep_is_a_usage_error(tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text('{"model": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--config", str(config), "--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and "nests too deep to read" in capsys.readouterr().err
+
+
 def test_bad_config_file_is_a_usage_error_naming_the_setting(tmp_path, capsys):
     config = tmp_path / "config.json"
     config.write_text('{"model": {"arch": "cnn"}, "training": {"lr": NaN}}')

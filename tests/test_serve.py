@@ -311,6 +311,71 @@ def test_number_mode_in_a_real_browser_reads_three_digits_side_by_side(live_serv
     assert shown == answer["number"]
 
 
+def photo_of(digits, path):
+    """MNIST digits side by side, dark on grey paper, enlarged four times: a photo's PNG at `path`."""
+    row = digit_row(digits)
+    paper = (200 - row * 0.75).astype(np.uint8)
+    Image.fromarray(paper).resize((row.shape[1] * 4, row.shape[0] * 4), Image.Resampling.BICUBIC).save(path)
+    return path
+
+
+@pytest.mark.browser
+def test_a_photo_uploaded_in_number_mode_shows_its_number_and_a_box_round_each_digit(
+    live_server, mnist, tmp_path
+):
+    photo = photo_of(mnist.x_test[:4], tmp_path / "photo.png")
+    answer = api_answer_for(live_server, "/api/number", photo)
+    width, height = Image.open(photo).size
+    with browser_page(live_server) as page:
+        unread = page.locator("#seen").evaluate("image => getComputedStyle(image).visibility")
+        page.check("input[value=number]")
+        page.set_input_files("#upload", str(photo))
+        page.wait_for_selector("body[data-state='ready']", state="attached")
+        shown, boxed = (
+            page.locator("#digit").text_content(),
+            page.locator("#boxes").get_attribute("data-count"),
+        )
+        edges = [
+            page.evaluate(BOX_EDGE, {"box": item["box"], "width": width, "height": height})
+            for item in answer["digits"]
+        ]
+        page.screenshot(path=str(tmp_path / "photo_number.png"))
+    assert unread == "hidden"  # no broken-image mark before the first reading
+    assert shown == answer["number"] and int(boxed) == len(answer["digits"]) == 4
+    assert all(alpha == 255 for *_, alpha in edges)  # a box drawn round each digit as read
+
+
+# The overlay's pixel on the middle of a box's left edge (the box in the photo's pixels), where the
+# page places the photo on the pad: fitted and centred.
+BOX_EDGE = """({box, width, height}) => {
+    const pad = document.getElementById("pad");
+    const scale = Math.min(pad.width / width, pad.height / height);
+    const x = (pad.width - width * scale) / 2 + box[0] * scale - 4;
+    const y = (pad.height - height * scale) / 2 + (box[1] + box[3]) / 2 * scale;
+    const overlay = document.getElementById("boxes").getContext("2d");
+    return Array.from(overlay.getImageData(Math.round(x), Math.round(y), 1, 1).data);
+}"""
+
+
+def api_answer_for(url, endpoint, path):
+    request = urllib.request.Request(
+        url + endpoint, data=path.read_bytes(), headers={"Content-Type": "image/png"}
+    )
+    return json.load(urllib.request.urlopen(request))
+
+
+@pytest.mark.browser
+def test_a_photo_uploaded_in_digit_mode_is_read_as_the_api_reads_it(live_server, mnist, tmp_path):
+    photo = photo_of(mnist.x_test[:1], tmp_path / "seven.png")
+    with browser_page(live_server) as page:
+        page.set_input_files("#upload", str(photo))
+        page.wait_for_selector("body[data-state='ready']", state="attached")
+        shown = page.locator("#digit").text_content()
+        seen = page.locator("#seen").evaluate("image => getComputedStyle(image).visibility")
+    answer = api_answer_for(live_server, "/api/predict", photo)
+    assert shown == ("?" if answer["not_sure"] else str(answer["digit"])) and seen == "visible"
+
+
 @pytest.mark.browser
 def test_api_docs_render_in_a_real_browser_offline_under_the_security_policy(live_server, tmp_path):
     with browser_page(live_server + "/docs") as page:

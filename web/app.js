@@ -1,16 +1,19 @@
 // Drawing pad: pointer events (mouse, pen, touch). When a stroke ends, the canvas is sent as a PNG
-// to /api/predict (one digit) or /api/number (a number); all preprocessing happens on the server,
-// as for any other image.
+// to /api/predict (one digit) or /api/number (a number); an uploaded photo is sent as it is, and
+// shown on the pad. All preprocessing happens on the server, as for any other image.
 const pad = document.getElementById("pad");
 const context = pad.getContext("2d");
+const boxes = document.getElementById("boxes");  // over the pad: a number's digits as read
+const overlay = boxes.getContext("2d");
 const bars = document.getElementById("bars");
+const DRAWN = { scale: 1, x: 0, y: 0 };  // where the pixels of an image sent fall on the pad
 let drawing = false;
 let latestRequest = 0;  // answers to older strokes that arrive late are dropped
 
 const TITLES = { digit: "Draw a digit", number: "Write a number" };
 const HINTS = {
-  digit: "One digit, 0–9, as large as you like. The model reads it when you lift the pen.",
-  number: "Up to 12 digits on one line, side by side. The model reads them when you lift the pen.",
+  digit: "One digit, 0–9, as large as you like, or a photo of one. The model reads it when you lift the pen.",
+  number: "Up to 12 digits on one line, side by side, or a photo of them. The model reads them when you lift the pen.",
 };
 
 function mode() {
@@ -20,7 +23,7 @@ function mode() {
 for (const choice of document.querySelectorAll("input[name=mode]")) {
   choice.addEventListener("change", () => {
     document.body.dataset.mode = choice.value;
-    pad.width = choice.value === "number" ? 840 : 280;  // three times as wide, at the same pen scale
+    pad.width = boxes.width = choice.value === "number" ? 840 : 280;  // three times as wide, same pen
     document.getElementById("title").textContent = TITLES[choice.value];
     document.getElementById("hint").textContent = HINTS[choice.value];
     clearPad();
@@ -32,6 +35,8 @@ function clearPad() {
   document.body.dataset.state = "empty";
   context.fillStyle = "#fff";
   context.fillRect(0, 0, pad.width, pad.height);
+  overlay.clearRect(0, 0, boxes.width, boxes.height);
+  boxes.dataset.count = 0;
   document.getElementById("digit").textContent = "–";
   document.getElementById("confidence").innerHTML = "&nbsp;";
   document.getElementById("seen").removeAttribute("src");
@@ -68,23 +73,45 @@ function endStroke() {
   if (!drawing) return;
   drawing = false;
   document.body.dataset.state = "busy";
-  pad.toBlob(predict, "image/png");
+  pad.toBlob((png) => predict(png, DRAWN), "image/png");
 }
 pad.addEventListener("pointerup", endStroke);
 pad.addEventListener("pointercancel", endStroke);
 
-async function predict(png) {
+// A photo: shown on the pad, fitted and centred, and sent as it is (the server reads any size).
+const upload = document.getElementById("upload");
+upload.addEventListener("change", async () => {
+  const [photo] = upload.files;
+  if (!photo) return;
+  clearPad();
+  document.body.dataset.state = "busy";
+  let placement = null;  // a format the browser cannot show (TIFF) is still read, without boxes
+  try {
+    placement = fitted(await createImageBitmap(photo));
+  } catch {}
+  upload.value = "";  // choosing the same file again is a new reading
+  predict(photo, placement);
+});
+
+function fitted(bitmap) {
+  const scale = Math.min(pad.width / bitmap.width, pad.height / bitmap.height);
+  const placement = { scale, x: (pad.width - bitmap.width * scale) / 2, y: (pad.height - bitmap.height * scale) / 2 };
+  context.drawImage(bitmap, placement.x, placement.y, bitmap.width * scale, bitmap.height * scale);
+  return placement;
+}
+
+async function predict(image, placement) {
   const request = ++latestRequest;
   const error = document.getElementById("error");
   try {
     const response = await fetch(mode() === "number" ? "/api/number" : "/api/predict", {
-      method: "POST", headers: { "Content-Type": "image/png" }, body: png,
+      method: "POST", headers: { "Content-Type": image.type || "application/octet-stream" }, body: image,
     });
     const body = await response.json();
     if (request !== latestRequest) return;
     if (!response.ok) throw new Error(body.detail || response.statusText);
     error.textContent = "";
-    if (mode() === "number") showNumber(body); else showDigit(body);
+    if (mode() === "number") showNumber(body, placement); else showDigit(body);
   } catch (failure) {
     if (request === latestRequest) error.textContent = `Could not read the digit: ${failure.message}`;
   } finally {
@@ -103,19 +130,23 @@ function showDigit(body) {
   const digit = document.getElementById("digit");
   digit.textContent = body.not_sure ? "?" : body.digit;
   digit.classList.toggle("unsure", body.not_sure);
-  document.getElementById("confidence").textContent =
-    body.not_sure ? doubt(body) : `${(100 * body.confidence).toFixed(1)}% probability`;
+  const confidence = document.getElementById("confidence");
+  confidence.textContent = body.not_sure ? doubt(body) : `${(100 * body.confidence).toFixed(1)}% probability`;
+  confidence.classList.toggle("unsure", body.not_sure);
   document.getElementById("seen").src = body.preprocessed;
   showProbabilities(body.probabilities, body.digit);
 }
 
-function showNumber(body) {
+function showNumber(body, placement) {
   const number = document.getElementById("digit");
   number.textContent = body.number;
   number.classList.toggle("unsure", body.not_sure);
   const unsure = body.digits.filter((item) => item.not_sure).length;
-  document.getElementById("confidence").textContent =
+  const confidence = document.getElementById("confidence");
+  confidence.textContent =
     unsure ? `not sure of ${unsure} of its ${body.digits.length} digits` : `${body.digits.length} digits`;
+  confidence.classList.toggle("unsure", unsure > 0);
+  if (placement) drawBoxes(body.digits, placement);
   document.getElementById("pieces").replaceChildren(...body.digits.map((item) => {
     const piece = document.createElement("li");
     piece.className = item.not_sure ? "unsure" : "";
@@ -127,6 +158,21 @@ function showNumber(body) {
     piece.append(seen, reading);
     return piece;
   }));
+}
+
+// Each digit's box as read, in the pixels of the image sent, drawn where that image lies on the pad.
+function drawBoxes(digits, placement) {
+  overlay.clearRect(0, 0, boxes.width, boxes.height);
+  overlay.lineWidth = 3;
+  overlay.font = "bold 22px system-ui, sans-serif";
+  for (const item of digits) {
+    const [left, top, right, bottom] = item.box.map((value) => value * placement.scale);
+    const x = placement.x + left, y = placement.y + top;
+    overlay.strokeStyle = overlay.fillStyle = item.not_sure ? "#b26b00" : "#1f9d55";
+    overlay.strokeRect(x - 4, y - 4, right - left + 8, bottom - top + 8);
+    overlay.fillText(item.not_sure ? `${item.top[0].digit}?` : String(item.digit), x, Math.max(20, y - 8));
+  }
+  boxes.dataset.count = digits.length;
 }
 
 function showProbabilities(probabilities, top) {

@@ -137,14 +137,22 @@ def save_figure(figure: Figure, path: str | Path) -> None:
         figure.savefig(temporary, dpi=DPI)
 
 
-def check_writable(folder: Path) -> None:
-    """Fail before training, not after it, when `folder` cannot take files or is nearly full."""
+def cannot_write(folder: Path) -> str | None:
+    """Why files cannot be written into `folder`, made if missing: the system's reason (None: they can)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
-        free = shutil.disk_usage(folder).free
     except OSError as exc:
-        raise OutputError(f"cannot write to {folder} ({exc.strerror}): choose another --out") from None
+        return exc.strerror
+    return None
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before training, not after it, when `folder` cannot take files or is nearly full."""
+    problem = cannot_write(folder)
+    if problem:
+        raise OutputError(f"cannot write to {folder} ({problem}): choose another --out")
+    free = shutil.disk_usage(folder).free
     if free < MIN_FREE_BYTES:
         raise OutputError(
             f"only {free / 1e6:.0f} MB free in {folder}, {MIN_FREE_BYTES / 1e6:.0f} MB needed: "

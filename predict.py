@@ -19,12 +19,11 @@ import argparse
 import itertools
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 from PIL import Image
 
-from outputs import atomic_path
+from outputs import atomic_path, cannot_write
 from reader.classifier import MODEL_HELP, Classifier, load_classifier, unsure_never
 from reader.deadline import READING_SECONDS, Deadline, ReadingTimeout
 from reader.page import FORMAT_NAMES, IMAGE_SUFFIXES, ImageError, mnist_style_digit, read_image_file
@@ -59,12 +58,8 @@ def unwritable(folder: Path) -> str | None:
     is read, so that no reading is lost to it."""
     if folder.exists() and not folder.is_dir():
         return "is a file: name a folder"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as exc:
-        return f"cannot write there ({exc.strerror}): name another folder"
-    return None
+    problem = cannot_write(folder)
+    return f"cannot write there ({problem}): name another folder" if problem else None
 
 
 def image_paths(paths: list[Path]) -> tuple[list[Path], list[dict]]:

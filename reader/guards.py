@@ -228,8 +228,8 @@ class LimitedRestarts(Multiprocess):
 
     def __init__(self, config: uvicorn.Config, sockets: list) -> None:
         super().__init__(config, sockets)
-        self.deaths: dict[Process, list[float]] = {}  # a replacement inherits its line's deaths
-        self.replacements: set[Process] = set()  # started in place of a dead worker, not at first
+        # The replacements' lines' deaths: a process without an entry is one of the first started.
+        self.deaths: dict[Process, list[float]] = {}
         self.failed = False  # stopped for want of a working worker, not by a signal
 
     def keep_subprocess_alive(self) -> None:
@@ -245,9 +245,8 @@ class LimitedRestarts(Multiprocess):
     def replace(self, process: Process) -> None:
         """Start a new worker in place of `process`, which has died, or leave its place empty."""
         now = time.monotonic()
+        first_start = process not in self.deaths
         deaths = [when for when in self.deaths.pop(process, []) if now - when < RESTART_WINDOW] + [now]
-        first_start = process not in self.replacements
-        self.replacements.discard(process)
         if process.exitcode == STARTUP_FAILURE and first_start:
             return self.stop(f"worker [{process.pid}] failed to start: the server stops")
         if process.exitcode == STARTUP_FAILURE or len(deaths) > MAX_RESTARTS:
@@ -266,7 +265,6 @@ class LimitedRestarts(Multiprocess):
         new.start()
         self.processes[self.processes.index(process)] = new
         self.deaths[new] = deaths
-        self.replacements.add(new)
 
     def stop(self, message: str) -> None:
         LOGGER.error(message)

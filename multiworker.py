@@ -23,6 +23,7 @@ from training import (
     StopOnSignal,
     TrainConfig,
     build_for_training,
+    is_digit,
     network_of,
     progress_mode,
     steps_per_epoch,
@@ -48,9 +49,9 @@ def train(
     with strategy.scope():
         model.optimizer.build(model.trainable_variables)
     steps = Steps(model, strategy, batch_size)
-    images = training_images(x_fit, y_fit, config)
+    images, targets = training_images(x_fit, y_fit, config)
     batches = iter(
-        strategy.experimental_distribute_dataset(training_batches(images, y_fit, batch_size, config.seed))
+        strategy.experimental_distribute_dataset(training_batches(images, targets, batch_size, config.seed))
     )
     metrics = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if validation else [])
     history = {name: [] for name in metrics}
@@ -58,7 +59,7 @@ def train(
     told.on_train_begin()
     for epoch in range(config.epochs):
         print(f"Epoch {epoch + 1}/{config.epochs}")  # as Model.fit shows it
-        logs = steps.epoch(batches, steps_per_epoch(len(x_fit), batch_size), validation, stopper, metrics)
+        logs = steps.epoch(batches, steps_per_epoch(len(images), batch_size), validation, stopper, metrics)
         for name in metrics:
             history[name].append(float(logs[name]))
         told.on_epoch_end(epoch, {name: float(value) for name, value in logs.items()})
@@ -77,40 +78,43 @@ class Steps:
         self.validation_sums = tf.function(self.validation_sums)
 
     def loss_and_correct(self, x, y, training):
-        # Sums over the batch; the scores keep the logits that the loss is computed from.
+        # Sums over the batch; the scores keep the logits that the loss is computed from. Accuracy
+        # counts the digits only (training.DigitAccuracy).
         scores = self.model(x, training=training)
         losses = self.loss_of(y, scores)
-        correct = tf.cast(tf.argmax(scores, axis=-1) == tf.argmax(y, axis=-1), tf.float32)
-        return losses, tf.reduce_sum(correct)
+        digit = is_digit(y)
+        correct = tf.cast(tf.argmax(scores, axis=-1) == tf.argmax(y, axis=-1), tf.float32) * digit
+        return losses, tf.reduce_sum(correct), tf.reduce_sum(digit)
 
     def replica_step(self, x, y):
         model = self.model
         with tf.GradientTape() as tape:
-            losses, correct = self.loss_and_correct(x, y, training=True)
+            losses, correct, digits = self.loss_and_correct(x, y, training=True)
             loss = tf.nn.compute_average_loss(losses, global_batch_size=self.batch_size)
         gradients = tape.gradient(loss, model.trainable_variables)
         model.optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
-        return tf.reduce_sum(losses), correct
+        return tf.reduce_sum(losses), correct, digits
 
     def train_step(self, batches):
         sums = self.strategy.run(self.replica_step, args=next(batches))
         return [self.strategy.reduce("SUM", value, axis=None) for value in sums]
 
     def validation_sums(self, x, y):
-        losses, correct = self.loss_and_correct(x, y, training=False)
+        losses, correct, _ = self.loss_and_correct(x, y, training=False)
         return tf.reduce_sum(losses), correct
 
     def epoch(self, batches, steps: int, validation, stopper: StopOnSignal, metrics: list[str]) -> dict:
         """One epoch of `steps` steps, shown as Keras shows it; its logs, validation included."""
         progress = keras.utils.Progbar(steps, verbose=progress_mode(), stateful_metrics=metrics)
-        loss_sum = correct = 0.0
+        loss_sum = correct = digits = 0.0
         for step in range(1, steps + 1):
-            step_loss, step_correct = self.train_step(batches)
+            step_loss, step_correct, step_digits = self.train_step(batches)
             loss_sum, correct = loss_sum + float(step_loss), correct + float(step_correct)
+            digits += float(step_digits)
             if stopper.requested:
                 raise KeyboardInterrupt
             seen = step * self.batch_size
-            logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
+            logs = {"loss": loss_sum / seen, "accuracy": correct / max(digits, 1.0)}
             if step == steps and validation:
                 batches_of_validation = tf.data.Dataset.from_tensor_slices(validation).batch(1000)
                 sums = np.sum([self.validation_sums(x, y) for x, y in batches_of_validation], axis=0)

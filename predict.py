@@ -9,7 +9,8 @@
 Each image is brought to MNIST's form by the reader (reader/page.py) (the paper and its printed lines taken
 away, the ink cropped, fitted into 20x20, centred by mass in 28x28); with --number it is first
 split into its digits. A reading less confident than the model's calibrated threshold (in its
-run.json, or in the export.json beside an .onnx file) is "not sure", with its two likeliest digits.
+run.json, or in the export.json beside an .onnx file) is "not sure", with its two likeliest digits,
+or "not a digit" where even those two together are less likely than the threshold.
 Files that cannot be read are reported and the rest still read; the exit code is 1 if any failed.
 """
 
@@ -95,9 +96,11 @@ def saved_names(files: list[str], counts: list[int], number: bool) -> list[list[
 
 
 def described(result: dict) -> str:
-    """A reading as a line of text: the digit, or "not sure" with the two likeliest."""
+    """A reading as a line of text: the digit, or "not sure" or "not a digit" with the two likeliest."""
     if result["not_sure"]:
         first, second = (f"{item['digit']} {item['probability']:.1%}" for item in result["top"][:2])
+        if result["not_a_digit"]:
+            return f"not a digit (likeliest {first}, {second})"
         return f"not sure: {first} or {second}"
     top = ", ".join(f"{item['digit']} {item['probability']:.1%}" for item in result["top"])
     return f"{result['digit']} ({result['confidence']:.1%}; top: {top})"

@@ -167,7 +167,8 @@ def image_route(path: str, summary: str, returns: str):
 @image_route(
     "/api/predict",
     "Read the digit in one image",
-    "Below the model's calibrated confidence, `not_sure` is true; `top` lists the likeliest digits.",
+    "Below the model's calibrated confidence, `not_sure` is true, and `not_a_digit` too where even "
+    "the two likeliest digits together fall below it; `top` lists the likeliest digits.",
 )
 async def predict(request: Request, model: Model, file: UploadFile | None = File(None)) -> dict:
     return await answer(read_one_digit, model, request, file)
@@ -177,7 +178,7 @@ async def predict(request: Request, model: Model, file: UploadFile | None = File
     "/api/number",
     "Read a number of up to 12 digits written on one line",
     "Returns `number` (the digits as a string) and each digit's box, reading and 28x28 image, left "
-    "to right; `not_sure` is true if any digit is.",
+    "to right; `not_sure` is true if any digit is, and a part that is `not_a_digit` says so.",
 )
 async def number(request: Request, model: Model, file: UploadFile | None = File(None)) -> dict:
     return await answer(read_whole_number, model, request, file)

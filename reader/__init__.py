@@ -10,8 +10,8 @@ model reads in it out, with whether it is sure. predict.py and serve.py are its 
 Its modules, in the order an image passes through them:
 - page: the image's bytes decoded, and its ink taken off the page (paper, printed lines, specks);
 - division: a number's ink divided into the digits it may be made of;
-- reading: the model's probabilities as a reading (digit, likeliest digits, not sure), and the
-  division of a number it is surest of;
+- reading: the model's probabilities as a reading (digit, likeliest digits, not sure, not a
+  digit), and the division of a number it is surest of;
 - classifier: a trained model to read with, from a .keras or .onnx file;
 - deadline: when a reading gives up (it took too long, or nobody waits for it any more);
 - guards: the limits in front of serve.py's web server.

@@ -6,7 +6,8 @@
 
 `probabilities_of` maps float images (n, 28, 28) to probabilities (n, 10), e.g.
 model.probability_model(network).predict. Below a confidence threshold a reading is "not sure",
-with its likeliest digits: the threshold is calibrated on the validation split when a model is
+with its likeliest digits, and "not a digit" if no two digits explain it: the threshold is
+calibrated on the validation split when a model is
 trained (trained.calibrate) and saved in its run.json. predict.py and serve.py read through here.
 """
 
@@ -23,7 +24,13 @@ from trained import Probabilities
 
 
 def reading(row: np.ndarray, threshold: float | None, top: int = 3) -> dict:
-    """One row of 10 probabilities as the project reports it."""
+    """One row of 10 probabilities as the project reports it.
+
+    Below the threshold a reading is "not sure". It is "not a digit" as well where even its two
+    likeliest digits together stay below the threshold: no digit, and no choice between two,
+    explains the image. A network trained with images that are not digits (not_digits.py) spreads
+    its probability over all ten for them.
+    """
     ranked = np.argsort(-row)
     confidence = float(row[ranked[0]])
     not_sure = threshold is not None and confidence < threshold
@@ -32,6 +39,7 @@ def reading(row: np.ndarray, threshold: float | None, top: int = 3) -> dict:
         "digit": int(ranked[0]),
         "confidence": confidence,
         "not_sure": not_sure,
+        "not_a_digit": not_sure and float(row[ranked[:2]].sum()) < threshold,
         "top": [{"digit": int(digit), "probability": float(row[digit])} for digit in ranked[:shown]],
     }
 

@@ -32,7 +32,9 @@ def test_quick_benchmark_measures_each_contender_from_its_own_curve(quick_benchm
             and result["train_seconds"] == seconds
             and result["test_accuracy"] == accuracy
         )
-        assert result["samples_per_second"] == pytest.approx(1800 / seconds)  # 2,000 images less 10% held out
+        # 2,000 images less 10% held out, and ours add a fifth as many that are not digits
+        images = 1800 if name == "seed-mlp" else 2160
+        assert result["samples_per_second"] == pytest.approx(images / seconds)
         assert result["gflops"] == pytest.approx(
             result["samples_per_second"] * result["flops_per_sample"] / 1e9
         )

@@ -37,6 +37,18 @@ def test_below_the_threshold_a_reading_is_not_sure_and_names_two_digits():
     unsure = reading(row, threshold=0.6, top=1)
     assert unsure["not_sure"] and [item["digit"] for item in unsure["top"]] == [1, 7]
     assert not reading(row, threshold=None)["not_sure"]  # a model saved without a calibration
+    assert not unsure["not_a_digit"]  # 1 or 7 together: 95%
+
+
+def test_a_reading_no_two_digits_explain_is_not_a_digit():
+    spread = np.array([0.16, 0.14, 0.12, 0.1, 0.1, 0.1, 0.08, 0.08, 0.06, 0.06])  # as for a letter
+    letter = reading(spread, threshold=0.6)
+    assert letter["not_sure"] and letter["not_a_digit"]
+    assert [item["digit"] for item in letter["top"]] == [0, 1, 2]
+    between_two = reading(np.array([0.0, 0.45, 0.0, 0.0, 0.0, 0.0, 0.0, 0.15, 0.0, 0.4]), threshold=0.6)
+    assert between_two["not_sure"] and not between_two["not_a_digit"]  # 1 or 9: 85%
+    assert not reading(spread, threshold=0.15)["not_a_digit"]  # sure enough: a digit
+    assert not reading(spread, threshold=None)["not_a_digit"]  # never calibrated: never flagged
 
 
 @pytest.mark.parametrize("enlarged", [5, 40], ids=["small", "shrunk-when-read"])

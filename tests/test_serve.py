@@ -81,6 +81,8 @@ def test_below_the_threshold_the_answer_is_not_sure_with_two_digits(trained_run,
         body = unsure.post("/api/predict", content=png_of(mnist.x_test[0])).json()
         assert unsure.get("/api/model").json()["not_sure_below"] == 1.0
     assert body["not_sure"] is True and len(body["top"]) >= 2 and body["digit"] == body["top"][0]["digit"]
+    # Two digits together are never as likely as all ten: below a threshold of 100%, nothing is a digit.
+    assert body["not_a_digit"] is True
 
 
 def test_a_number_is_read_digit_by_digit(client, mnist):
@@ -264,6 +266,17 @@ def draw(page, *strokes):
     page.wait_for_selector("body[data-state='ready']", state="attached")
 
 
+def shown_for(answer: dict) -> str:
+    """What the page shows for a digit's reading: the digit, "?" when not sure, a cross when it is
+    not a digit."""
+    return "\u2715" if answer["not_a_digit"] else "?" if answer["not_sure"] else str(answer["digit"])
+
+
+def number_shown(answer: dict) -> str:
+    """What the page shows for a number's reading: its digits, a cross for each part not a digit."""
+    return "".join("\u2715" if item["not_a_digit"] else str(item["digit"]) for item in answer["digits"])
+
+
 def api_answer(url, endpoint, page):
     canvas_png = base64.b64decode(page.evaluate("pad.toDataURL('image/png')").split(",", 1)[1])
     request = urllib.request.Request(url + endpoint, data=canvas_png, headers={"Content-Type": "image/png"})
@@ -288,7 +301,7 @@ def test_drawing_in_a_real_browser_shows_what_the_api_returns(live_server, tmp_p
         answer = api_answer(live_server, "/api/predict", page)
         note = page.locator("#note").text_content()
         page.screenshot(path=str(tmp_path / "web_page.png"))
-    assert shown_digit == ("?" if answer["not_sure"] else str(answer["digit"]))
+    assert shown_digit == shown_for(answer)
     assert shown == pytest.approx(answer["probabilities"], abs=1e-6)
     assert drawn == pytest.approx(answer["probabilities"], abs=0.02)  # each bar as long as its share
     assert note == json.load(urllib.request.urlopen(live_server + "/api/model"))["probabilities"]
@@ -308,7 +321,44 @@ def test_number_mode_in_a_real_browser_reads_three_digits_side_by_side(live_serv
         answer = api_answer(live_server, "/api/number", page)
         page.screenshot(path=str(tmp_path / "number_mode.png"))
     assert len(answer["number"]) == 3 and pieces == 3
-    assert shown == answer["number"]
+    assert shown == number_shown(answer)
+
+
+@pytest.fixture(scope="module")
+def never_sure_server(trained_run, tmp_path_factory):
+    """The tiny run's model served with a threshold of 100%: no reading is sure, and none is a digit."""
+    folder = tmp_path_factory.mktemp("never_sure")
+    shutil.copy(trained_run.folder / "model.keras", folder)
+    record = json.loads((trained_run.folder / "run.json").read_text())
+    record["calibration"]["threshold"] = 1.0
+    (folder / "run.json").write_text(json.dumps(record))
+    with running_server(folder / "model.keras") as url:
+        yield url
+
+
+@pytest.mark.browser
+def test_the_page_says_not_a_digit_plainly_with_the_likeliest_digits(never_sure_server, tmp_path):
+    with browser_page(never_sure_server) as page:
+        draw(page, [(0.2, 0.2), (0.8, 0.8)], [(0.8, 0.2), (0.2, 0.8)])  # a cross
+        shown = page.locator("#digit").text_content()
+        said = page.locator("#confidence").text_content()
+        answer = api_answer(never_sure_server, "/api/predict", page)
+        page.check("input[value=number]")  # a new, empty pad
+        draw(page, [(0.1, 0.2), (0.3, 0.8)], [(0.3, 0.2), (0.1, 0.8)])
+        pieces = page.locator("#pieces li b").all_text_contents()
+        number, number_said = (
+            page.locator("#digit").text_content(),
+            page.locator("#confidence").text_content(),
+        )
+        page.screenshot(path=str(tmp_path / "not_a_digit.png"))
+    first, second = answer["top"][:2]
+    assert answer["not_a_digit"] and shown == "\u2715"
+    assert said == (
+        f"not a digit (likeliest {first['digit']} ({100 * first['probability']:.0f}%), "
+        f"{second['digit']} ({100 * second['probability']:.0f}%))"
+    )
+    assert pieces and all(piece == "\u2715" for piece in pieces)  # each part of the number too
+    assert number == "\u2715" * len(pieces) and number_said.startswith(f"not a digit: {len(pieces)} of")
 
 
 def photo_of(digits, path):
@@ -341,7 +391,7 @@ def test_a_photo_uploaded_in_number_mode_shows_its_number_and_a_box_round_each_d
         ]
         page.screenshot(path=str(tmp_path / "photo_number.png"))
     assert unread == "hidden"  # no broken-image mark before the first reading
-    assert shown == answer["number"] and int(boxed) == len(answer["digits"]) == 4
+    assert shown == number_shown(answer) and int(boxed) == len(answer["digits"]) == 4
     assert all(alpha == 255 for *_, alpha in edges)  # a box drawn round each digit as read
 
 
@@ -373,7 +423,7 @@ def test_a_photo_uploaded_in_digit_mode_is_read_as_the_api_reads_it(live_server,
         shown = page.locator("#digit").text_content()
         seen = page.locator("#seen").evaluate("image => getComputedStyle(image).visibility")
     answer = api_answer_for(live_server, "/api/predict", photo)
-    assert shown == ("?" if answer["not_sure"] else str(answer["digit"])) and seen == "visible"
+    assert shown == shown_for(answer) and seen == "visible"
 
 
 @pytest.mark.browser

@@ -19,7 +19,7 @@ def test_nothing_given_is_the_users_design():
 
 def test_naming_an_architecture_brings_all_its_defaults():
     cnn = resolve({"model": {"arch": "cnn"}})
-    assert cnn.model.hidden == (128,) and cnn.training.epochs == 25
+    assert cnn.model.hidden == (256,) and cnn.training.epochs == 22
 
 
 def test_given_values_override_the_architectures_defaults():
@@ -109,8 +109,8 @@ def test_every_field_is_a_flag_and_only_given_flags_override():
 
 def test_help_shows_each_architectures_default():
     helps = {action.dest: action.help for action in parser_with_flags()._actions}
-    assert helps["model.hidden"].endswith("[mlp: 1024,512; cnn: 128]")
-    assert helps["training.epochs"].endswith("[mlp: 30; cnn: 25]") and helps["training.lr"].endswith(
+    assert helps["model.hidden"].endswith("[mlp: 1024,512; cnn: 256]")
+    assert helps["training.epochs"].endswith("[mlp: 25; cnn: 22]") and helps["training.lr"].endswith(
         "[0.002]"
     )
     assert helps["model.dropout"].endswith("[0.1]")

@@ -4,16 +4,20 @@ import keras
 import numpy as np
 import pytest
 
-from model import ModelConfig, probability_model
+import not_digits
+from model import ModelConfig, probabilities_function, probability_model
 from training import (
     BACKUP_FILES,
     PREVIOUS,
+    DigitAccuracy,
     TrainConfig,
     TrainingError,
     build_for_training,
     completed_epochs,
     fit,
     network_of,
+    train,
+    training_images,
     training_model,
     training_precision,
     training_split,
@@ -77,6 +81,8 @@ def test_a_loss_that_becomes_nan_stops_the_fit_before_it_is_backed_up(mnist, tmp
         ({"lr": -1.0}, "lr must be a number above 0"),
         ({"val_split": float("nan")}, r"val_split must be in \[0, 1\)"),
         ({"precision": "float16"}, "precision must be one of auto, float32, bfloat16"),
+        ({"not_digits": 1.5}, "not_digits must be from 0 to 1"),
+        ({"not_digits": float("nan")}, "not_digits must be from 0 to 1"),
     ],
 )
 def test_train_config_refuses_bad_values(values, message):
@@ -149,3 +155,44 @@ def test_the_pinned_keras_backs_up_into_the_files_a_resume_reads(tmp_path):
         path.name for path in tmp_path.iterdir()
     }
     assert completed_epochs(tmp_path) == 2
+
+
+def test_training_adds_images_that_are_not_digits_with_uniform_targets(mnist):
+    x_fit, y_fit, _, _ = training_split(mnist, TrainConfig(limit=1000, val_split=0))
+    x, y = training_images(x_fit, y_fit, TrainConfig(augment=False, not_digits=0.2))
+    assert x.shape == (1200, 28, 28) and y.shape == (1200, 10)
+    assert np.array_equal(x[:1000], x_fit) and np.array_equal(y[:1000], y_fit)
+    assert np.mean(np.all(y[1000:] == 0.1, axis=1)) > 0.85  # the rest printed digits, labelled
+    alone = training_images(x_fit, y_fit, TrainConfig(augment=False, not_digits=0))
+    assert alone[0] is x_fit and alone[1] is y_fit
+
+
+def test_the_learning_rate_decays_over_the_steps_the_added_images_make():
+    config = TrainConfig(epochs=3, batch_size=100, not_digits=0.5)
+    model = build_for_training(SMALL, config, 1000)
+    schedule = model.optimizer.get_config()["learning_rate"]["config"]
+    assert schedule["decay_steps"] == 3 * 15  # 1,500 images a pass
+
+
+def test_accuracy_counts_the_digits_only():
+    accuracy = DigitAccuracy()
+    targets = np.array([[0, 1] + [0] * 8, [1] + [0] * 9, [0.1] * 10], np.float32)
+    scores = np.array([[0, 0.9] + [0] * 8, [0, 0.9] + [0] * 8, [0.9] + [0] * 9], np.float32)
+    accuracy.update_state(targets, scores)  # the third, not a digit, is "read" as 0: no matter
+    assert float(accuracy.result()) == 0.5
+
+
+def test_a_network_trained_with_images_that_are_not_digits_is_unsure_of_new_ones(mnist):
+    x_fit, y_fit, x_val, y_val = training_split(mnist, TrainConfig(limit=12000, val_split=0.25))
+    unseen, targets = not_digits.not_digits(x_val, y_val, 500, np.random.default_rng(99))  # other digits
+    unseen = unseen[targets.max(axis=1) < 1]  # printed digits are digits
+    confidence, accuracy = {}, {}
+    for share in (0, 0.3):
+        config = TrainConfig(epochs=5, augment=False, not_digits=share)
+        network, _ = train(ModelConfig(hidden=(256,)), config, (x_fit, y_fit), None)
+        read = probabilities_function(network)
+        confidence[share] = float(np.median(read(unseen).max(axis=1)))
+        accuracy[share] = float(np.mean(read(x_val).argmax(axis=1) == y_val.argmax(axis=1)))
+    # Half of them at least as sure as a digit, without; with, half near "none stands out" (0.1).
+    assert confidence[0] > 0.5 and confidence[0.3] < 0.35, confidence
+    assert accuracy[0.3] > accuracy[0] - 0.01, accuracy  # at little cost to reading digits

@@ -119,16 +119,23 @@ async function predict(image, placement) {
   }
 }
 
-// "not sure: 4 (51%) or 9 (40%)": a reading below the model's calibrated confidence.
+// "not sure: 4 (51%) or 9 (40%)": a reading below the model's calibrated confidence; "not a digit"
+// where even the two likeliest together are below it.
 function doubt(reading) {
   const [first, second] = reading.top;
   const percent = (item) => `${item.digit} (${(100 * item.probability).toFixed(0)}%)`;
+  if (reading.not_a_digit) return `not a digit (likeliest ${percent(first)}, ${percent(second)})`;
   return `not sure: ${percent(first)} or ${percent(second)}`;
+}
+
+// What stands for a digit not read surely: a cross for "not a digit", else the likeliest with "?".
+function unsureMark(reading) {
+  return reading.not_a_digit ? "\u2715" : `${reading.top[0].digit}?`;
 }
 
 function showDigit(body) {
   const digit = document.getElementById("digit");
-  digit.textContent = body.not_sure ? "?" : body.digit;
+  digit.textContent = body.not_a_digit ? "\u2715" : body.not_sure ? "?" : body.digit;
   digit.classList.toggle("unsure", body.not_sure);
   const confidence = document.getElementById("confidence");
   confidence.textContent = body.not_sure ? doubt(body) : `${(100 * body.confidence).toFixed(1)}% probability`;
@@ -139,13 +146,17 @@ function showDigit(body) {
 
 function showNumber(body, placement) {
   const number = document.getElementById("digit");
-  number.textContent = body.number;
+  number.textContent = body.digits.map((item) => (item.not_a_digit ? "\u2715" : item.digit)).join("");
   number.classList.toggle("unsure", body.not_sure);
-  const unsure = body.digits.filter((item) => item.not_sure).length;
+  const count = body.digits.length;
+  const strange = body.digits.filter((item) => item.not_a_digit).length;
+  const unsure = body.digits.filter((item) => item.not_sure && !item.not_a_digit).length;
+  const doubts = [];
+  if (strange) doubts.push(`not a digit: ${strange} of ${count} ${count === 1 ? "mark" : "marks"}`);
+  if (unsure) doubts.push(`not sure of ${unsure} of its ${count} digits`);
   const confidence = document.getElementById("confidence");
-  confidence.textContent =
-    unsure ? `not sure of ${unsure} of its ${body.digits.length} digits` : `${body.digits.length} digits`;
-  confidence.classList.toggle("unsure", unsure > 0);
+  confidence.textContent = doubts.length ? doubts.join("; ") : `${count} digits`;
+  confidence.classList.toggle("unsure", doubts.length > 0);
   if (placement) drawBoxes(body.digits, placement);
   document.getElementById("pieces").replaceChildren(...body.digits.map((item) => {
     const piece = document.createElement("li");
@@ -154,7 +165,7 @@ function showNumber(body, placement) {
     const seen = document.createElement("img");
     Object.assign(seen, { src: item.preprocessed, width: 56, height: 56, alt: `digit read as ${item.digit}` });
     const reading = document.createElement("b");
-    reading.textContent = item.not_sure ? `${item.top[0].digit}?` : item.digit;
+    reading.textContent = item.not_sure ? unsureMark(item) : item.digit;
     piece.append(seen, reading);
     return piece;
   }));
@@ -170,7 +181,7 @@ function drawBoxes(digits, placement) {
     const x = placement.x + left, y = placement.y + top;
     overlay.strokeStyle = overlay.fillStyle = item.not_sure ? "#b26b00" : "#1f9d55";
     overlay.strokeRect(x - 4, y - 4, right - left + 8, bottom - top + 8);
-    overlay.fillText(item.not_sure ? `${item.top[0].digit}?` : String(item.digit), x, Math.max(20, y - 8));
+    overlay.fillText(item.not_sure ? unsureMark(item) : String(item.digit), x, Math.max(20, y - 8));
   }
   boxes.dataset.count = digits.length;
 }

@@ -1,0 +1,249 @@
+"""Images that are not one digit, for the network to learn to say so (outlier exposure).
+
+    x_more, y_more = not_digits(x_fit, y_fit, count, rng)   # float (n, 28, 28), their targets
+
+A network trained on digits alone has never been shown anything else, so its confidence says
+nothing about a letter, a scribble, half a digit or two digits run together: it answers them as
+surely as a digit. Outlier exposure (Hendrycks, Mazeika and Dietterich, ICLR 2019) trains on such
+images too, with the uniform distribution over the ten digits as their target. Cross-entropy to it
+is the mean of -log p over the ten, least when no digit stands out; the reader's rule (softmax over
+the logits, a calibrated threshold on the top probability) then flags them.
+
+What is made here, each in MNIST's form (data.mnist_style), from the training split only:
+- letters and symbols from the fonts matplotlib ships (the same files on every machine, so a run
+  is reproducible), thickened, thinned and bent like a pen's; bench/ measures on the system's
+  DejaVu Sans fonts, never trained on. Shapes that are a digit in handwriting (O, o, I, l, |, /)
+  are left out: a 0 or a 1 pushed towards "none" would be read less well;
+- pen strokes wandering at random (bench/ draws its scribbles as straight segments);
+- two training digits side by side, apart, touching or overlapping;
+- a piece of a training digit: its left or right part cut at a column, its top or bottom part,
+  or the stretch between the middles of two touching digits, as a number's wrong division gives;
+- specks and smudges;
+- and, with their labels, printed digits in the same fonts, so that a printed shape is not
+  learned as "not a digit".
+"""
+
+from __future__ import annotations
+
+import functools
+import string
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.ft2font import FT2Font
+from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
+
+from data import INK_THRESHOLD, NUM_CLASSES, mnist_style
+
+# matplotlib's own copies, not the system's: DejaVu Sans is what bench/number_reading.py measures on.
+FONTS = (
+    "DejaVuSerif.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSerif-Italic.ttf",
+    "DejaVuSerif-BoldItalic.ttf",
+    "STIXGeneral.ttf",
+    "STIXGeneralBol.ttf",
+    "STIXGeneralItalic.ttf",
+    "STIXGeneralBolIta.ttf",
+    "cmr10.ttf",
+    "cmb10.ttf",
+    "cmss10.ttf",
+    "cmti10.ttf",
+    "cmtt10.ttf",
+)
+DIGIT_SHAPES = set("OoIl|/")  # a 0 or a 1 in handwriting
+LETTERS = [c for c in string.ascii_letters if c not in DIGIT_SHAPES] + list(
+    "αβγδεζηθλμξπρσφψωΓΔΘΛΞΠΣΦΨΩбгджилфцчшщэюяБГДЖИЛФЦЧШЩЭЮЯ"
+)
+SYMBOLS = [c for c in string.punctuation if c not in DIGIT_SHAPES] + list("×÷±°µ¶€£¥©®§¿¡«»†‡•√∞≠≤≥∑∫")
+CANVAS = 56  # px: strokes are drawn at twice MNIST's 28 px and then brought to its form
+# Of the images made: what each kind's share is. Printed digits keep their labels.
+KINDS = {
+    "letter": 0.3,
+    "symbol": 0.1,
+    "stroke": 0.15,
+    "two digits": 0.15,
+    "piece": 0.2,
+    "speck": 0.03,
+    "printed digit": 0.07,
+}
+NOT_A_DIGIT = np.full(NUM_CLASSES, 1 / NUM_CLASSES, np.float32)  # the target: no digit stands out
+CORNERS = 0.06  # the chance of a sharp turn at each step of a stroke
+FLAT_LINES = 0.15  # of the strokes: a straight line within FLATTEST_ONE of the horizontal
+FLATTEST_ONE = np.radians(35)  # 1s lean up to 45 degrees from the vertical in training (augmentation.py)
+ONE_LIKE = 0.3  # a piece narrower than this share of its height is a stroke a 1 is made of
+
+
+PILLOW_FONT = "Aileron"  # the sans-serif Pillow carries (ImageFont.load_default); ASCII only
+
+
+@functools.cache
+def fonts() -> list[tuple[str, frozenset[int]]]:
+    """The fonts by name, each with the characters it holds."""
+    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    held = [(name, frozenset(FT2Font(str(folder / name)).get_charmap())) for name in FONTS]
+    return [*held, (PILLOW_FONT, frozenset(map(ord, string.printable)))]
+
+
+@functools.cache
+def font_of(name: str, size: int) -> ImageFont.FreeTypeFont:
+    if name == PILLOW_FONT:
+        return ImageFont.load_default(size)
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
+
+
+def not_digits(
+    x_fit: np.ndarray, y_fit: np.ndarray, count: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """`count` images float32 (n, 28, 28) in [0, 1] made from the training images `x_fit` (float,
+    labels one-hot `y_fit`), and their targets (n, 10): uniform, one-hot for printed digits."""
+    digits, labels = np.rint(x_fit * 255), y_fit.argmax(axis=1)
+    images, targets = [], []
+    kinds = rng.choice(list(KINDS), size=count, p=list(KINDS.values()))
+    while len(images) < count:
+        kind = kinds[len(images)]
+        ink, label = MAKERS[kind](rng, digits, labels)
+        if not (ink >= INK_THRESHOLD * 255).any():
+            continue  # a glyph or a cut with no ink: draw another
+        images.append(mnist_style(ink).astype(np.float32) / 255)
+        targets.append(NOT_A_DIGIT if label is None else np.eye(NUM_CLASSES, dtype=np.float32)[label])
+    return np.stack(images), np.stack(targets)
+
+
+def pen_like(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Ink (h, w) made thicker or thinner, and bent a little, as a pen would write it."""
+    width = rng.uniform(-2, 2)  # thicker fills a bold glyph's loops
+    if width > 1:
+        ink = ndimage.grey_dilation(ink, size=(round(width),) * 2)
+    elif width < -1:
+        ink = ndimage.grey_erosion(ink, size=(round(-width),) * 2)
+    # A smooth random displacement: random shifts at 5x5 points across the image, interpolated.
+    coarse = rng.normal(0, rng.uniform(0.5, 2), (2, 5, 5)).astype(np.float32)
+    size = ink.shape[::-1]
+    flow = [
+        np.asarray(Image.fromarray(shifts, "F").resize(size, Image.Resampling.BICUBIC)) for shifts in coarse
+    ]
+    rows, columns = np.indices(ink.shape)
+    return ndimage.map_coordinates(ink, [rows + flow[0], columns + flow[1]], order=1)
+
+
+def glyph(text: str, rng: np.random.Generator) -> np.ndarray:
+    """`text` in one of the fonts that hold it, as white ink (CANVAS, CANVAS)."""
+    held = [name for name, characters in fonts() if ord(text) in characters]
+    page = Image.new("L", (CANVAS, CANVAS), 0)
+    font = font_of(held[rng.integers(len(held))], int(rng.integers(25, 40)))
+    ImageDraw.Draw(page).text((CANVAS / 2, CANVAS / 2), text, fill=255, font=font, anchor="mm")
+    return pen_like(np.asarray(page, np.float32), rng)
+
+
+def letter(rng, digits, labels):
+    return glyph(LETTERS[rng.integers(len(LETTERS))], rng), None
+
+
+def symbol(rng, digits, labels):
+    return glyph(SYMBOLS[rng.integers(len(SYMBOLS))], rng), None
+
+
+def printed_digit(rng, digits, labels):
+    label = int(rng.integers(NUM_CLASSES))
+    return glyph(str(label), rng), label
+
+
+def stroke(rng, digits, labels):
+    """One to three strokes of a pen wandering: its heading turns at a rate that drifts, and now
+    and then sharply, at a corner; or a line lying too flat for a 1."""
+    page = Image.new("L", (CANVAS, CANVAS), 0)
+    pen = ImageDraw.Draw(page)
+    width = int(rng.integers(2, 6))
+    if rng.random() < FLAT_LINES:
+        angle = rng.uniform(-FLATTEST_ONE, FLATTEST_ONE) + np.pi * (rng.random() < 0.5)
+        half = rng.uniform(10, 25) * np.array([np.cos(angle), np.sin(angle)])
+        pen.line([tuple(CANVAS / 2 - half), tuple(CANVAS / 2 + half)], fill=255, width=width)
+        return np.asarray(page, np.float32), None
+    for _ in range(int(rng.integers(1, 4))):
+        point, heading, turning = rng.uniform(12, 44, 2), rng.uniform(0, 2 * np.pi), 0.0
+        points = [tuple(point)]
+        for _ in range(int(rng.integers(15, 60))):
+            turning = np.clip(turning + rng.normal(0, 0.08), -0.35, 0.35)
+            heading += turning + (rng.choice([-1, 1]) * rng.uniform(1, 2.6) if rng.random() < CORNERS else 0)
+            point = np.clip(point + 1.5 * np.array([np.cos(heading), np.sin(heading)]), 2, CANVAS - 2)
+            points.append(tuple(point))
+        pen.line(points, fill=255, width=width, joint="curve")
+    return np.asarray(page, np.float32), None
+
+
+def cropped(digit: np.ndarray) -> np.ndarray:
+    rows, columns = np.nonzero(digit >= INK_THRESHOLD * 255)
+    return digit[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
+
+
+def side_by_side(first: np.ndarray, second: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Two digits' ink on one line: apart, touching or overlapping by up to a third of a digit,
+    the second a little higher or lower."""
+    first, second = cropped(first), cropped(second)
+    gap = round(rng.uniform(-0.35, 0.3) * (first.shape[1] + second.shape[1]) / 2)
+    shift = round(rng.uniform(-0.15, 0.15) * first.shape[0])
+    height = max(first.shape[0], second.shape[0] + abs(shift)) + abs(shift)
+    width = max(first.shape[1] + gap + second.shape[1], first.shape[1])
+    page = np.zeros((height, width), np.float32)
+    top = abs(shift)
+    page[top : top + first.shape[0], : first.shape[1]] = first
+    left = max(first.shape[1] + gap, 0)
+    region = page[top + shift : top + shift + second.shape[0], left : left + second.shape[1]]
+    np.maximum(region, second[: region.shape[0], : region.shape[1]], out=region)
+    return page
+
+
+def two_digits(rng, digits, labels):
+    first, second = rng.integers(len(digits), size=2)
+    return side_by_side(digits[first], digits[second], rng), None
+
+
+def piece(rng, digits, labels):
+    """Part of a digit that is not a digit: a part of one cut at a column or a row, or the
+    stretch between the middles of two touching ones. Never of a 1, which is one stroke already."""
+    index = rng.choice(np.flatnonzero(labels != 1))
+    ink = cropped(digits[index])
+    height, width = ink.shape
+    keep = rng.uniform(0.3, 0.6)  # of its width or height: more and it may still be the digit
+    way = rng.integers(4)
+    if way == 0:
+        part = ink[:, : round(keep * width)]
+    elif way == 1:
+        part = ink[:, round((1 - keep) * width) :]
+    elif way == 2 and labels[index] in (2, 3, 5):  # a 0, 6, 8 or 9 halved is a 0; a 4 or 7, still one
+        part = ink[: round(keep * height)] if rng.random() < 0.5 else ink[round((1 - keep) * height) :]
+    else:
+        pair = side_by_side(ink, digits[rng.choice(np.flatnonzero(labels != 1))], rng)
+        start = round(rng.uniform(0.3, 0.7) * width)
+        part = pair[:, start : start + width]
+    if not (part >= INK_THRESHOLD * 255).any():
+        return part, None
+    part = cropped(part)
+    if part.shape[1] < ONE_LIKE * part.shape[0]:
+        return np.zeros_like(part), None  # a 1's shape: rejected, another is drawn
+    return part, None
+
+
+def speck(rng, digits, labels):
+    """A smudge: a few blurred blots close together."""
+    page = np.zeros((CANVAS, CANVAS), np.float32)
+    for _ in range(int(rng.integers(1, 5))):
+        row, column = rng.integers(18, 38, 2)
+        page[row, column] = rng.uniform(0.5, 1)
+    blurred = ndimage.gaussian_filter(page, rng.uniform(1.5, 4))
+    return 255 * np.clip(blurred / blurred.max() * rng.uniform(1.2, 2.5), 0, 1), None
+
+
+MAKERS: dict[str, Callable] = {
+    "letter": letter,
+    "symbol": symbol,
+    "stroke": stroke,
+    "two digits": two_digits,
+    "piece": piece,
+    "speck": speck,
+    "printed digit": printed_digit,
+}

@@ -164,11 +164,22 @@ def test_number_is_read_digit_by_digit_left_to_right(trained_run, written_number
 
 
 @pytest.mark.slow
-def test_below_the_calibrated_confidence_a_reading_is_not_sure(trained_run, rerendered, tmp_path):
-    model = model_with_threshold(trained_run, tmp_path, 1.0)  # nothing is that sure
-    result = run_script("predict.py", str(rerendered / "000.png"), "--top", "1", "--model", str(model))
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert re.fullmatch(r".*000\.png: not sure: \d \d+\.\d% or \d \d+\.\d%\n", result.stdout)
+def test_below_the_calibrated_confidence_a_reading_is_not_sure_or_not_a_digit(
+    trained_run, rerendered, tmp_path
+):
+    image = str(rerendered / "000.png")
+    [reading] = predict.main([image, "--top", "2", "--model", str(trained_run.folder / "model.keras")])
+    first, second = (item["probability"] for item in reading["top"])
+    between = first + second / 2  # above the likeliest digit, below it and the next together
+    said = {}
+    for threshold in (between, 1.0):  # 1.0: nothing is that sure, and no two digits either
+        model = model_with_threshold(trained_run, tmp_path, threshold)
+        result = run_script("predict.py", image, "--top", "1", "--model", str(model))
+        assert result.returncode == 0, result.stderr[-2000:]
+        said[threshold] = result.stdout
+    two = r"\d \d+\.\d%"
+    assert re.fullmatch(rf".*000\.png: not sure: {two} or {two}\n", said[between])
+    assert re.fullmatch(rf".*000\.png: not a digit \(likeliest {two}, {two}\)\n", said[1.0])
 
 
 @pytest.mark.slow

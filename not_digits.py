@@ -26,6 +26,7 @@ What is made here, each in MNIST's form (data.mnist_style), from the training sp
 from __future__ import annotations
 
 import functools
+import math
 import string
 from collections.abc import Callable
 from pathlib import Path
@@ -93,6 +94,12 @@ def font_of(name: str, size: int) -> ImageFont.FreeTypeFont:
     if name == PILLOW_FONT:
         return ImageFont.load_default(size)
     return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
+
+
+def least_loss(share: float) -> float:
+    """The least training loss a fit with `share` images that are not digits can reach, on
+    average: each whose target is uniform costs ln 10 at best, a digit 0."""
+    return share * (1 - KINDS["printed digit"]) * math.log(NUM_CLASSES) / (1 + share)
 
 
 def not_digits(

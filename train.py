@@ -39,6 +39,7 @@ import outputs
 import settings
 from data import MNIST_SHA256, DataError, load_mnist
 from model import probability_model, weights_sha256
+from not_digits import least_loss
 from settings import Settings
 from trained import calibrate
 from training import (
@@ -88,15 +89,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def plot_training_curves(history: dict[str, list[float]], path: Path) -> None:
-    """Loss and accuracy per epoch, training vs validation, as a PNG."""
+def plot_training_curves(history: dict[str, list[float]], path: Path, least_loss: float = 0.0) -> None:
+    """Loss and accuracy per epoch, training vs validation, as a PNG. The training loss cannot go
+    below `least_loss` (the images that are not digits keep it up), shown as a line."""
     figure = Figure(figsize=(10, 4), layout="constrained")
     epochs = np.arange(1, len(history["loss"]) + 1)
-    for ax, metric in zip(figure.subplots(1, 2), ("loss", "accuracy"), strict=True):
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    if least_loss:
+        loss_axes.axhline(
+            least_loss, color="grey", linestyle="--", label="least training loss possible (images not digits)"
+        )
+    for ax, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
         ax.plot(epochs, history[metric], marker="o", label="training")
         if f"val_{metric}" in history:
             ax.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
-        ax.set(title=metric, xlabel="epoch")
+        ax.set(title=metric if metric == "loss" else "accuracy on digits", xlabel="epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
@@ -146,7 +153,8 @@ def train_and_save(
         if distribution.extended.should_checkpoint:  # the one process of a cluster that saves
             outputs.save_model(network, out, record)
             outputs.write_json(out / "history.json", history)
-            plot_training_curves(history, out / "training_curves.png")
+            least = least_loss(settings.training.not_digits)
+            plot_training_curves(history, out / "training_curves.png", least)
             print(f"saved {out / outputs.MODEL_NAME}")
     return network, record
 

@@ -75,3 +75,10 @@ def test_every_kind_is_made_in_its_share(training_digits):
         made = [make(rng, digits, labels) for _ in range(10)]
         assert sum(ink.max() > 0 for ink, _ in made) >= 5, kind  # a 1-like piece is made empty
         assert all((label is not None) == (kind == "printed digit") for _, label in made)
+
+
+def test_the_least_training_loss_is_the_entropy_of_the_targets(made):
+    _, targets = made  # 600 made for 2,000 digits, whose targets' entropy is 0
+    entropy = -np.sum(targets * np.log(np.where(targets > 0, targets, 1)), axis=1)
+    assert np.sum(entropy) / 2600 == pytest.approx(not_digits.least_loss(0.3), rel=0.1)
+    assert not_digits.least_loss(0) == 0

@@ -20,6 +20,7 @@ import tensorflow as tf
 from model import ModelConfig
 from training import (
     LOSS,
+    RunProgress,
     StopOnSignal,
     TrainConfig,
     build_for_training,
@@ -42,7 +43,8 @@ def train(
     callbacks: list[keras.callbacks.Callback] = (),
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """`training.train` for several workers; `batch_size` is per replica. `callbacks` are told of
-    the training's start and end and of each epoch's end, with its logs (e.g. TensorBoard)."""
+    the training's start and end and of each epoch's start and end, with its logs (e.g.
+    TensorBoard)."""
     x_fit, y_fit = training
     model = build_for_training(model_config, config, len(x_fit), strategy)
     batch_size = config.batch_size * strategy.num_replicas_in_sync
@@ -55,9 +57,10 @@ def train(
     )
     metrics = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if validation else [])
     history = {name: [] for name in metrics}
-    told = keras.callbacks.CallbackList(list(callbacks), model=model)
+    told = keras.callbacks.CallbackList([*callbacks, RunProgress(config.epochs)], model=model)
     told.on_train_begin()
     for epoch in range(config.epochs):
+        told.on_epoch_begin(epoch)
         print(f"Epoch {epoch + 1}/{config.epochs}")  # as Model.fit shows it
         logs = steps.epoch(batches, steps_per_epoch(len(images), batch_size), validation, stopper, metrics)
         for name in metrics:

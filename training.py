@@ -18,6 +18,7 @@ import math
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,6 +284,37 @@ class EpochHistory(keras.callbacks.Callback):
         return {name: [row[name] for row in self.rows] for name in self.rows[0]}
 
 
+class RunProgress(keras.callbacks.Callback):
+    """Before each epoch after the first, how long the whole run has left, in a line: Keras's own
+    progress counts down one epoch only. Estimated from the epochs run since the first, which
+    also pays for tracing the steps."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+        self.ends: list[float] = []  # when each epoch of this fit ended, from its start
+
+    def on_train_begin(self, logs=None):
+        self.started, self.ends = time.perf_counter(), []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.ends.append(time.perf_counter() - self.started)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        ends = self.ends  # `epoch` counts the run's epochs done, a resumed run's included
+        if ends:
+            each = (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) > 1 else ends[0]
+            print(
+                f"{epoch} of {self.epochs} epochs done, about {duration((self.epochs - epoch) * each)} left"
+            )
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a person reads them: "45 s", "3 min 5 s"."""
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
 class StopOnSignal(keras.callbacks.Callback):
     """Turns Ctrl-C or a kill into a KeyboardInterrupt at the next batch end.
 
@@ -379,8 +411,12 @@ def fit(
     """
     batch_size = config.batch_size * model.distribute_strategy.num_replicas_in_sync
     x_fit, y_fit = training_images(x_fit, y_fit, config)
+    verbose = progress_mode() if verbose is None else verbose
+    epochs = epochs or config.epochs
     # Raising at the first NaN loss, before the epoch's end would back up the NaN weights.
     callbacks = [keras.callbacks.TerminateOnNaN(raise_error=True), *callbacks]
+    if verbose:
+        callbacks.append(RunProgress(epochs))
     if backup is not None:
         epoch_history = EpochHistory(backup / "history.json")
         # double_checkpoint keeps the previous epoch's files while the next are being written.
@@ -391,11 +427,11 @@ def fit(
             training_batches(x_fit, y_fit, batch_size, config.seed),
             steps_per_epoch=steps_per_epoch(len(x_fit), batch_size),
             shuffle=False,  # training_batches shuffles
-            epochs=epochs or config.epochs,
+            epochs=epochs,
             initial_epoch=initial_epoch,
             validation_data=validation,
             callbacks=callbacks,
-            verbose=progress_mode() if verbose is None else verbose,
+            verbose=verbose,
         ).history
     except RuntimeError as exc:
         if "NaN or Inf loss" not in str(exc):  # TerminateOnNaN's

@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 
 import not_digits
+import training
 from model import ModelConfig, probabilities_function, probability_model
 from training import (
     BACKUP_FILES,
     PREVIOUS,
     DigitAccuracy,
+    RunProgress,
     TrainConfig,
     TrainingError,
     build_for_training,
@@ -196,3 +198,30 @@ def test_a_network_trained_with_images_that_are_not_digits_is_unsure_of_new_ones
     # Half of them at least as sure as a digit, without; with, half near "none stands out" (0.1).
     assert confidence[0] > 0.5 and confidence[0.3] < 0.35, confidence
     assert accuracy[0.3] > accuracy[0] - 0.01, accuracy  # at little cost to reading digits
+
+
+def test_before_each_epoch_the_run_says_how_long_it_has_left(monkeypatch, capsys):
+    ends = iter([0.0, 10.0, 14.0, 18.0])  # the fit starts; its epochs end, the first slowed by tracing
+    monkeypatch.setattr(training.time, "perf_counter", lambda: next(ends))
+    progress = RunProgress(epochs=10)
+    progress.on_train_begin()
+    progress.on_epoch_begin(0)
+    for epoch in range(3):
+        progress.on_epoch_end(epoch)
+        progress.on_epoch_begin(epoch + 1)
+    assert capsys.readouterr().out.splitlines() == [
+        "1 of 10 epochs done, about 1 min 30 s left",  # only the first to go by
+        "2 of 10 epochs done, about 32 s left",  # the epochs after the first
+        "3 of 10 epochs done, about 28 s left",
+    ]
+
+
+@pytest.mark.parametrize("verbose", [2, 0])
+def test_a_fit_shows_the_runs_time_left_when_it_shows_progress(mnist, capsys, verbose):
+    config = TrainConfig(epochs=3, batch_size=64, augment=False, not_digits=0)
+    x, y = mnist.x_train[:256].astype("float32") / 255, np.eye(10, dtype="float32")[mnist.y_train[:256]]
+    fit(build_for_training(SMALL, config, len(x)), config, x, y, None, verbose=verbose)
+    said = [line for line in capsys.readouterr().out.splitlines() if "epochs done" in line]
+    assert [line.split(",")[0] for line in said] == (
+        ["1 of 3 epochs done", "2 of 3 epochs done"] if verbose else []
+    )

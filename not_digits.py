@@ -10,15 +10,17 @@ is the mean of -log p over the ten, least when no digit stands out; the reader's
 the logits, a calibrated threshold on the top probability) then flags them.
 
 What is made here, each in MNIST's form (data.mnist_style), from the training split only:
-- letters and symbols from the fonts matplotlib ships (the same files on every machine, so a run
-  is reproducible), thickened, thinned and bent like a pen's; bench/ measures on the system's
-  DejaVu Sans fonts, never trained on. Shapes that are a digit in handwriting (O, o, I, l, |, /)
-  are left out: a 0 or a 1 pushed towards "none" would be read less well;
+- letters and symbols in the fonts matplotlib and Pillow ship (the same files on every machine, so
+  a run is reproducible), thickened, thinned and bent like a pen's; bench/ measures on the
+  system's DejaVu Sans fonts, never trained on. Shapes that are a digit in handwriting (O, o, I,
+  l, |, /, \\, parentheses) are left out, as is anything made here that is one upright stroke: a 0
+  or a 1 pushed towards "none" would be read less well;
 - pen strokes wandering at random (bench/ draws its scribbles as straight segments);
 - two training digits side by side, apart, touching or overlapping;
-- a piece of a training digit: its left or right part cut at a column, its top or bottom part,
-  or the stretch between the middles of two touching digits, as a number's wrong division gives;
-- specks and smudges;
+- a piece of a training digit: the left part of one cut at a column, its top or bottom part, where
+  that part is no digit itself, or the stretch between the middles of two touching digits, as a
+  number's wrong division gives;
+- smudges;
 - and, with their labels, printed digits in the same fonts, so that a printed shape is not
   learned as "not a digit".
 """
@@ -39,7 +41,8 @@ from scipy import ndimage
 
 from data import INK_THRESHOLD, NUM_CLASSES, mnist_style
 
-# matplotlib's own copies, not the system's: DejaVu Sans is what bench/number_reading.py measures on.
+# matplotlib's own copies, not the system's; none is a DejaVu Sans, which bench/number_reading.py
+# measures on.
 FONTS = (
     "DejaVuSerif.ttf",
     "DejaVuSerif-Bold.ttf",
@@ -55,38 +58,41 @@ FONTS = (
     "cmti10.ttf",
     "cmtt10.ttf",
 )
-DIGIT_SHAPES = set("OoIl|/")  # a 0 or a 1 in handwriting
+DIGIT_SHAPES = set("OoIl|/\\()")  # a 0 or a 1 in handwriting, whose 1s lean and curve either way
 LETTERS = [c for c in string.ascii_letters if c not in DIGIT_SHAPES] + list(
     "αβγδεζηθλμξπρσφψωΓΔΘΛΞΠΣΦΨΩбгджилфцчшщэюяБГДЖИЛФЦЧШЩЭЮЯ"
 )
 SYMBOLS = [c for c in string.punctuation if c not in DIGIT_SHAPES] + list("×÷±°µ¶€£¥©®§¿¡«»†‡•√∞≠≤≥∑∫")
 CANVAS = 56  # px: strokes are drawn at twice MNIST's 28 px and then brought to its form
-# Of the images made: what each kind's share is. Printed digits keep their labels.
-KINDS = {
-    "letter": 0.3,
-    "symbol": 0.1,
-    "stroke": 0.15,
-    "two digits": 0.15,
-    "piece": 0.2,
-    "speck": 0.03,
-    "printed digit": 0.07,
-}
 NOT_A_DIGIT = np.full(NUM_CLASSES, 1 / NUM_CLASSES, np.float32)  # the target: no digit stands out
 CORNERS = 0.06  # the chance of a sharp turn at each step of a stroke
 FLAT_LINES = 0.15  # of the strokes: a straight line within FLATTEST_ONE of the horizontal
 FLATTEST_ONE = np.radians(35)  # 1s lean up to 45 degrees from the vertical in training (augmentation.py)
-ONE_LIKE = 0.3  # a piece narrower than this share of its height is a stroke a 1 is made of
-
-
-PILLOW_FONT = "Aileron"  # the sans-serif Pillow carries (ImageFont.load_default); ASCII only
+# Digits whose left part (a column cut) is no digit: a 4's is an L, a 5's or 7's an S or a 5, a 9's a
+# C; every right part is a 1, a 3, a 7 or a 9. Digits whose top and bottom (a row cut) are none: a 0,
+# 6, 8 or 9 halved is a 0, a 4 or a 7 still itself.
+LEFT_PARTS = (0, 2, 3, 6, 8)
+HALVES = (2, 3, 5)
+ONE_LIKE = 0.3  # anything narrower than this share of its height is a stroke, as a 1 is
+PILLOW_FONT = "Aileron"  # the sans-serif Pillow carries (ImageFont.load_default)
+# Computer Modern's character maps follow TeX's encoding, not Unicode, but for letters and digits.
+TEX_ENCODED = ("cm",)
+PLAIN = frozenset(map(ord, string.ascii_letters + string.digits))
 
 
 @functools.cache
 def fonts() -> list[tuple[str, frozenset[int]]]:
-    """The fonts by name, each with the characters it holds."""
+    """The fonts by name, each with the characters it is drawn in: what its character map holds,
+    or letters and digits alone where the map cannot be trusted (and ASCII for Pillow's own)."""
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-    held = [(name, frozenset(FT2Font(str(folder / name)).get_charmap())) for name in FONTS]
-    return [*held, (PILLOW_FONT, frozenset(map(ord, string.printable)))]
+    held = [
+        (
+            name,
+            PLAIN if name.startswith(TEX_ENCODED) else frozenset(FT2Font(str(folder / name)).get_charmap()),
+        )
+        for name in FONTS
+    ]
+    return [*held, (PILLOW_FONT, PLAIN | frozenset(map(ord, string.punctuation)))]
 
 
 @functools.cache
@@ -99,7 +105,7 @@ def font_of(name: str, size: int) -> ImageFont.FreeTypeFont:
 def least_loss(share: float) -> float:
     """The least training loss a fit with `share` images that are not digits can reach, on
     average: each whose target is uniform costs ln 10 at best, a digit 0."""
-    return share * (1 - KINDS["printed digit"]) * math.log(NUM_CLASSES) / (1 + share)
+    return share * (1 - KINDS["printed digit"][0]) * math.log(NUM_CLASSES) / (1 + share)
 
 
 def not_digits(
@@ -109,12 +115,11 @@ def not_digits(
     labels one-hot `y_fit`), and their targets (n, 10): uniform, one-hot for printed digits."""
     digits, labels = np.rint(x_fit * 255), y_fit.argmax(axis=1)
     images, targets = [], []
-    kinds = rng.choice(list(KINDS), size=count, p=list(KINDS.values()))
+    kinds = rng.choice(list(KINDS), size=count, p=[share for share, _ in KINDS.values()])
     while len(images) < count:
-        kind = kinds[len(images)]
-        ink, label = MAKERS[kind](rng, digits, labels)
-        if not (ink >= INK_THRESHOLD * 255).any():
-            continue  # a glyph or a cut with no ink: draw another
+        ink, label = KINDS[kinds[len(images)]][1](rng, digits, labels)
+        if not has_ink(ink) or (label is None and one_like(cropped(ink))):
+            continue  # no ink (a glyph the font lacks, a cut through nothing), or a 1: draw another
         images.append(mnist_style(ink).astype(np.float32) / 255)
         targets.append(NOT_A_DIGIT if label is None else np.eye(NUM_CLASSES, dtype=np.float32)[label])
     return np.stack(images), np.stack(targets)
@@ -122,11 +127,9 @@ def not_digits(
 
 def pen_like(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Ink (h, w) made thicker or thinner, and bent a little, as a pen would write it."""
-    width = rng.uniform(-2, 2)  # thicker fills a bold glyph's loops
-    if width > 1:
-        ink = ndimage.grey_dilation(ink, size=(round(width),) * 2)
-    elif width < -1:
-        ink = ndimage.grey_erosion(ink, size=(round(-width),) * 2)
+    pen = rng.integers(-1, 2)  # a pixel thinner, the same or a pixel thicker: more fills bold loops
+    if pen:
+        ink = (ndimage.grey_dilation if pen > 0 else ndimage.grey_erosion)(ink, size=(2, 2))
     # A smooth random displacement: random shifts at 5x5 points across the image, interpolated.
     coarse = rng.normal(0, rng.uniform(0.5, 2), (2, 5, 5)).astype(np.float32)
     size = ink.shape[::-1]
@@ -182,6 +185,15 @@ def stroke(rng, digits, labels):
     return np.asarray(page, np.float32), None
 
 
+def has_ink(image: np.ndarray) -> bool:
+    return bool((image >= INK_THRESHOLD * 255).any())
+
+
+def one_like(ink: np.ndarray) -> bool:
+    """Whether cropped ink is a single upright stroke, as a 1 is."""
+    return ink.shape[1] < ONE_LIKE * ink.shape[0]
+
+
 def cropped(digit: np.ndarray) -> np.ndarray:
     rows, columns = np.nonzero(digit >= INK_THRESHOLD * 255)
     return digit[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
@@ -210,29 +222,23 @@ def two_digits(rng, digits, labels):
 
 
 def piece(rng, digits, labels):
-    """Part of a digit that is not a digit: a part of one cut at a column or a row, or the
-    stretch between the middles of two touching ones. Never of a 1, which is one stroke already."""
-    index = rng.choice(np.flatnonzero(labels != 1))
+    """Part of a digit that is not a digit: the left part of one cut at a column or the top or
+    bottom of one cut at a row, where that part is no digit itself, or the stretch between the
+    middles of two touching digits, as a wrong division of a number gives."""
+    index = rng.choice(np.flatnonzero(labels != 1))  # a 1 is one stroke already
     ink = cropped(digits[index])
     height, width = ink.shape
     keep = rng.uniform(0.3, 0.6)  # of its width or height: more and it may still be the digit
-    way = rng.integers(4)
-    if way == 0:
-        part = ink[:, : round(keep * width)]
-    elif way == 1:
-        part = ink[:, round((1 - keep) * width) :]
-    elif way == 2 and labels[index] in (2, 3, 5):  # a 0, 6, 8 or 9 halved is a 0; a 4 or 7, still one
-        part = ink[: round(keep * height)] if rng.random() < 0.5 else ink[round((1 - keep) * height) :]
-    else:
-        pair = side_by_side(ink, digits[rng.choice(np.flatnonzero(labels != 1))], rng)
-        start = round(rng.uniform(0.3, 0.7) * width)
-        part = pair[:, start : start + width]
-    if not (part >= INK_THRESHOLD * 255).any():
-        return part, None
-    part = cropped(part)
-    if part.shape[1] < ONE_LIKE * part.shape[0]:
-        return np.zeros_like(part), None  # a 1's shape: rejected, another is drawn
-    return part, None
+    way = rng.integers(3)
+    if way == 0 and labels[index] in LEFT_PARTS:
+        return ink[:, : round(keep * width)], None
+    if way == 1 and labels[index] in HALVES:
+        return (
+            ink[: round(keep * height)] if rng.random() < 0.5 else ink[round((1 - keep) * height) :]
+        ), None
+    pair = side_by_side(ink, digits[rng.choice(np.flatnonzero(labels != 1))], rng)
+    start = round(rng.uniform(0.3, 0.7) * width)
+    return pair[:, start : start + width], None
 
 
 def speck(rng, digits, labels):
@@ -245,12 +251,14 @@ def speck(rng, digits, labels):
     return 255 * np.clip(blurred / blurred.max() * rng.uniform(1.2, 2.5), 0, 1), None
 
 
-MAKERS: dict[str, Callable] = {
-    "letter": letter,
-    "symbol": symbol,
-    "stroke": stroke,
-    "two digits": two_digits,
-    "piece": piece,
-    "speck": speck,
-    "printed digit": printed_digit,
+# Each kind of image made: its share, and its maker (rng, digits, labels) -> (ink, label), the label
+# None but for printed digits.
+KINDS: dict[str, tuple[float, Callable]] = {
+    "letter": (0.3, letter),
+    "symbol": (0.1, symbol),
+    "stroke": (0.15, stroke),
+    "two digits": (0.15, two_digits),
+    "piece": (0.2, piece),
+    "speck": (0.03, speck),
+    "printed digit": (0.07, printed_digit),
 }

@@ -205,12 +205,17 @@ def library_versions() -> dict[str, str]:
     import keras
     import matplotlib
     import numpy
+    import PIL
+    import scipy
     import sklearn
     import tensorflow
 
+    # Pillow, SciPy and matplotlib's fonts make the training's images that are not digits too.
+    modules = (tensorflow, keras, numpy, scipy, matplotlib)
     return {
         "python": platform.python_version(),
-        **{module.__name__: module.__version__ for module in (tensorflow, keras, numpy, matplotlib)},
+        **{module.__name__: module.__version__ for module in modules},
+        "pillow": PIL.__version__,
         "scikit-learn": sklearn.__version__,
     }
 

@@ -50,8 +50,9 @@ SECTIONS = {"model": ModelConfig, "training": TrainConfig}
 DEFAULT_ARCH = "mlp"
 # What each architecture starts from. A CNN epoch costs several MLP epochs, and its dense layers
 # only read the convolutions' features: 256 wide, they hold both "which digit" and "no digit"
-# better than 128 (bench/NOTES.md). Both train fewer epochs than before the images that are not
-# digits came, which make each epoch a fifth longer. bfloat16 made the CNN's convolutions 1.4-1.6x
+# better than 128 (bench/NOTES.md). The epochs are as many as keep each run within a quarter more
+# time than the digits alone took: the images that are not digits add a fifth to each epoch
+# (bench/NOTES.md). bfloat16 made the CNN's convolutions 1.4-1.6x
 # faster; the MLP it made only 1.07x faster, with validation 0.05 points lower (bench/NOTES.md).
 ARCH_DEFAULTS = {
     "mlp": Settings(ModelConfig(), TrainConfig()),

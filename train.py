@@ -89,15 +89,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def plot_training_curves(history: dict[str, list[float]], path: Path, least_loss: float = 0.0) -> None:
+def plot_training_curves(history: dict[str, list[float]], path: Path, floor: float = 0.0) -> None:
     """Loss and accuracy per epoch, training vs validation, as a PNG. The training loss cannot go
-    below `least_loss` (the images that are not digits keep it up), shown as a line."""
+    below `floor` (the images that are not digits keep it up), shown as a line."""
     figure = Figure(figsize=(10, 4), layout="constrained")
     epochs = np.arange(1, len(history["loss"]) + 1)
     loss_axes, accuracy_axes = figure.subplots(1, 2)
-    if least_loss:
+    if floor:
         loss_axes.axhline(
-            least_loss, color="grey", linestyle="--", label="least training loss possible (images not digits)"
+            floor, color="grey", linestyle="--", label="least training loss possible (images not digits)"
         )
     for ax, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
         ax.plot(epochs, history[metric], marker="o", label="training")
@@ -153,8 +153,8 @@ def train_and_save(
         if distribution.extended.should_checkpoint:  # the one process of a cluster that saves
             outputs.save_model(network, out, record)
             outputs.write_json(out / "history.json", history)
-            least = least_loss(settings.training.not_digits)
-            plot_training_curves(history, out / "training_curves.png", least)
+            floor = least_loss(settings.training.not_digits)
+            plot_training_curves(history, out / "training_curves.png", floor)
             print(f"saved {out / outputs.MODEL_NAME}")
     return network, record
 

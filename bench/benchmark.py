@@ -96,13 +96,13 @@ class TestAccuracyClock(keras.callbacks.Callback):
             lambda model: lambda images: model.predict(images, batch_size=1000, verbose=0)
         )
         self.points: list[tuple[float, float]] = []  # (training seconds, test accuracy)
+        self.started: float | None = None
 
     def start(self) -> None:
-        """Start the clock before `fit` is called, for training that prepares its images first."""
         self.started, self.paused = time.perf_counter(), 0.0
 
     def on_train_begin(self, logs=None):
-        if not hasattr(self, "started"):
+        if self.started is None:  # else started before `fit`, by training that prepares its images
             self.start()
 
     def on_epoch_end(self, epoch, logs=None):

@@ -10,7 +10,8 @@ of numbers whose digits are all read right one by one: what perfect splitting wo
 
 "Not sure": the share of inputs each model flags with its calibrated threshold (run.json), for
 MNIST validation digits (should be small) and for things that are not one digit: letters and
-symbols in the fonts Debian ships, random scribbles, and two digits in single-digit mode; in
+symbols in 12 of Debian's DejaVu fonts (fonts-dejavu; training draws in others), random
+scribbles, and two digits in single-digit mode; in
 brackets, the share said to be "not a digit". And the share of printed digits in those fonts read
 right: a network that had learnt "printed" for "not a digit" would fail them.
 """
@@ -37,7 +38,21 @@ from reader.reading import read_digits, read_number  # noqa: E402
 from trained import ModelError  # noqa: E402
 
 LENGTHS = (2, 5, 10)
-FONT_FOLDER = Path("/usr/share/fonts/truetype")  # Debian's fonts-dejavu, fonts-liberation, ...
+FONT_FOLDER = Path("/usr/share/fonts/truetype/dejavu")  # Debian's fonts-dejavu
+MEASURED_FONTS = (  # Sans and its variants: not_digits.py draws in none of them
+    "DejaVuMathTeXGyre.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSans-BoldOblique.ttf",
+    "DejaVuSans-ExtraLight.ttf",
+    "DejaVuSans-Oblique.ttf",
+    "DejaVuSans.ttf",
+    "DejaVuSansCondensed-Bold.ttf",
+    "DejaVuSansCondensed-BoldOblique.ttf",
+    "DejaVuSansCondensed-Oblique.ttf",
+    "DejaVuSansCondensed.ttf",
+    "DejaVuSansMono-Bold.ttf",
+    "DejaVuSansMono-BoldOblique.ttf",
+)
 
 
 def digits_of(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -162,7 +177,10 @@ def printed_digits(rng: np.random.Generator) -> tuple[list[Image.Image], np.ndar
 
 def measured_fonts() -> list[Path]:
     """The system's fonts the letters and symbols are drawn in (training never sees these)."""
-    return sorted(FONT_FOLDER.glob("**/*.ttf"))[:12]
+    missing = [name for name in MEASURED_FONTS if not (FONT_FOLDER / name).exists()]
+    if missing:
+        raise SystemExit(f"error: {FONT_FOLDER} lacks {', '.join(missing)}: apt-get install fonts-dejavu")
+    return [FONT_FOLDER / name for name in MEASURED_FONTS]
 
 
 def main(argv: list[str] | None = None) -> dict:

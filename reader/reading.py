@@ -39,7 +39,7 @@ def reading(row: np.ndarray, threshold: float | None, top: int = 3) -> dict:
         "digit": int(ranked[0]),
         "confidence": confidence,
         "not_sure": not_sure,
-        "not_a_digit": not_sure and float(row[ranked[:2]].sum()) < threshold,
+        "not_a_digit": not_sure and confidence + float(row[ranked[1]]) < threshold,
         "top": [{"digit": int(digit), "probability": float(row[digit])} for digit in ranked[:shown]],
     }
 

@@ -26,7 +26,8 @@ def test_each_image_is_in_mnists_form_with_its_target(made):
     assert images.min() >= 0 and images.max() == 1
     for image in images[:100]:
         rows, columns = np.nonzero(image >= 0.25)
-        assert max(np.ptp(rows), np.ptp(columns)) + 1 in (DIGIT_BOX - 1, DIGIT_BOX, DIGIT_BOX + 1)
+        # Fitted into 20 px; faint ends (an i's dot, a pen's taper) may fall under the ink threshold.
+        assert DIGIT_BOX - 4 <= max(np.ptp(rows), np.ptp(columns)) + 1 <= DIGIT_BOX + 1
         assert np.allclose(ndimage.center_of_mass(image), 14, atol=1.5)
     uniform = np.all(targets == 0.1, axis=1)
     printed = targets.max(axis=1) == 1
@@ -41,21 +42,38 @@ def test_the_same_seed_makes_the_same_images_and_another_seed_others(training_di
     assert not np.array_equal(other[0], made[0])
 
 
-def test_two_digits_and_pieces_are_made_of_the_digits_given(training_digits):
+def test_two_digits_are_made_of_the_digits_given(training_digits):
     rng = np.random.default_rng(0)
     digit = np.rint(training_digits[0][:1] * 255)  # one training digit, the only one given
     ink = not_digits.cropped(digit[0])
     for _ in range(20):
         pair, _ = not_digits.two_digits(rng, digit, np.array([2]))
         assert ink.sum() < pair.sum() <= 2 * ink.sum() and pair.shape[1] > ink.shape[1]
-        part, _ = not_digits.piece(rng, np.repeat(digit, 2, axis=0), np.array([2, 3]))
-        assert part.sum() < 2 * ink.sum()  # at most a digit's width out of two side by side
+
+
+def test_a_digit_whose_parts_are_digits_is_never_cut_alone(training_digits):
+    digits, labels = np.rint(training_digits[0] * 255), training_digits[1].argmax(axis=1)
+    rng = np.random.default_rng(0)
+    for label in (4, 7, 9):  # a 4's left part is an L, a 7's a 5; their halves are digits
+        only = np.flatnonzero(labels == label)[:1]  # one digit, paired with itself
+        ink = not_digits.cropped(digits[only][0])
+        cuts = [ink[:, :k] for k in range(1, ink.shape[1] + 1)] + [ink[:k] for k in range(1, len(ink) + 1)]
+        cuts += [ink[k:] for k in range(len(ink))]
+        for _ in range(20):
+            part, _ = not_digits.piece(rng, digits[only], labels[only])
+            assert not any(part.shape == cut.shape and np.array_equal(part, cut) for cut in cuts)
 
 
 def test_no_letter_or_symbol_made_is_a_digits_shape():
     taught = set(not_digits.LETTERS) | set(not_digits.SYMBOLS)
-    assert taught.isdisjoint("OoIl|/" + string.digits)
-    assert set(string.ascii_letters) - taught == set("OoIl")
+    assert taught.isdisjoint("OoIl|/\\()" + string.digits)
+
+
+def test_nothing_made_as_not_a_digit_is_one_upright_stroke(made):
+    images, targets = made
+    for image in images[targets.max(axis=1) < 1]:
+        rows, columns = np.nonzero(image >= 0.25)
+        assert np.ptp(columns) + 1 >= not_digits.ONE_LIKE * (np.ptp(rows) + 1) - 1
 
 
 def test_the_fonts_ship_with_the_libraries_and_are_not_the_ones_bench_measures_on():
@@ -66,14 +84,18 @@ def test_the_fonts_ship_with_the_libraries_and_are_not_the_ones_bench_measures_o
         assert not_digits.font_of(name, 30).getbbox("A")[2] > 0
 
 
-def test_every_kind_is_made_in_its_share(training_digits):
-    assert sum(not_digits.KINDS.values()) == pytest.approx(1)
-    assert set(not_digits.KINDS) == set(not_digits.MAKERS)
+def test_computer_moderns_symbols_are_not_drawn_since_its_map_is_teXs():
+    tex = [characters for name, characters in not_digits.fonts() if name.startswith("cm")]
+    assert tex and all(ord("<") not in characters and ord("§") not in characters for characters in tex)
+
+
+def test_the_kinds_share_all_that_is_made_and_each_makes_its_kind(training_digits):
+    assert sum(share for share, _ in not_digits.KINDS.values()) == pytest.approx(1)
     rng = np.random.default_rng(2)
     digits, labels = np.rint(training_digits[0] * 255), training_digits[1].argmax(axis=1)
-    for kind, make in not_digits.MAKERS.items():
+    for kind, (_, make) in not_digits.KINDS.items():
         made = [make(rng, digits, labels) for _ in range(10)]
-        assert sum(ink.max() > 0 for ink, _ in made) >= 5, kind  # a 1-like piece is made empty
+        assert sum(not_digits.has_ink(ink) for ink, _ in made) >= 8, kind
         assert all((label is not None) == (kind == "printed digit") for _, label in made)
 
 

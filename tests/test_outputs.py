@@ -55,7 +55,9 @@ def test_unwritable_folder_is_an_output_error(tmp_path):
 def test_run_record_names_the_libraries_that_made_it():
     record = outputs.run_record(epochs_run=3)
     assert record["epochs_run"] == 3 and record["created"].endswith("+00:00")
-    assert {"python", "tensorflow", "keras", "numpy", "scikit-learn", "matplotlib"} == set(record["versions"])
+    assert {"python", "tensorflow", "keras", "numpy", "scipy", "matplotlib", "pillow", "scikit-learn"} == set(
+        record["versions"]
+    )
 
 
 @pytest.mark.parametrize(

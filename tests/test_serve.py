@@ -79,7 +79,9 @@ def test_real_digit_is_read_from_a_raw_png_body(client, mnist):
 def test_below_the_threshold_the_answer_is_not_sure_with_two_digits(trained_run, mnist):
     with TestClient(create_app(keras_classifier(trained_run.model, threshold=1.0))) as unsure:
         body = unsure.post("/api/predict", content=png_of(mnist.x_test[0])).json()
+        number = unsure.post("/api/number", content=png_of(digit_row(mnist.x_test[:3]), size=None)).json()
         assert unsure.get("/api/model").json()["not_sure_below"] == 1.0
+    assert number["not_sure"] and [item["not_a_digit"] for item in number["digits"]] == [True] * 3
     assert body["not_sure"] is True and len(body["top"]) >= 2 and body["digit"] == body["top"][0]["digit"]
     # Two digits together are never as likely as all ten: below a threshold of 100%, nothing is a digit.
     assert body["not_a_digit"] is True

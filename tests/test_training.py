@@ -184,6 +184,7 @@ def test_accuracy_counts_the_digits_only():
     assert float(accuracy.result()) == 0.5
 
 
+@pytest.mark.slow
 def test_a_network_trained_with_images_that_are_not_digits_is_unsure_of_new_ones(mnist):
     x_fit, y_fit, x_val, y_val = training_split(mnist, TrainConfig(limit=12000, val_split=0.25))
     unseen, targets = not_digits.not_digits(x_val, y_val, 500, np.random.default_rng(99))  # other digits

@@ -163,7 +163,8 @@ function showNumber(body, placement) {
     piece.className = item.not_sure ? "unsure" : "";
     piece.title = item.not_sure ? doubt(item) : `${(100 * item.confidence).toFixed(1)}% probability`;
     const seen = document.createElement("img");
-    Object.assign(seen, { src: item.preprocessed, width: 56, height: 56, alt: `digit read as ${item.digit}` });
+    const alt = item.not_a_digit ? "not a digit" : `digit read as ${item.digit}`;
+    Object.assign(seen, { src: item.preprocessed, width: 56, height: 56, alt });
     const reading = document.createElement("b");
     reading.textContent = item.not_sure ? unsureMark(item) : item.digit;
     piece.append(seen, reading);

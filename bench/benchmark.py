@@ -7,9 +7,11 @@
 Reports test accuracy, training seconds, training seconds until test accuracy first reaches 98% and
 99% (checked at epoch ends, with the clock stopped while checking), samples/s, achieved GFLOP/s as
 a share of a matmul ceiling measured in the same run in the dtype the contender trains in, and
-evaluate.py's wall time. Writes
-bench/results.json and bench/results.md (or --out DIR). Hyperparameters are never chosen here:
-these test-set figures are measurements of settings chosen on the validation split.
+evaluate.py's wall time; whether each of ours is on the accuracy-for-time front (no peer both
+faster and at least as accurate), ours at several run lengths. Writes bench/results.json,
+bench/results.md and bench/front.png, accuracy against training time (or --out DIR).
+Hyperparameters are never chosen here: these test-set figures are measurements of settings chosen
+on the validation split.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ sys.path.insert(0, str(PROJECT_ROOT))  # bench/ imports the project; nothing imp
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 import settings  # noqa: E402
 from data import NUM_CLASSES, load_mnist, normalize_images  # noqa: E402
 from model import ModelConfig, probabilities_function  # noqa: E402
-from outputs import library_versions  # noqa: E402
+from outputs import library_versions, save_figure  # noqa: E402
 from training import (  # noqa: E402
     network_of,
     not_digit_count,
@@ -51,6 +54,22 @@ OURS = {
     "ours-mlp-softmax": {"model": {"output_activation": "softmax"}},
     "ours-cnn": {"model": {"arch": "cnn"}},
     "ours-cnn-2-epochs": {"model": {"arch": "cnn"}, "training": {"epochs": 2}},
+    "ours-mlp-5-epochs": {"training": {"epochs": 5}},
+    "ours-mlp-10-epochs": {"training": {"epochs": 10}},
+    "ours-cnn-1-epoch": {"model": {"arch": "cnn"}, "training": {"epochs": 1}},
+    "ours-cnn-5-epochs": {"model": {"arch": "cnn"}, "training": {"epochs": 5}},
+    "ours-cnn-10-epochs": {"model": {"arch": "cnn"}, "training": {"epochs": 10}},
+}
+# Each of our networks at several run lengths, shortest first: a line each on the front's figure.
+RUN_LENGTHS = {
+    "our MLP": ("ours-mlp-5-epochs", "ours-mlp-10-epochs", "ours-mlp"),
+    "our CNN": (
+        "ours-cnn-1-epoch",
+        "ours-cnn-2-epochs",
+        "ours-cnn-5-epochs",
+        "ours-cnn-10-epochs",
+        "ours-cnn",
+    ),
 }
 # name -> (what it is, which of ours it is compared with); ours first.
 CONTENDERS = {
@@ -58,6 +77,11 @@ CONTENDERS = {
     "ours-mlp-softmax": ("train.py --output-activation softmax", None),
     "ours-cnn": ("train.py --arch cnn", None),
     "ours-cnn-2-epochs": ("train.py --arch cnn --epochs 2", None),
+    "ours-mlp-5-epochs": ("train.py --epochs 5", None),
+    "ours-mlp-10-epochs": ("train.py --epochs 10", None),
+    "ours-cnn-1-epoch": ("train.py --arch cnn --epochs 1", None),
+    "ours-cnn-5-epochs": ("train.py --arch cnn --epochs 5", None),
+    "ours-cnn-10-epochs": ("train.py --arch cnn --epochs 10", None),
     "seed-mlp": ("peer: Dense(128, ReLU) -> Dense(10, sigmoid), Adam, batch 32, 5 epochs", "ours-mlp"),
     "sklearn-mlp": ("peer: scikit-learn MLPClassifier((128,)), 10 epochs", "ours-mlp"),
     "keras-convnet": ("peer: Keras example mnist_convnet, batch 128, 15 epochs", "ours-cnn"),
@@ -390,6 +414,9 @@ def markdown(results: dict, ceilings: dict, info: dict, quick: bool) -> str:
             gain = results[ours]["test_accuracy"] - results[name]["test_accuracy"]
             ratio = results[ours]["train_seconds"] / results[name]["train_seconds"]
             lines.append(f"| {ours} vs {name} | {gain * 100:+.2f} points | {ratio:.2f}x |")
+    lines += ["", "| ours | on the front: no peer faster and at least as accurate |", "|---|---|"]
+    for name, ahead in peers_ahead(results).items():
+        lines.append(f"| {name} | {'yes' if not ahead else '**no**: ' + ', '.join(ahead)} |")
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     for what, name, field, comparison, bound in TARGETS:
         if name not in results:
@@ -400,6 +427,69 @@ def markdown(results: dict, ceilings: dict, info: dict, quick: bool) -> str:
         shown = fmt(value, ".2%") if field == "test_accuracy" else fmt(value, ".2f")
         lines.append(f"| {what} | {shown} | {'yes' if met else '**no**'} |")
     return "\n".join(lines) + "\n"
+
+
+def peers_ahead(results: dict) -> dict[str, list[str]]:
+    """For each of our contenders, the peers that trained in less time to at least its accuracy:
+    none where it is on the accuracy-for-time front."""
+    peers = [name for name in results if not name.startswith("ours")]
+    return {
+        name: [
+            peer
+            for peer in peers
+            if results[peer]["train_seconds"] < result["train_seconds"]
+            and results[peer]["test_accuracy"] >= result["test_accuracy"]
+        ]
+        for name, result in results.items()
+        if name.startswith("ours")
+    }
+
+
+def front_figure(results: dict, path: Path) -> None:
+    """Test accuracy against training seconds for every contender, ours as a line through their run
+    lengths, and the front: the best accuracy reached in at most so many seconds."""
+    figure = Figure(figsize=(9, 5.5), layout="constrained")
+    ax = figure.subplots()
+    for label, names in RUN_LENGTHS.items():
+        shown = [name for name in names if name in results]
+        seconds = [results[name]["train_seconds"] for name in shown]
+        accuracies = [100 * results[name]["test_accuracy"] for name in shown]
+        ax.plot(seconds, accuracies, marker="o", label=f"{label}, its epochs marked")
+        for name, point in zip(shown, zip(seconds, accuracies, strict=True), strict=True):
+            ax.annotate(
+                str(results[name]["epochs"]), point, fontsize=8, xytext=(-4, 6), textcoords="offset points"
+            )
+    for name, result in results.items():
+        ours = name.startswith("ours")
+        ax.scatter(result["train_seconds"], 100 * result["test_accuracy"], color="black" if ours else "grey")
+        if not ours or name not in sum(RUN_LENGTHS.values(), ()):
+            ax.annotate(
+                name,
+                (result["train_seconds"], 100 * result["test_accuracy"]),
+                fontsize=8,
+                xytext=(4, -10),
+                textcoords="offset points",
+            )
+    ordered = sorted(results.values(), key=lambda result: result["train_seconds"])
+    best = np.maximum.accumulate([100 * result["test_accuracy"] for result in ordered])
+    ax.step(
+        [result["train_seconds"] for result in ordered],
+        best,
+        where="post",
+        color="grey",
+        linestyle="--",
+        label="the front: best accuracy in at most that time",
+    )
+    ax.set(
+        xscale="log",
+        xlabel="training seconds (log scale)",
+        ylabel="test accuracy (%)",
+        title="Accuracy for training time, each contender once (bench/results.md)",
+    )
+    ax.set_ylim(max(96.5, min(best) - 0.3), None)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right")
+    save_figure(figure, path)
 
 
 def seed_list(text: str) -> list[int]:
@@ -470,6 +560,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
     (args.out / f"results{suffix}.md").write_text(table)
+    front_figure(results, args.out / f"front{suffix}.png")
     report = {
         "machine": info,
         "matmul_ceiling_gflops": ceilings,

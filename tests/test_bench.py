@@ -18,6 +18,7 @@ def quick_benchmark(tmp_path_factory):
         "bench/benchmark.py", "--quick", "--only", "ours-mlp", "seed-mlp", "--out", str(folder)
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    assert (folder / "front-quick.png").stat().st_size > 10_000  # the accuracy-for-time figure
     return json.loads((folder / "results-quick.json").read_text()), (folder / "results-quick.md").read_text()
 
 
@@ -47,12 +48,33 @@ def test_quick_benchmark_measures_each_contender_from_its_own_curve(quick_benchm
     assert ours["evaluate_seconds"] > ours["predict_10k_seconds"] > 0
 
 
+def test_an_ours_is_on_the_front_unless_a_peer_is_faster_and_at_least_as_accurate():
+    sys.path.insert(0, str(PROJECT_ROOT / "bench"))
+    import benchmark
+
+    def run(seconds, accuracy):
+        return {"train_seconds": seconds, "test_accuracy": accuracy}
+
+    results = {
+        "ours-a": run(10, 0.99),
+        "ours-b": run(50, 0.995),
+        "ours-c": run(20, 0.985),
+        "peer-x": run(5, 0.99),  # faster than ours-a and as accurate
+        "peer-y": run(30, 0.994),  # as accurate as neither ours-b (faster) nor slower than ours-c
+    }
+    assert benchmark.peers_ahead(results) == {"ours-a": ["peer-x"], "ours-b": [], "ours-c": ["peer-x"]}
+
+
 def test_quick_benchmark_table_shows_the_json_figures(quick_benchmark):
     report, table = quick_benchmark
     ours, peer = report["results"]["ours-mlp"], report["results"]["seed-mlp"]
     assert f"| ours-mlp | float32 | {ours['test_accuracy']:.2%} | {ours['train_seconds']:.1f} |" in table
     gain = (ours["test_accuracy"] - peer["test_accuracy"]) * 100
     assert f"| ours-mlp vs seed-mlp | {gain:+.2f} points |" in table
+    on_the_front = not (
+        peer["train_seconds"] < ours["train_seconds"] and peer["test_accuracy"] >= ours["test_accuracy"]
+    )
+    assert f"| ours-mlp | {'yes' if on_the_front else '**no**: seed-mlp'} |" in table
     met = "yes" if ours["test_accuracy"] >= 0.991 else "**no**"
     assert f"| default MLP test accuracy >= 99.1% | {ours['test_accuracy']:.2%} | {met} |" in table
 

@@ -486,7 +486,7 @@ def front_figure(results: dict, path: Path) -> None:
         ylabel="test accuracy (%)",
         title="Accuracy for training time, each contender once (bench/results.md)",
     )
-    ax.set_ylim(max(96.5, min(best) - 0.3), None)
+    ax.set_ylim(max(96.5, min(100 * result["test_accuracy"] for result in ordered) - 0.2), None)
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower right")
     save_figure(figure, path)

@@ -122,14 +122,19 @@ def split_validation(
     return x[fit], y[fit], x[val], y[val]
 
 
-def mnist_style(ink: np.ndarray) -> np.ndarray:
-    """An ink map holding one digit -> uint8 (28, 28): cropped to its ink, its longer side scaled
-    to 20 px, placed by its center of mass in a 28x28 field, as MNIST's digits were."""
+def cropped_to_ink(ink: np.ndarray) -> np.ndarray:
+    """The box of an ink map (0-255) that holds its ink (INK_THRESHOLD of full and more), a view."""
     rows = np.flatnonzero((ink >= INK_THRESHOLD * 255).any(axis=1))
     columns = np.flatnonzero((ink >= INK_THRESHOLD * 255).any(axis=0))
     if not len(rows):
         raise ValueError("the ink map holds no stroke: nothing to put in MNIST's form")
-    crop = ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1].copy()
+    return ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+
+
+def mnist_style(ink: np.ndarray) -> np.ndarray:
+    """An ink map holding one digit -> uint8 (28, 28): cropped to its ink, its longer side scaled
+    to 20 px, placed by its center of mass in a 28x28 field, as MNIST's digits were."""
+    crop = cropped_to_ink(ink).copy()
     crop[crop < INK_THRESHOLD * 255 / 2] = 0  # faint paper texture inside the box
 
     height, width = crop.shape

@@ -24,7 +24,7 @@ from training import (
     StopOnSignal,
     TrainConfig,
     build_for_training,
-    is_digit,
+    digits_read_right,
     network_of,
     progress_mode,
     steps_per_epoch,
@@ -85,8 +85,7 @@ class Steps:
         # counts the digits only (training.DigitAccuracy).
         scores = self.model(x, training=training)
         losses = self.loss_of(y, scores)
-        digit = is_digit(y)
-        correct = tf.cast(tf.argmax(scores, axis=-1) == tf.argmax(y, axis=-1), tf.float32) * digit
+        correct, digit = digits_read_right(y, scores)
         return losses, tf.reduce_sum(correct), tf.reduce_sum(digit)
 
     def replica_step(self, x, y):

@@ -39,7 +39,7 @@ from matplotlib.ft2font import FT2Font
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from data import INK_THRESHOLD, NUM_CLASSES, mnist_style
+from data import INK_THRESHOLD, NUM_CLASSES, cropped_to_ink, mnist_style
 
 # matplotlib's own copies, not the system's; none is a DejaVu Sans, which bench/number_reading.py
 # measures on.
@@ -118,7 +118,7 @@ def not_digits(
     kinds = rng.choice(list(KINDS), size=count, p=[share for share, _ in KINDS.values()])
     while len(images) < count:
         ink, label = KINDS[kinds[len(images)]][1](rng, digits, labels)
-        if not has_ink(ink) or (label is None and one_like(cropped(ink))):
+        if not has_ink(ink) or (label is None and one_like(cropped_to_ink(ink))):
             continue  # no ink (a glyph the font lacks, a cut through nothing), or a 1: draw another
         images.append(mnist_style(ink).astype(np.float32) / 255)
         targets.append(NOT_A_DIGIT if label is None else np.eye(NUM_CLASSES, dtype=np.float32)[label])
@@ -194,15 +194,10 @@ def one_like(ink: np.ndarray) -> bool:
     return ink.shape[1] < ONE_LIKE * ink.shape[0]
 
 
-def cropped(digit: np.ndarray) -> np.ndarray:
-    rows, columns = np.nonzero(digit >= INK_THRESHOLD * 255)
-    return digit[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
-
-
 def side_by_side(first: np.ndarray, second: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Two digits' ink on one line: apart, touching or overlapping by up to a third of a digit,
     the second a little higher or lower."""
-    first, second = cropped(first), cropped(second)
+    first, second = cropped_to_ink(first), cropped_to_ink(second)
     gap = round(rng.uniform(-0.35, 0.3) * (first.shape[1] + second.shape[1]) / 2)
     shift = round(rng.uniform(-0.15, 0.15) * first.shape[0])
     height = max(first.shape[0], second.shape[0] + abs(shift)) + abs(shift)
@@ -225,8 +220,9 @@ def piece(rng, digits, labels):
     """Part of a digit that is not a digit: the left part of one cut at a column or the top or
     bottom of one cut at a row, where that part is no digit itself, or the stretch between the
     middles of two touching digits, as a wrong division of a number gives."""
-    index = rng.choice(np.flatnonzero(labels != 1))  # a 1 is one stroke already
-    ink = cropped(digits[index])
+    others = np.flatnonzero(labels != 1)  # a 1 is one stroke already
+    index = rng.choice(others)
+    ink = cropped_to_ink(digits[index])
     height, width = ink.shape
     keep = rng.uniform(0.3, 0.6)  # of its width or height: more and it may still be the digit
     way = rng.integers(3)
@@ -236,7 +232,7 @@ def piece(rng, digits, labels):
         return (
             ink[: round(keep * height)] if rng.random() < 0.5 else ink[round((1 - keep) * height) :]
         ), None
-    pair = side_by_side(ink, digits[rng.choice(np.flatnonzero(labels != 1))], rng)
+    pair = side_by_side(ink, digits[rng.choice(others)], rng)
     start = round(rng.uniform(0.3, 0.7) * width)
     return pair[:, start : start + width], None
 

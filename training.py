@@ -216,10 +216,12 @@ def not_digit_count(train_images: int, config: TrainConfig) -> int:
     return round(config.not_digits * train_images)
 
 
-def is_digit(y):
-    """1.0 for the rows of targets (n, 10) that name a digit, 0.0 for the uniform "not a digit"
-    (a backend tensor)."""
-    return ops.cast(ops.max(y, axis=-1) > 0.5, "float32")
+def digits_read_right(y, scores) -> tuple:
+    """Per image (backend tensors of 0.0 or 1.0): whether it is a digit read right, and whether it
+    is a digit at all. One that is not a digit (a uniform target) has no right answer."""
+    digit = ops.cast(ops.max(y, axis=-1) > 0.5, "float32")
+    right = ops.cast(ops.argmax(y, axis=-1) == ops.argmax(scores, axis=-1), "float32")
+    return right * digit, digit
 
 
 class DigitAccuracy(keras.metrics.Metric):
@@ -231,9 +233,8 @@ class DigitAccuracy(keras.metrics.Metric):
         self.digits = self.add_variable(shape=(), initializer="zeros", name="digits")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        digit = is_digit(y_true)
-        right = ops.cast(ops.argmax(y_true, axis=-1) == ops.argmax(y_pred, axis=-1), "float32")
-        self.right.assign_add(ops.sum(right * digit))
+        right, digit = digits_read_right(y_true, y_pred)
+        self.right.assign_add(ops.sum(right))
         self.digits.assign_add(ops.sum(digit))
 
     def result(self):

@@ -459,10 +459,11 @@ def front_figure(results: dict, path: Path) -> None:
             ax.annotate(
                 str(results[name]["epochs"]), point, fontsize=8, xytext=(-4, 6), textcoords="offset points"
             )
+    on_lines = {name for names in RUN_LENGTHS.values() for name in names}
     for name, result in results.items():
         ours = name.startswith("ours")
         ax.scatter(result["train_seconds"], 100 * result["test_accuracy"], color="black" if ours else "grey")
-        if not ours or name not in sum(RUN_LENGTHS.values(), ()):
+        if not ours or name not in on_lines:
             ax.annotate(
                 name,
                 (result["train_seconds"], 100 * result["test_accuracy"]),

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 import not_digits
-from data import DIGIT_BOX, IMAGE_SIZE, normalize_images
+from data import DIGIT_BOX, IMAGE_SIZE, cropped_to_ink, normalize_images
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_the_same_seed_makes_the_same_images_and_another_seed_others(training_di
 def test_two_digits_are_made_of_the_digits_given(training_digits):
     rng = np.random.default_rng(0)
     digit = np.rint(training_digits[0][:1] * 255)  # one training digit, the only one given
-    ink = not_digits.cropped(digit[0])
+    ink = cropped_to_ink(digit[0])
     for _ in range(20):
         pair, _ = not_digits.two_digits(rng, digit, np.array([2]))
         assert ink.sum() < pair.sum() <= 2 * ink.sum() and pair.shape[1] > ink.shape[1]
@@ -56,7 +56,7 @@ def test_a_digit_whose_parts_are_digits_is_never_cut_alone(training_digits):
     rng = np.random.default_rng(0)
     for label in (4, 7, 9):  # a 4's left part is an L, a 7's a 5; their halves are digits
         only = np.flatnonzero(labels == label)[:1]  # one digit, paired with itself
-        ink = not_digits.cropped(digits[only][0])
+        ink = cropped_to_ink(digits[only][0])
         cuts = [ink[:, :k] for k in range(1, ink.shape[1] + 1)] + [ink[:k] for k in range(1, len(ink) + 1)]
         cuts += [ink[k:] for k in range(len(ink))]
         for _ in range(20):

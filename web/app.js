@@ -129,13 +129,15 @@ function doubt(reading) {
 }
 
 // What stands for a digit not read surely: a cross for "not a digit", else the likeliest with "?".
+const NOT_A_DIGIT = "\u2715";
+
 function unsureMark(reading) {
-  return reading.not_a_digit ? "\u2715" : `${reading.top[0].digit}?`;
+  return reading.not_a_digit ? NOT_A_DIGIT : `${reading.top[0].digit}?`;
 }
 
 function showDigit(body) {
   const digit = document.getElementById("digit");
-  digit.textContent = body.not_a_digit ? "\u2715" : body.not_sure ? "?" : body.digit;
+  digit.textContent = body.not_a_digit ? NOT_A_DIGIT : body.not_sure ? "?" : body.digit;
   digit.classList.toggle("unsure", body.not_sure);
   const confidence = document.getElementById("confidence");
   confidence.textContent = body.not_sure ? doubt(body) : `${(100 * body.confidence).toFixed(1)}% probability`;
@@ -146,7 +148,7 @@ function showDigit(body) {
 
 function showNumber(body, placement) {
   const number = document.getElementById("digit");
-  number.textContent = body.digits.map((item) => (item.not_a_digit ? "\u2715" : item.digit)).join("");
+  number.textContent = body.digits.map((item) => (item.not_a_digit ? NOT_A_DIGIT : item.digit)).join("");
   number.classList.toggle("unsure", body.not_sure);
   const count = body.digits.length;
   const strange = body.digits.filter((item) => item.not_a_digit).length;

@@ -30,6 +30,7 @@ OUTPUT_ACTIVATIONS = ("sigmoid", "softmax")
 # the user's to spend: a large network trains slowly, and --epochs is bounded only at 10,000.
 MAX_LAYERS = 16  # dense layers
 MAX_BLOCKS = 4  # convolution blocks: each pooling halves the 28 px side, and a fifth leaves none
+MAX_CONVOLUTIONS = 8  # in one block
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class ModelConfig:
         default=(32, 64), metadata={"help": "cnn: filters of each convolution block"}
     )
     kernel_size: int = field(default=3, metadata={"help": "cnn: convolution kernel size"})
+    convolutions: int = field(
+        default=1, metadata={"help": "cnn: convolutions in each block, before its pooling"}
+    )
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -68,6 +72,8 @@ class ModelConfig:
                 )
         if not 1 <= self.kernel_size <= IMAGE_SIZE:
             raise ValueError(f"kernel_size must be 1 to {IMAGE_SIZE}, got {shown(self.kernel_size)}")
+        if not 1 <= self.convolutions <= MAX_CONVOLUTIONS:
+            raise ValueError(f"convolutions must be 1 to {MAX_CONVOLUTIONS}, got {shown(self.convolutions)}")
         if self.weights() > MAX_WEIGHTS:
             convolutions = f" and filters {shown(self.filters)}" if self.arch == "cnn" else ""
             raise ValueError(
@@ -80,8 +86,8 @@ class ModelConfig:
         batch's training keeps for its gradients, per image."""
         side, values = IMAGE_SIZE, IMAGE_SIZE * IMAGE_SIZE
         if self.arch == "cnn":
-            for filters in self.filters:  # each convolution's output, then its pooling's
-                values += filters * side * side + filters * (side // 2) ** 2
+            for filters in self.filters:  # each convolution's output, then the pooling's
+                values += self.convolutions * filters * side * side + filters * (side // 2) ** 2
                 side //= 2
         return values + sum(self.hidden) + NUM_CLASSES
 
@@ -91,8 +97,10 @@ class ModelConfig:
         weights = 0
         if self.arch == "cnn":
             for filters in self.filters:  # a convolution keeps the side; the pooling halves it
-                weights += filters * (self.kernel_size**2 * channels + 1)
-                side, channels = side // 2, filters
+                for _ in range(self.convolutions):
+                    weights += filters * (self.kernel_size**2 * channels + 1)
+                    channels = filters
+                side //= 2
             features = side * side * channels
         for width in (*self.hidden, NUM_CLASSES):
             weights += width * (features + 1)
@@ -119,9 +127,10 @@ def build_model(config: ModelConfig, dtype: str = "float32") -> keras.Model:
         # No batch norm: its moving statistics trail the weights on short runs, so validation
         # accuracy lagged far behind training (bench/NOTES.md).
         for filters in config.filters:
-            x = keras.layers.Conv2D(
-                filters, config.kernel_size, padding="same", activation="relu", dtype=dtype
-            )(x)
+            for _ in range(config.convolutions):
+                x = keras.layers.Conv2D(
+                    filters, config.kernel_size, padding="same", activation="relu", dtype=dtype
+                )(x)
             x = keras.layers.MaxPooling2D(dtype=dtype)(x)
     x = keras.layers.Flatten(dtype=dtype)(x)
     for width in config.hidden:

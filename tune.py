@@ -55,8 +55,8 @@ PROJECT_NAME = "search"  # KerasTuner's folder in --out
 OBJECTIVE = "val_accuracy"
 BAYESIAN_TRIALS = 10  # --trials for bayesian when not given; Hyperband's count follows --max-epochs
 # The settings a trial chooses; every other one is fixed for the search (and can be given as a flag).
-SEARCHED = ("filters", "kernel_size", "hidden", "dropout", "batch_size", "lr")
-CNN_ONLY = ("filters", "kernel_size")
+SEARCHED = ("filters", "kernel_size", "convolutions", "hidden", "dropout", "batch_size", "lr")
+CNN_ONLY = ("filters", "kernel_size", "convolutions")
 REFUSED = "refused: "  # the start of the message of a trial whose report was refused
 
 
@@ -94,6 +94,7 @@ class DigitHyperModel(keras_tuner.HyperModel):
                     hp.Choice("filters_2", [32, 64, 128], default=model.filters[1]),
                 ),
                 "kernel_size": hp.Choice("kernel_size", [3, 5], default=model.kernel_size),
+                "convolutions": hp.Int("convolutions", 1, 2, default=model.convolutions),
                 "hidden": (hp.Choice("width_1", [64, 128, 256], default=model.hidden[0]),),
             }
         else:

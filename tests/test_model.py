@@ -46,6 +46,8 @@ def test_cnn_has_convolutions_and_pooling_and_no_random_layers():
         ({"hidden": (8,) * 17}, r"hidden must be 1 to 16 sizes"),
         ({"filters": ()}, r"filters must be 1 to 4 sizes of 1 to 65,536, got \(\)"),
         ({"kernel_size": 0}, "kernel_size must be 1 to 28, got 0"),
+        ({"convolutions": 0}, "convolutions must be 1 to 8, got 0"),
+        ({"convolutions": 9}, "convolutions must be 1 to 8, got 9"),
         (
             {"arch": "cnn", "filters": (65536, 65536)},
             "cnn with hidden .* and filters .* makes [0-9,]+ weights, over",
@@ -64,6 +66,7 @@ def test_invalid_configs_are_refused_with_the_reason(bad, message):
         ModelConfig(),
         ModelConfig(arch="cnn", hidden=(128,)),
         ModelConfig(arch="cnn", filters=(8, 16, 32, 64), kernel_size=5),
+        ModelConfig(arch="cnn", filters=(8, 16, 32), convolutions=3),
     ],
 )
 def test_the_weights_a_config_describes_are_the_weights_its_network_holds(config):

@@ -1,6 +1,6 @@
-"""Importing TensorFlow without its C++ start-up notices.
+"""Importing TensorFlow as the project runs it: with oneDNN on x86 CPUs, without its C++ notices.
 
-    from startup import import_tensorflow_quietly
+    from quiet_tensorflow import import_tensorflow_quietly
 
     import_tensorflow_quietly()  # each script, before its other imports
 
@@ -8,11 +8,16 @@ TensorFlow's native code logs a few INFO lines on import (oneDNN is on, the CPU'
 absl notice) that TF_CPP_MIN_LOG_LEVEL no longer reaches. They say nothing a user can act on, so
 they are held back; warnings and errors logged at the same time still show. With
 TF_CPP_MIN_LOG_LEVEL=0 everything shows, as TensorFlow prints it.
+
+TensorFlow turns its oneDNN kernels on only where the CPU has AVX-512's newer instructions; on an
+AVX2-only CPU its own matrix code is the slower one (bench/NOTES.md), so oneDNN is turned on for
+every x86 CPU. TF_ENABLE_ONEDNN_OPTS set by the user wins.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import re
 import sys
 import tempfile
@@ -20,10 +25,19 @@ import tempfile
 # absl's format: severity letter, date, time, thread, file:line]; continuation lines lack it.
 LOG_RECORD = re.compile(r"[IWEF]\d{4} [\d:.]+ +\d+ [^ \]]+:\d+\] ")
 ABSL_NOTICE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
+X86 = ("x86_64", "AMD64")  # platform.machine() on Linux and macOS, and on Windows
+
+
+def with_onednn_default(environ: dict | os._Environ, machine: str) -> None:
+    """oneDNN on (ONEDNN=1 in `environ`) on an x86 `machine` unless the user chose already."""
+    if machine in X86:
+        environ.setdefault(ONEDNN, "1")
 
 
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow with stderr held back, then replay all of it but the INFO records."""
+    with_onednn_default(os.environ, platform.machine())
     if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
         import tensorflow  # noqa: F401
 

@@ -29,6 +29,10 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))  # bench/ imports the project; nothing imports bench/
 
+from quiet_tensorflow import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402

@@ -1,9 +1,12 @@
-"""quiet_tensorflow.py: TensorFlow's C++ start-up notices are held back; its warnings and errors are not."""
+"""quiet_tensorflow.py: TensorFlow's C++ start-up notices are held back; its warnings and errors are not;
+oneDNN is on for x86 CPUs unless the user says otherwise."""
+
+import platform
 
 import pytest
 
 from conftest import run_script
-from quiet_tensorflow import without_notices
+from quiet_tensorflow import ONEDNN, X86, with_onednn_default, without_notices
 
 IMPORT = (
     "from quiet_tensorflow import import_tensorflow_quietly; "
@@ -47,3 +50,25 @@ def test_warnings_errors_and_other_output_pass_through():
         "  its second line\n"
         "E0000 00:00:1795666926.2    4940 device.cc:1] an error\n"
     )
+
+
+@pytest.mark.parametrize(
+    "environ, machine, expected",
+    [
+        ({}, "x86_64", "1"),  # TensorFlow would leave it off on an AVX2-only CPU
+        ({}, "AMD64", "1"),
+        ({ONEDNN: "0"}, "x86_64", "0"),  # the user's choice
+        ({}, "aarch64", None),  # TensorFlow's own choice
+    ],
+)
+def test_onednn_is_turned_on_for_x86_cpus_unless_the_user_chose(environ, machine, expected):
+    with_onednn_default(environ, machine)
+    assert environ.get(ONEDNN) == expected
+
+
+@pytest.mark.slow
+def test_the_scripts_import_tensorflow_with_that_choice(monkeypatch):
+    monkeypatch.delenv(ONEDNN, raising=False)
+    show = IMPORT.replace("print('ready')", f"import os; print(os.environ.get('{ONEDNN}'))")
+    expected = "1" if platform.machine() in X86 else "None"
+    assert run_script("-c", show).stdout == expected + "\n"

@@ -75,7 +75,11 @@ class ModelConfig:
         if not 1 <= self.convolutions <= MAX_CONVOLUTIONS:
             raise ValueError(f"convolutions must be 1 to {MAX_CONVOLUTIONS}, got {shown(self.convolutions)}")
         if self.weights() > MAX_WEIGHTS:
-            convolutions = f" and filters {shown(self.filters)}" if self.arch == "cnn" else ""
+            convolutions = (
+                f" and filters {shown(self.filters)}, {self.convolutions} a block"
+                if self.arch == "cnn"
+                else ""
+            )
             raise ValueError(
                 f"{self.arch} with hidden {shown(self.hidden)}{convolutions} makes {self.weights():,} "
                 f"weights, over {MAX_WEIGHTS:,}: choose smaller layers"
@@ -124,8 +128,8 @@ def build_model(config: ModelConfig, dtype: str = "float32") -> keras.Model:
     inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE), name="image")
     x = keras.layers.Reshape((IMAGE_SIZE, IMAGE_SIZE, 1), dtype=dtype)(inputs)
     if config.arch == "cnn":
-        # No batch norm: its moving statistics trail the weights on short runs, so validation
-        # accuracy lagged far behind training (bench/NOTES.md).
+        # No batch norm: with its statistics re-estimated after training it read no better here,
+        # and Keras's unfused batch norm doubled the epoch on a CPU (bench/NOTES.md).
         for filters in config.filters:
             for _ in range(config.convolutions):
                 x = keras.layers.Conv2D(

@@ -1,6 +1,6 @@
 """What real writing varies in, applied to the training images only (never to a saved network).
 
-    layers = augmentation_layers(seed)                 # in the training model, per batch, in the graph
+    layers = augmentation_layers(seed, pose=1.0)       # in the training model, per batch, in the graph
     x_fit = with_continental_marks(x_fit, y_fit, rng)  # once per run, on the arrays
 
 MNIST's 500 writers of 1990 wrote a narrow range of styles with one kind of pen. The people who use
@@ -22,6 +22,7 @@ from scipy import ndimage
 
 from data import mnist_style
 
+# The random pose's ranges at --pose 1; --pose scales them all.
 ROTATION_DEGREES = 14  # either way
 SHEAR = 0.3  # x shifted by up to 0.3 y: writing leaning about 17 degrees either way
 ZOOM = 0.12  # the digit's size in its box, up to 12% larger or smaller
@@ -44,12 +45,20 @@ class TrainingOnly(keras.layers.Layer):
 
 
 class RandomAffine(TrainingOnly):
-    """A random rotation, shear, zoom and shift of each image, in one resampling."""
+    """A random rotation, shear, zoom and shift of each image, in one resampling, each up to
+    `scale` times its range above."""
+
+    def __init__(self, seed: int | None = None, scale: float = 1.0, **kwargs):
+        super().__init__(seed, **kwargs)
+        self.scale = scale
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
 
     def changed(self, images):
         count = ops.shape(images)[0]
         height, width = images.shape[1], images.shape[2]
-        draw = keras.random.uniform((count, 5), -1.0, 1.0, seed=self.seed_generator)
+        draw = keras.random.uniform((count, 5), -self.scale, self.scale, seed=self.seed_generator)
         angle = draw[:, 0] * math.radians(ROTATION_DEGREES)
         shear, zoom = draw[:, 1] * SHEAR, 1.0 + draw[:, 2] * ZOOM
         shift_x, shift_y = draw[:, 3] * SHIFT * width, draw[:, 4] * SHIFT * height
@@ -76,9 +85,9 @@ class RandomStrokeWidth(TrainingOnly):
         return images + ops.where(amount > 0, amount * thicker, amount * 0.5 * thinner)
 
 
-def augmentation_layers(seed: int | None = None) -> list[keras.layers.Layer]:
-    """The in-graph augmentation, for images (n, 28, 28, 1): pose, then pen."""
-    return [RandomAffine(seed), RandomStrokeWidth(None if seed is None else seed + 1)]
+def augmentation_layers(seed: int | None = None, pose: float = 1.0) -> list[keras.layers.Layer]:
+    """The in-graph augmentation, for images (n, 28, 28, 1): pose (its ranges times `pose`), then pen."""
+    return [RandomAffine(seed, pose), RandomStrokeWidth(None if seed is None else seed + 1)]
 
 
 def with_continental_marks(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -22,6 +22,22 @@ def test_pose_changes_while_training_only_and_keeps_the_digit_in_the_frame(mnist
     assert np.all(moved.sum(axis=(1, 2, 3)) > 0.6 * images.sum(axis=(1, 2, 3)))
 
 
+def largest_move(images, scale):
+    """How far, at most, a pose of `scale` times the ranges moved any image's ink (mean absolute change)."""
+    keras.utils.set_random_seed(0)
+    return float(
+        np.abs(np.asarray(RandomAffine(scale=scale)(images, training=True)) - images)
+        .mean(axis=(1, 2, 3))
+        .max()
+    )
+
+
+def test_the_pose_scale_narrows_or_widens_every_range_and_zero_is_no_change(mnist):
+    images = batch(mnist, 256)
+    assert largest_move(images, 0.0) < 1e-6
+    assert largest_move(images, 0.5) < largest_move(images, 1.0) < largest_move(images, 2.0)
+
+
 def test_pen_width_varies_both_ways(mnist):
     keras.utils.set_random_seed(0)
     images = batch(mnist, 256)

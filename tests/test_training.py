@@ -6,6 +6,7 @@ import pytest
 
 import not_digits
 import training
+from augmentation import RandomAffine
 from model import ModelConfig, probabilities_function, probability_model
 from training import (
     BACKUP_FILES,
@@ -43,6 +44,11 @@ def test_without_augmentation_training_sees_the_images_unchanged(mnist):
     model = training_model(SMALL, augment=False)
     images = mnist.x_test[:16].astype("float32") / 255
     np.testing.assert_allclose(np.asarray(model(images, training=True)), np.asarray(model(images)), atol=1e-6)
+
+
+def test_the_pose_setting_sets_the_training_models_pose_ranges():
+    model = build_for_training(SMALL, TrainConfig(pose=0.5), train_images=100)
+    assert [layer.scale for layer in model.layers if isinstance(layer, RandomAffine)] == [0.5]
 
 
 def test_training_split_is_normalized_one_hot_and_seeded(mnist):
@@ -84,6 +90,8 @@ def test_a_loss_that_becomes_nan_stops_the_fit_before_it_is_backed_up(mnist, tmp
         ({"val_split": float("nan")}, r"val_split must be in \[0, 1\)"),
         ({"precision": "float16"}, "precision must be one of auto, float32, bfloat16"),
         ({"not_digits": 1.5}, "not_digits must be from 0 to 1"),
+        ({"pose": -0.5}, "pose must be from 0 to 2, got -0.5"),
+        ({"pose": float("nan")}, "pose must be from 0 to 2, got nan"),
         ({"not_digits": float("nan")}, "not_digits must be from 0 to 1"),
     ],
 )

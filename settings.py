@@ -56,9 +56,7 @@ DEFAULT_ARCH = "mlp"
 # faster; the MLP it made only 1.07x faster, with validation 0.05 points lower (bench/NOTES.md).
 ARCH_DEFAULTS = {
     "mlp": Settings(ModelConfig(), TrainConfig()),
-    "cnn": Settings(
-        ModelConfig(arch="cnn", hidden=(256,), convolutions=2), TrainConfig(epochs=22, precision="auto")
-    ),
+    "cnn": Settings(ModelConfig(arch="cnn", hidden=(256,)), TrainConfig(epochs=22, precision="auto")),
 }
 
 

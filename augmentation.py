@@ -52,9 +52,6 @@ class RandomAffine(TrainingOnly):
         super().__init__(seed, **kwargs)
         self.scale = scale
 
-    def get_config(self):
-        return {**super().get_config(), "scale": self.scale}
-
     def changed(self, images):
         count = ops.shape(images)[0]
         height, width = images.shape[1], images.shape[2]

@@ -194,7 +194,7 @@ def keep_settings(lock: Path, settings: dict, out: Path) -> None:
         raise OutputError(f"{lock} is damaged: add --fresh to discard the work in {out}") from None
     if kept != settings:
         raise OutputError(
-            f"{out} holds work done with other settings: rerun that command to "
+            f"{out} holds work done with other settings (or an older version's): rerun that command to "
             "resume or reuse it, add --fresh to discard it, or choose another --out"
         )
     write_json(lock, settings)

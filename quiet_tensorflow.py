@@ -9,9 +9,10 @@ absl notice) that TF_CPP_MIN_LOG_LEVEL no longer reaches. They say nothing a use
 they are held back; warnings and errors logged at the same time still show. With
 TF_CPP_MIN_LOG_LEVEL=0 everything shows, as TensorFlow prints it.
 
-TensorFlow turns its oneDNN kernels on only where the CPU has AVX-512's newer instructions; on an
-AVX2-only CPU its own matrix code is the slower one (bench/NOTES.md), so oneDNN is turned on for
-every x86 CPU. TF_ENABLE_ONEDNN_OPTS set by the user wins.
+TensorFlow turns its oneDNN kernels on only where the CPU has the newest vector instructions
+(AVX-512's VNNI or BF16, AVX-VNNI, AMX); on an older AVX2 CPU its own matrix code is the slower one
+(bench/NOTES.md), so oneDNN is turned on for every x86 CPU. TF_ENABLE_ONEDNN_OPTS set by the user
+wins.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import platform
 import re
 import sys
 import tempfile
+from collections.abc import MutableMapping
 
 # absl's format: severity letter, date, time, thread, file:line]; continuation lines lack it.
 LOG_RECORD = re.compile(r"[IWEF]\d{4} [\d:.]+ +\d+ [^ \]]+:\d+\] ")
@@ -29,7 +31,7 @@ ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
 X86 = ("x86_64", "AMD64")  # platform.machine() on Linux and macOS, and on Windows
 
 
-def with_onednn_default(environ: dict | os._Environ, machine: str) -> None:
+def with_onednn_default(environ: MutableMapping[str, str], machine: str) -> None:
     """oneDNN on (ONEDNN=1 in `environ`) on an x86 `machine` unless the user chose already."""
     if machine in X86:
         environ.setdefault(ONEDNN, "1")
@@ -37,8 +39,10 @@ def with_onednn_default(environ: dict | os._Environ, machine: str) -> None:
 
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow with stderr held back, then replay all of it but the INFO records."""
+    if "tensorflow" in sys.modules:  # too late for any setting
+        return
     with_onednn_default(os.environ, platform.machine())
-    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
         import tensorflow  # noqa: F401
 
         return

@@ -102,7 +102,7 @@ CONTENDERS = {
 # with its defaults, a warm-up over the first 30% of the steps from a 25th of the peak, then a
 # cosine to 0. Keras's CosineDecay warms up linearly where OneCycleLR follows a cosine.
 ONE_CYCLE_PEAK, ONE_CYCLE_WARMUP, ONE_CYCLE_START = 0.01, 0.3, 1 / 25
-TARGETS = [  # (what, contender, field, comparison, bound): the CNN frontier's, and speeds kept
+TARGETS = [  # (what, contender, field, comparison, bound): the CNN frontier's, and reading speeds
     ("default CNN test accuracy >= 99.6%", "ours-cnn", "test_accuracy", ">=", 0.996),
     ("default CNN training <= 600 s", "ours-cnn", "train_seconds", "<=", 600),
     ("default MLP test accuracy >= 99.05%", "ours-mlp", "test_accuracy", ">=", 0.9905),

@@ -32,7 +32,7 @@ def largest_move(images, scale):
     )
 
 
-def test_the_pose_scale_narrows_or_widens_every_range_and_zero_is_no_change(mnist):
+def test_the_pose_scale_moves_the_ink_less_or_more_and_zero_not_at_all(mnist):
     images = batch(mnist, 256)
     assert largest_move(images, 0.0) < 1e-6
     assert largest_move(images, 0.5) < largest_move(images, 1.0) < largest_move(images, 2.0)

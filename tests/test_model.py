@@ -1,3 +1,6 @@
+import dataclasses
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -28,14 +31,12 @@ def test_options_change_output_activation_widths_and_dropout():
     assert "Dropout" not in layer_types(model)
 
 
-def test_cnn_has_blocks_of_convolutions_then_pooling_and_no_random_layers():
-    model = build_model(ARCH_DEFAULTS["cnn"].model)
+@pytest.mark.parametrize("convolutions", [1, 2])
+def test_cnn_has_blocks_of_convolutions_then_pooling_and_no_random_layers(convolutions):
+    model = build_model(dataclasses.replace(ARCH_DEFAULTS["cnn"].model, convolutions=convolutions))
     types = layer_types(model)
-    assert types[: types.index("Flatten")] == [
-        "InputLayer",
-        "Reshape",
-        *(["Conv2D", "MaxPooling2D"] * 2),
-    ]
+    block = ["Conv2D"] * convolutions + ["MaxPooling2D"]
+    assert types[: types.index("Flatten")] == ["InputLayer", "Reshape", *block, *block]
     assert not [name for name in types if name.startswith("Random")]  # augmentation is training's
     assert model.input_shape == (None, 28, 28) and model.output_shape == (None, 10)
 
@@ -75,6 +76,16 @@ def test_invalid_configs_are_refused_with_the_reason(bad, message):
 )
 def test_the_weights_a_config_describes_are_the_weights_its_network_holds(config):
     assert config.weights() == build_model(config).count_params()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [ModelConfig(), ModelConfig(arch="cnn", filters=(8, 16, 32), convolutions=3, hidden=(64, 32))],
+)
+def test_the_activations_a_config_counts_are_what_its_layers_compute_for_an_image(config):
+    computed = (keras.layers.Conv2D, keras.layers.MaxPooling2D, keras.layers.Dense)
+    layers = [layer for layer in build_model(config).layers if isinstance(layer, computed)]
+    assert config.activations() == 28 * 28 + sum(math.prod(layer.output.shape[1:]) for layer in layers)
 
 
 def test_probabilities_sum_to_one_and_keep_the_sigmoid_ranking(mnist):

@@ -14,8 +14,8 @@ IMPORT = (
 )
 
 
-# oneDNN turned on by hand, so its start-up notice comes on any CPU (TensorFlow leaves it off on
-# CPUs without AVX-512, and then says nothing of it).
+# oneDNN turned on by hand, so its start-up notice comes on any CPU (on one that is not x86,
+# TensorFlow may leave it off, and then says nothing of it).
 ONEDNN_ON = {"TF_ENABLE_ONEDNN_OPTS": "1"}
 
 

@@ -56,7 +56,6 @@ def test_settings_round_trip_through_their_json_shape():
                 "model": {
                     "arch": "cnn",
                     "filters": [65536],
-                    "convolutions": 1,
                     "kernel_size": 28,
                     "hidden": [1],
                 }

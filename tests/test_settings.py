@@ -52,14 +52,7 @@ def test_settings_round_trip_through_their_json_shape():
         ({"training": {"lr": "fast"}}, "lr must be a number, got 'fast'"),
         ({"training": {"lr": float("inf")}}, "lr must be a number above 0 and at most 10, got inf"),
         (  # each layer allowed, 64 million weights, but 200 MB of activations an image
-            {
-                "model": {
-                    "arch": "cnn",
-                    "filters": [65536],
-                    "kernel_size": 28,
-                    "hidden": [1],
-                }
-            },
+            {"model": {"arch": "cnn", "filters": [65536], "kernel_size": 28, "hidden": [1]}},
             "batch_size 256 with these layers computes 16,441,875,200 values a step, over 1,000,000,000",
         ),
         (

@@ -15,10 +15,11 @@ from __future__ import annotations
 import io
 import os
 import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from data import INK_THRESHOLD, mnist_style
@@ -73,9 +74,22 @@ def read_image_file(path: Path) -> Image.Image:
 
 def read_image(raw: bytes) -> Image.Image:
     """Decode image bytes (any of IMAGE_FORMATS) into a PIL image of one grey channel (and its
-    transparency, if any) at most WORK_SIDE pixels across, refusing oversized ones."""
+    transparency, if any), upright, at most WORK_SIDE pixels across, refusing oversized ones."""
     if not raw:
         raise ImageError("the file is empty")
+    with warnings.catch_warnings():
+        # Pillow warns of a damaged EXIF block, then reads past it: the image is still read.
+        warnings.simplefilter("ignore")
+        image = decoded(raw)
+    size = image.size
+    image.thumbnail((WORK_SIDE, WORK_SIDE))  # keeps the aspect ratio
+    image.info[SOURCE_SIZE] = size  # boxes found on the copy are given in the source's pixels
+    return image
+
+
+def decoded(raw: bytes) -> Image.Image:
+    """The image in `raw` as one grey channel, turned as its EXIF Orientation tag says (phones
+    store a portrait photo on its side with the tag; a tag outside 1-8 leaves it as stored)."""
     # Pillow's decoders raise many exception types on malformed bytes (OSError, SyntaxError,
     # struct.error, ...); from untrusted input each one means "not a readable image".
     try:
@@ -92,13 +106,9 @@ def read_image(raw: bytes) -> Image.Image:
         raise ImageError(f"{width}x{height} pixels is too large; send at most {MAX_PIXELS:,} pixels")
     try:
         image.load()  # first frame only, for animated GIFs
-        image = one_channel(image)
+        return ImageOps.exif_transpose(one_channel(image))
     except Exception as exc:
         raise ImageError(f"the image data is damaged ({exc})") from None
-    size = image.size
-    image.thumbnail((WORK_SIDE, WORK_SIDE))  # keeps the aspect ratio
-    image.info[SOURCE_SIZE] = size  # boxes found on the copy are given in the source's pixels
-    return image
 
 
 def one_channel(image: Image.Image) -> Image.Image:

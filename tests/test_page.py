@@ -3,6 +3,7 @@ import json
 import math
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -265,3 +266,46 @@ def test_a_speck_far_from_the_digit_does_not_shrink_it():
 def test_long_runs_are_the_opening_by_a_line_of_that_span(marks, span):
     opened = ndimage.binary_opening(marks, structure=np.ones((1, span)))
     np.testing.assert_array_equal(long_runs(marks, span), opened)
+
+
+# How a phone stores a picture for each EXIF Orientation: the turn that the tag's reader undoes.
+STORED_AS = {
+    1: None,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+def phone_jpeg(upright: Image.Image, orientation: int) -> bytes:
+    """`upright` as a phone saves it: turned as `orientation` says, with that EXIF tag."""
+    turn = STORED_AS.get(orientation)
+    stored = upright.transpose(turn) if turn is not None else upright
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # Orientation
+    buffer = io.BytesIO()
+    stored.save(buffer, "JPEG", exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def test_a_photo_stored_on_its_side_is_read_upright_for_every_exif_orientation(mnist):
+    upright = on_page(mnist.x_test[0], np.full((400, 300), 235.0))  # a 7, taller than wide
+    for orientation in STORED_AS:
+        read = read_image(phone_jpeg(upright, orientation))
+        assert read.size == upright.size, orientation
+        assert difference(read, upright) < 4, orientation
+
+
+def test_a_damaged_exif_block_or_an_unknown_orientation_reads_the_image_as_stored(mnist):
+    upright = on_page(mnist.x_test[0], np.full((400, 300), 235.0))
+    damaged = encoded(upright, "JPEG").replace(
+        b"\xff\xd8", b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00MM\x00*\x00\x00", 1
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and says nothing on stderr
+        for raw in (phone_jpeg(upright, 9), phone_jpeg(upright, 65535), damaged):
+            assert difference(read_image(raw), upright) < 4

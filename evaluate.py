@@ -24,21 +24,25 @@ from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confu
 
 from data import NUM_CLASSES, DataError, Mnist, load_mnist, normalize_images
 from model import probabilities_function
-from outputs import OutputError, check_writable, folder_lock, save_figure, write_json
+from outputs import HelpFormatter, OutputError, check_writable, folder_lock, save_figure, write_json
 from trained import ModelError, load_trained_model
 
 DIGITS = list(range(NUM_CLASSES))
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    parser.add_argument(
+        "--model", type=Path, default=Path("artifacts/model.keras"), help="the .keras file train.py saved"
     )
-    parser.add_argument("--model", type=Path, default=Path("artifacts/model.keras"))
     parser.add_argument("--data", type=Path, help="mnist.npz or a folder of IDX files [datasets/mnist.npz]")
     parser.add_argument("--out", type=Path, help="output folder [the model's folder]")
     parser.add_argument("--top-pairs", type=int, default=5, help="confused pairs to list")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def most_confused_pairs(matrix: np.ndarray, count: int) -> list[dict]:

@@ -65,16 +65,22 @@ class ExportError(Exception):
     """A format that could not be written or did not pass its checks; the message says why."""
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        description=__doc__.split("\n\n")[0], formatter_class=outputs.HelpFormatter
     )
-    parser.add_argument("--model", type=Path, default=Path("artifacts/model.keras"))
-    parser.add_argument("--out", type=Path, default=Path("artifacts/export"))
+    parser.add_argument(
+        "--model", type=Path, default=Path("artifacts/model.keras"), help="the .keras file train.py saved"
+    )
+    parser.add_argument("--out", type=Path, default=Path("artifacts/export"), help="output folder")
     parser.add_argument(
         "--data", type=Path, help="mnist.npz or a folder of IDX files for the checks [datasets/mnist.npz]"
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def saved_model_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:

@@ -1,5 +1,6 @@
 """Everything that writes into an output folder: atomic files, JSON, figures, the run record, and
-the checks that come before any of it (room to write, a lock on the settings of unfinished work).
+the checks that come before any of it (room to write, a lock on the settings of unfinished work);
+and how every script's --help shows its flags.
 
     from outputs import atomic_path, write_json, save_figure
     write_json(out / "metrics.json", metrics)        # all-or-nothing: a crash leaves the old file
@@ -10,6 +11,7 @@ Every file the project writes goes through `atomic_path`, so a reader never sees
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import fcntl
@@ -36,6 +38,18 @@ LOCK_NAME = ".lock"  # in an output folder: held by the run writing there, names
 # Any JSON file the project reads back: run.json and export.json are a few kB and nest 5 deep.
 MAX_JSON_BYTES = 10_000_000
 MAX_JSON_DEPTH = 64
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every script's --help: each flag's text ends with its default in brackets, [off] for a
+    switch. A text ending in brackets names its own default (one that --arch decides, or that is
+    found at run time)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or text.endswith("]") or action.default in (None, argparse.SUPPRESS):
+            return text
+        return f"{text} [{'off' if action.default is False else '%(default)s'}]"
 
 
 class OutputError(Exception):

@@ -36,6 +36,7 @@ from PIL import Image
 from uvicorn.main import STARTUP_FAILURE
 
 from data import normalize_images
+from outputs import HelpFormatter
 from reader.classifier import MODEL_HELP, Classifier, load_classifier, unsure_never
 from reader.deadline import READING_SECONDS, Deadline, ReadingTimeout
 from reader.guards import UPLOAD_SECONDS, GuardedRequests, LimitedRestarts, guarded_config, guarded_server
@@ -261,16 +262,19 @@ def app_of(model_path: Path) -> FastAPIOffline:
         raise SystemExit(STARTUP_FAILURE) from None
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
     parser.add_argument("--model", type=Path, default=Path("artifacts/model.keras"), help=MODEL_HELP)
     parser.add_argument(
         "--workers", type=int, default=1, help="server processes sharing the port, each with its own model"
     )
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers {args.workers}: run at least 1")

@@ -57,10 +57,9 @@ from training import (
 BACKUP_NAME = ".backup"  # in --out: the state of an unfinished run, removed when it completes
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The flags, with `settings`: the file's and the flags' settings over the --arch defaults."""
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        description=__doc__.split("\n\n")[0], formatter_class=outputs.HelpFormatter
     )
     settings.add_flags(parser)
     run = parser.add_argument_group("run")
@@ -71,11 +70,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="tf.distribute strategy; --batch-size is per replica",
     )
     run.add_argument(
-        "--config", type=Path, help="JSON settings: a run.json or tune.py's best_config.json; flags win"
+        "--config",
+        type=Path,
+        help="JSON settings: a run.json or tune.py's best_config.json; flags win [none]",
     )
     run.add_argument("--data", type=Path, help="mnist.npz or a folder of IDX files [datasets/mnist.npz]")
     run.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder")
     run.add_argument("--fresh", action="store_true", help="discard an interrupted run's backup in --out")
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The flags, with `settings`: the file's and the flags' settings over the --arch defaults."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         from_file = settings.read_file(args.config) if args.config else {}

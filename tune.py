@@ -229,14 +229,18 @@ class CheckedOracle:
                 raise RuntimeError(f"{in_a_row} trials failed in a row: {ended.message}")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The flags, with `search`: the search they describe."""
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        description=__doc__.split("\n\n")[0], formatter_class=outputs.HelpFormatter
     )
     settings.add_flags(parser, exclude=SEARCHED + ("epochs",))
     search = parser.add_argument_group("search")
-    search.add_argument("--tuner", choices=("hyperband", "bayesian"), default="hyperband")
+    search.add_argument(
+        "--tuner",
+        choices=("hyperband", "bayesian"),
+        default="hyperband",
+        help="Hyperband trains many settings briefly and the best longer; Bayesian fits each fully",
+    )
     search.add_argument(
         "--trials",
         type=int,
@@ -250,6 +254,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     search.add_argument("--data", type=Path, help="mnist.npz or a folder of IDX files [datasets/mnist.npz]")
     search.add_argument("--out", type=Path, default=Path("artifacts/tuning"), help="output folder")
     search.add_argument("--fresh", action="store_true", help="discard an interrupted search in --out")
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The flags, with `search`: the search they describe."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     overrides = settings.given_flags(args)
     if args.max_epochs is not None:

@@ -1,6 +1,8 @@
 """outputs.py: everything the project writes into an output folder."""
 
+import importlib
 import json
+import re
 
 import matplotlib.image
 import pytest
@@ -82,3 +84,27 @@ def test_json_over_its_size_is_refused_unread(tmp_path):
     with pytest.raises(ValueError, match="is over 100 bytes"):
         outputs.read_json(path, max_bytes=100)
     assert outputs.read_json(path, max_bytes=1000) == [0] * 101
+
+
+def flag_helps(parser) -> dict[str, str]:
+    """Each flag of `parser` and the help text its --help prints, lines joined."""
+    helps, flag = {}, None
+    for line in parser.format_help().splitlines():
+        entry = re.match(r"  (-[-\w]+)[^ ]*(?: [^ ]+)*?(?:  +(.*))?$", line)
+        if entry:
+            flag = entry.group(1)
+            helps[flag] = entry.group(2) or ""
+        elif flag and line.startswith("    "):
+            helps[flag] = f"{helps[flag]} {line.strip()}".strip()
+        else:
+            flag = None
+    return helps
+
+
+@pytest.mark.parametrize("script", ["train", "evaluate", "tune", "export", "predict", "serve"])
+def test_every_flag_of_every_script_says_what_it_does_and_shows_its_default(script):
+    helps = flag_helps(importlib.import_module(script).build_parser())
+    assert len(helps) > 3
+    for flag, text in helps.items():
+        if flag != "-h":
+            assert re.fullmatch(r"\w.* \[[^\]]+\]", text), f"{script}.py {flag}: {text!r}"

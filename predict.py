@@ -19,23 +19,26 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 from pathlib import Path
 
 from PIL import Image
 
-from outputs import atomic_path, cannot_write
+from data import cropped_to_ink, mnist_style
+from outputs import HelpFormatter, atomic_path, cannot_write
 from reader.classifier import MODEL_HELP, Classifier, load_classifier, unsure_never
 from reader.deadline import READING_SECONDS, Deadline, ReadingTimeout
-from reader.page import FORMAT_NAMES, IMAGE_SUFFIXES, ImageError, mnist_style_digit, read_image_file
+from reader.page import FORMAT_NAMES, IMAGE_SUFFIXES, ImageError, page_ink, read_image_file
 from reader.reading import read_digits, read_number
 from trained import ModelError
 
+WIDE_INK = 2.0  # ink this many times as wide as tall is more like a number than one digit
+NUMBER_HINT = "much wider than tall: if it is a number, add --number"
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
     parser.add_argument("--model", type=Path, default=Path("artifacts/model.keras"), help=MODEL_HELP)
     parser.add_argument(
@@ -43,7 +46,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--top", type=int, default=3, help="how many likeliest digits to list (1-10)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
-    parser.add_argument("--save-preprocessed", type=Path, metavar="DIR", help="write the 28x28 inputs here")
+    parser.add_argument(
+        "--save-preprocessed", type=Path, metavar="DIR", help="write the 28x28 inputs here [not written]"
+    )
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not 1 <= args.top <= 10:
         parser.error(f"--top {args.top}: list between 1 and 10 digits")
@@ -95,15 +105,24 @@ def saved_names(files: list[str], counts: list[int], number: bool) -> list[list[
     return names
 
 
-def described(result: dict) -> str:
-    """A reading as a line of text: the digit, or "not sure" or "not a digit" with the two likeliest."""
+def described(result: dict, top: bool = True) -> str:
+    """A reading as text: the digit (with the `top` likeliest), or "not sure" or "not a digit"
+    with the two likeliest."""
     if result["not_sure"]:
         first, second = (f"{item['digit']} {item['probability']:.1%}" for item in result["top"][:2])
         if result["not_a_digit"]:
-            return f"not a digit (likeliest {first}, {second})"
+            return f"not a digit; likeliest {first}, then {second}"
         return f"not sure: {first} or {second}"
-    top = ", ".join(f"{item['digit']} {item['probability']:.1%}" for item in result["top"])
-    return f"{result['digit']} ({result['confidence']:.1%}; top: {top})"
+    if not top:
+        return f"{result['digit']} {result['confidence']:.1%}"
+    likeliest = ", ".join(f"{item['digit']} {item['probability']:.1%}" for item in result["top"])
+    return f"{result['digit']} ({result['confidence']:.1%}; top: {likeliest})"
+
+
+def wide(ink) -> bool:
+    """Whether the ink is much wider than tall: more like a number than one digit."""
+    height, width = cropped_to_ink(ink).shape
+    return width >= WIDE_INK * height
 
 
 def read_files(
@@ -121,8 +140,9 @@ def read_files(
                 results.append({"file": str(path), **reading})
                 seen.append(digits)
             else:
-                digit = mnist_style_digit(image)
-                results.append({"file": str(path), "image": digit})
+                ink = page_ink(image)
+                digit = mnist_style(ink)
+                results.append({"file": str(path), "image": digit, "wide": wide(ink)})
                 seen.append([digit])
         except (ImageError, ReadingTimeout) as exc:
             failures.append({"file": str(path), "error": str(exc)})
@@ -132,8 +152,16 @@ def read_files(
         readings = read_digits(
             model.probabilities_of, [r.pop("image") for r in results], model.threshold, top
         )
-        results = [{**result, **item} for result, item in zip(results, readings, strict=True)]
+        results = [
+            {**result, **item, **hint(result.pop("wide"), item)}
+            for result, item in zip(results, readings, strict=True)
+        ]
     return results, seen, failures
+
+
+def hint(wide_ink: bool, reading: dict) -> dict:
+    """{"hint": ...} where an image that is not a digit looks like a number; else nothing."""
+    return {"hint": NUMBER_HINT} if wide_ink and reading["not_a_digit"] else {}
 
 
 def save_seen(results: list[dict], seen: list[list], folder: Path, number: bool) -> list[dict]:
@@ -157,10 +185,25 @@ def save_seen(results: list[dict], seen: list[list], folder: Path, number: bool)
     return failures
 
 
-def number_line(result: dict) -> str:
-    """A number's reading as a line of text, naming the digits it is not sure of."""
-    doubts = [f"digit {i + 1}: {described(d)}" for i, d in enumerate(result["digits"]) if d["not_sure"]]
-    return f"{result['file']}: {result['number']}" + (f" (not sure of {'; '.join(doubts)})" if doubts else "")
+def number_lines(result: dict) -> str:
+    """A number's reading as text: the number, naming the digits it is not sure of, then a line
+    for each digit with its box (left, top, right, bottom) and reading."""
+    digits = result["digits"]
+    doubts = [str(place) for place, digit in enumerate(digits, start=1) if digit["not_sure"]]
+    first = f"{result['file']}: {result['number']}"
+    if doubts:
+        first += f" (not sure of digit {', '.join(doubts)} of {len(digits)})"
+    lines = [
+        f"  {place}. {described(digit, top=False)}  box {tuple(digit['box'])}"
+        for place, digit in enumerate(digits, start=1)
+    ]
+    return "\n".join([first, *lines])
+
+
+def digit_line(result: dict) -> str:
+    """A single digit's reading as a line of text, with the hint where there is one."""
+    line = f"{result['file']}: {described(result)}"
+    return f"{line} ({result['hint']})" if "hint" in result else line
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -180,7 +223,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(json.dumps({"predictions": results, "errors": failures}, indent=2))
     else:
         for result in results:
-            print(number_line(result) if args.number else f"{result['file']}: {described(result)}")
+            print(number_lines(result) if args.number else digit_line(result))
     for failure in failures:
         print(f"error: {failure['file']}: {failure['error']}", file=sys.stderr)
     if failures:
@@ -189,4 +232,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        try:
+            main()
+        finally:
+            sys.stdout.flush()  # here, where a closed pipe can be caught, not at the interpreter's exit
+    except BrokenPipeError:  # the reader of a pipe (`| head`) has stopped: end quietly, as `cat` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        raise SystemExit(1) from None

@@ -2,6 +2,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +11,10 @@ import pytest
 from PIL import Image
 
 import predict
-from conftest import run_script
+from conftest import PROJECT_ROOT, run_script
 from data import normalize_images
 from model import probability_model
-from reader.page import MAX_FILE_BYTES
+from reader.page import MAX_FILE_BYTES, mnist_style_digit
 
 
 def test_rerendered_mnist_digits_keep_their_labels(trained_run, rerendered, mnist, capsys):
@@ -115,7 +117,7 @@ def test_preprocessed_images_of_files_sharing_a_name_do_not_overwrite_each_other
     assert len(set(saved)) == 3 and sorted(p.name for p in seen.iterdir()) == ["3-2.png", "3-3.png", "3.png"]
     images = [np.asarray(Image.open(path)) for path in saved]
     assert not np.array_equal(images[0], images[2])  # a/3.png and b/3.png, each its own digit
-    assert np.array_equal(images[2], predict.mnist_style_digit(Image.open(rerendered / "002.png")))
+    assert np.array_equal(images[2], mnist_style_digit(Image.open(rerendered / "002.png")))
 
 
 @pytest.mark.parametrize(
@@ -179,7 +181,7 @@ def test_below_the_calibrated_confidence_a_reading_is_not_sure_or_not_a_digit(
         said[threshold] = result.stdout
     two = r"\d \d+\.\d%"
     assert re.fullmatch(rf".*000\.png: not sure: {two} or {two}\n", said[between])
-    assert re.fullmatch(rf".*000\.png: not a digit \(likeliest {two}, {two}\)\n", said[1.0])
+    assert re.fullmatch(rf".*000\.png: not a digit; likeliest {two}, then {two}\n", said[1.0])
     as_json = json.loads(run_script("predict.py", image, "--json", "--model", str(model)).stdout)
     assert as_json["predictions"][0]["not_sure"] and as_json["predictions"][0]["not_a_digit"]
 
@@ -240,3 +242,59 @@ def test_an_image_that_cannot_be_saved_is_that_files_error_and_every_reading_is_
     assert "saved_as" not in printed["predictions"][0] and printed["predictions"][1]["saved_as"]
     [failure] = printed["errors"]
     assert failure["file"] == files[0] and "its 28x28 image is not saved" in failure["error"]
+
+
+def test_number_text_gives_each_digits_box_and_reading_and_names_the_unsure(
+    trained_run, written_number, tmp_path, capsys
+):
+    for threshold, first_line, each in [
+        (0.0, r"721\.png: \d{3}", r"\d \d+\.\d%"),  # sure of everything
+        (1.0, r"721\.png: \d{3} \(not sure of digit 1, 2, 3 of 3\)", r"not a digit; likeliest .*"),
+    ]:
+        (tmp_path / str(threshold)).mkdir()
+        model = model_with_threshold(trained_run, tmp_path / str(threshold), threshold)
+        [result] = predict.main([str(written_number), "--number", "--model", str(model)])
+        lines = capsys.readouterr().out.splitlines()
+        assert re.fullmatch(rf".*{first_line}", lines[0]), lines[0]
+        assert len(lines) == 4
+        for place, (line, digit) in enumerate(zip(lines[1:], result["digits"], strict=True), start=1):
+            assert re.fullmatch(rf"  {place}\. {each}  box \(\d+, \d+, \d+, \d+\)", line), line
+            assert line.endswith(f"box {tuple(digit['box'])}")
+
+
+def test_a_wide_image_that_is_not_a_digit_suggests_reading_it_as_a_number(
+    trained_run, written_number, rerendered, tmp_path, capsys
+):
+    model = str(model_with_threshold(trained_run, tmp_path, 1.0))  # nothing is a digit at 1.0
+    wide, tall = predict.main([str(written_number), str(rerendered / "000.png"), "--model", model])
+    assert wide["not_a_digit"] and tall["not_a_digit"]
+    assert "--number" in wide["hint"] and "hint" not in tall
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].endswith("(much wider than tall: if it is a number, add --number)")
+    assert "--number" not in printed[1]
+
+
+def test_a_phone_photo_stored_on_its_side_reads_as_the_upright_photo(trained_run, mnist, tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: turn the stored pixels a quarter clockwise to show them
+    for index in range(20):
+        upright = Image.fromarray(255 - mnist.x_test[index]).resize((300, 400), Image.Resampling.BICUBIC)
+        upright.save(tmp_path / f"{index:02d}-upright.jpg")
+        upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / f"{index:02d}-stored.jpg", exif=exif)
+    results = predict.main([str(tmp_path), "--json", "--model", str(trained_run.folder / "model.keras")])
+    digits = [result["digit"] for result in results]
+    assert digits[0::2] == digits[1::2]  # each photo on its side as its upright copy
+
+
+def test_json_piped_into_a_reader_that_stops_ends_quietly(exported, rerendered):
+    _, folder = exported
+    with subprocess.Popen(
+        [sys.executable, "predict.py", str(rerendered), "--json", "--model", str(folder / "model.onnx")],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as reading:
+        reading.stdout.close()  # as `| head -0`: the pipe is gone before the first line
+        stderr = reading.stderr.read()
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr

@@ -29,7 +29,7 @@ from typing import Annotated
 import anyio
 import numpy as np
 from fastapi import APIRouter, Depends, File, HTTPException, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from PIL import Image
@@ -208,6 +208,12 @@ def model_info(model: Model) -> dict:
 @router.get("/", include_in_schema=False)
 def page() -> FileResponse:
     return FileResponse(WEB_DIR / "index.html")
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+def favicon() -> RedirectResponse:
+    """The page names its icon; other clients ask for this one."""
+    return RedirectResponse("/static/favicon.svg", status_code=308)
 
 
 async def bad_image(request: Request, exc: ImageError) -> JSONResponse:

@@ -24,6 +24,11 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 MAX_UPLOAD_BYTES = 1_000_000
+# A phone saves a photo of 3-15 MB; its digits read as well from a copy of 1,600 px, under 1 MB.
+SHRINK_PHOTO = (
+    "shrink a photo to at most 1,600 px on its long side, saved as JPEG, as the page does itself "
+    "(for example `convert photo.jpg -resize 1600x1600 small.jpg`)"
+)
 UPLOAD_SECONDS = 20.0  # to receive a whole upload: 1 MB at 50 KB/s, a poor mobile link
 HEADER_SECONDS = 10.0  # to receive a request's headers, from connecting or from the last answer
 KEEP_ALIVE_SECONDS = 5  # an idle connection is closed after this
@@ -75,7 +80,7 @@ def upload_refusal(headers: dict[bytes, bytes]) -> tuple[int, str] | None:
     if length is None or not length.isdigit():
         return 411, "send a Content-Length header"
     if int(length) > MAX_UPLOAD_BYTES:
-        return 413, f"upload is {int(length):,} bytes; the limit is {MAX_UPLOAD_BYTES:,}"
+        return 413, f"upload is {int(length):,} bytes; the limit is {MAX_UPLOAD_BYTES:,}: {SHRINK_PHOTO}"
     return None
 
 
@@ -124,7 +129,7 @@ class GuardedRequests:
                         return None  # the client left: nobody to answer
                     body += message.get("body", b"")
                     if len(body) > MAX_UPLOAD_BYTES:
-                        detail = f"upload is over the limit of {MAX_UPLOAD_BYTES:,} bytes"
+                        detail = f"upload is over the limit of {MAX_UPLOAD_BYTES:,} bytes: {SHRINK_PHOTO}"
                         return await send_error(send, 413, detail)
                     if not message.get("more_body"):
                         return bytes(body)

@@ -1,13 +1,8 @@
 import asyncio
 import base64
-import contextlib
 import io
-import json
 import re
-import shutil
 import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,23 +11,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import digit_row, encoded, wait_until
-from local_server import running_server
 from model import ModelConfig, build_model
 from reader.classifier import keras_classifier
 from reader.deadline import ReadingAbandoned, ReadingTimeout
 from reader.guards import MAX_UPLOAD_BYTES, delivering
 from serve import DECODES_AT_ONCE, STARTUP_FAILURE, answer, app_of, create_app, parse_args
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +103,11 @@ def test_multipart_upload_gives_the_same_answer(client, mnist):
             400,
             "field `file`",
         ),
-        ({"content": b"\0" * (MAX_UPLOAD_BYTES + 1)}, 413, "limit is 1,000,000"),
+        (
+            {"content": b"\0" * (MAX_UPLOAD_BYTES + 1)},
+            413,
+            "limit is 1,000,000: shrink a photo to at most 1,600 px",
+        ),
     ],
     ids=[
         "empty",
@@ -229,218 +216,6 @@ def test_fewer_than_one_worker_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as stopped:
         parse_args(["--workers", "0"])
     assert stopped.value.code == 2 and "--workers 0: run at least 1" in capsys.readouterr().err
-
-
-@pytest.fixture(scope="module")
-def live_server(trained_run):
-    with running_server(trained_run.folder / "model.keras") as url:
-        yield url
-
-
-@contextlib.contextmanager
-def browser_page(url):
-    """Debian's Chromium, headless, on the page at `url` (the test skips where there is none)."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 900, "height": 700})
-        page.goto(url)
-        yield page
-        browser.close()
-
-
-def draw(page, *strokes):
-    """Mouse strokes on the pad, each a list of points as fractions of its width and height."""
-    box = page.locator("#pad").bounding_box()
-
-    def move(x, y):
-        page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"])
-
-    for stroke in strokes:
-        move(*stroke[0])
-        page.mouse.down()
-        for (x0, y0), (x1, y1) in zip(stroke[:-1], stroke[1:], strict=True):
-            for step in range(1, 11):  # in small steps, as a hand moves
-                move(x0 + (x1 - x0) * step / 10, y0 + (y1 - y0) * step / 10)
-        page.mouse.up()
-    page.wait_for_selector("body[data-state='ready']", state="attached")
-
-
-def shown_for(answer: dict) -> str:
-    """What the page shows for a digit's reading: the digit, "?" when not sure, a cross when it is
-    not a digit."""
-    return "\u2715" if answer["not_a_digit"] else "?" if answer["not_sure"] else str(answer["digit"])
-
-
-def number_shown(answer: dict) -> str:
-    """What the page shows for a number's reading: its digits, a cross for each part not a digit."""
-    return "".join("\u2715" if item["not_a_digit"] else str(item["digit"]) for item in answer["digits"])
-
-
-def api_answer(url, endpoint, page):
-    canvas_png = base64.b64decode(page.evaluate("pad.toDataURL('image/png')").split(",", 1)[1])
-    request = urllib.request.Request(url + endpoint, data=canvas_png, headers={"Content-Type": "image/png"})
-    return json.load(urllib.request.urlopen(request))
-
-
-@pytest.mark.browser
-def test_drawing_in_a_real_browser_shows_what_the_api_returns(live_server, tmp_path):
-    with browser_page(live_server) as page:
-        draw(page, [(0.25, 0.2), (0.75, 0.2), (0.4, 0.9)])  # a 7: the bar, then the diagonal
-        shown_digit = page.locator("#digit").text_content()
-        shown = [
-            float(value)
-            for value in page.locator("#bars li").evaluate_all(
-                "rows => rows.map(row => row.dataset.probability)"
-            )
-        ]
-        drawn = page.locator("#bars li .bar").evaluate_all(
-            "bars => bars.map(bar => bar.firstElementChild.getBoundingClientRect().width"
-            " / bar.getBoundingClientRect().width)"
-        )
-        answer = api_answer(live_server, "/api/predict", page)
-        note = page.locator("#note").text_content()
-        page.screenshot(path=str(tmp_path / "web_page.png"))
-    assert shown_digit == shown_for(answer)
-    assert shown == pytest.approx(answer["probabilities"], abs=1e-6)
-    assert drawn == pytest.approx(answer["probabilities"], abs=0.02)  # each bar as long as its share
-    assert note == json.load(urllib.request.urlopen(live_server + "/api/model"))["probabilities"]
-    assert (tmp_path / "web_page.png").stat().st_size > 10_000
-
-
-@pytest.mark.browser
-def test_number_mode_in_a_real_browser_reads_three_digits_side_by_side(live_server, tmp_path):
-    with browser_page(live_server) as page:
-        page.check("input[value=number]")
-        one = [(0.12, 0.15), (0.12, 0.85)]
-        seven = [(0.35, 0.15), (0.55, 0.15), (0.42, 0.85)]
-        zero = [(0.8, 0.15), (0.72, 0.3), (0.72, 0.7), (0.8, 0.85), (0.88, 0.7), (0.88, 0.3), (0.8, 0.15)]
-        draw(page, one, seven, zero)
-        shown = page.locator("#digit").text_content()
-        pieces = page.locator("#pieces li").count()
-        answer = api_answer(live_server, "/api/number", page)
-        page.screenshot(path=str(tmp_path / "number_mode.png"))
-    assert len(answer["number"]) == 3 and pieces == 3
-    assert shown == number_shown(answer)
-
-
-@pytest.fixture(scope="module")
-def never_sure_server(trained_run, tmp_path_factory):
-    """The tiny run's model served with a threshold of 100%: no reading is sure, and none is a digit."""
-    folder = tmp_path_factory.mktemp("never_sure")
-    shutil.copy(trained_run.folder / "model.keras", folder)
-    record = json.loads((trained_run.folder / "run.json").read_text())
-    record["calibration"]["threshold"] = 1.0
-    (folder / "run.json").write_text(json.dumps(record))
-    with running_server(folder / "model.keras") as url:
-        yield url
-
-
-@pytest.mark.browser
-def test_the_page_says_not_a_digit_plainly_with_the_likeliest_digits(never_sure_server, tmp_path):
-    with browser_page(never_sure_server) as page:
-        draw(page, [(0.2, 0.2), (0.8, 0.8)], [(0.8, 0.2), (0.2, 0.8)])  # a cross
-        shown = page.locator("#digit").text_content()
-        said = page.locator("#confidence").text_content()
-        answer = api_answer(never_sure_server, "/api/predict", page)
-        page.check("input[value=number]")  # a new, empty pad
-        draw(page, [(0.1, 0.2), (0.3, 0.8)], [(0.3, 0.2), (0.1, 0.8)])
-        pieces = page.locator("#pieces li b").all_text_contents()
-        number, number_said = (
-            page.locator("#digit").text_content(),
-            page.locator("#confidence").text_content(),
-        )
-        page.screenshot(path=str(tmp_path / "not_a_digit.png"))
-    first, second = answer["top"][:2]
-    assert answer["not_a_digit"] and shown == "\u2715"
-    assert said == (
-        f"not a digit (likeliest {first['digit']} ({100 * first['probability']:.0f}%), "
-        f"{second['digit']} ({100 * second['probability']:.0f}%))"
-    )
-    assert pieces and all(piece == "\u2715" for piece in pieces)  # each part of the number too
-    assert number == "\u2715" * len(pieces) and number_said.startswith(f"not a digit: {len(pieces)} of")
-
-
-def photo_of(digits, path):
-    """MNIST digits side by side, dark on grey paper, enlarged four times: a photo's PNG at `path`."""
-    row = digit_row(digits)
-    paper = (200 - row * 0.75).astype(np.uint8)
-    Image.fromarray(paper).resize((row.shape[1] * 4, row.shape[0] * 4), Image.Resampling.BICUBIC).save(path)
-    return path
-
-
-@pytest.mark.browser
-def test_a_photo_uploaded_in_number_mode_shows_its_number_and_a_box_round_each_digit(
-    live_server, mnist, tmp_path
-):
-    photo = photo_of(mnist.x_test[:4], tmp_path / "photo.png")
-    answer = api_answer_for(live_server, "/api/number", photo)
-    width, height = Image.open(photo).size
-    with browser_page(live_server) as page:
-        unread = page.locator("#seen").evaluate("image => getComputedStyle(image).visibility")
-        page.check("input[value=number]")
-        page.set_input_files("#upload", str(photo))
-        page.wait_for_selector("body[data-state='ready']", state="attached")
-        shown, boxed = (
-            page.locator("#digit").text_content(),
-            page.locator("#boxes").get_attribute("data-count"),
-        )
-        edges = [
-            page.evaluate(BOX_EDGE, {"box": item["box"], "width": width, "height": height})
-            for item in answer["digits"]
-        ]
-        page.screenshot(path=str(tmp_path / "photo_number.png"))
-    assert unread == "hidden"  # no broken-image mark before the first reading
-    assert shown == number_shown(answer) and int(boxed) == len(answer["digits"]) == 4
-    assert all(alpha == 255 for *_, alpha in edges)  # a box drawn round each digit as read
-
-
-# The overlay's pixel on the middle of a box's left edge (the box in the photo's pixels), where the
-# page places the photo on the pad: fitted and centred.
-BOX_EDGE = """({box, width, height}) => {
-    const pad = document.getElementById("pad");
-    const scale = Math.min(pad.width / width, pad.height / height);
-    const x = (pad.width - width * scale) / 2 + box[0] * scale - 4;
-    const y = (pad.height - height * scale) / 2 + (box[1] + box[3]) / 2 * scale;
-    const overlay = document.getElementById("boxes").getContext("2d");
-    return Array.from(overlay.getImageData(Math.round(x), Math.round(y), 1, 1).data);
-}"""
-
-
-def api_answer_for(url, endpoint, path):
-    request = urllib.request.Request(
-        url + endpoint, data=path.read_bytes(), headers={"Content-Type": "image/png"}
-    )
-    return json.load(urllib.request.urlopen(request))
-
-
-@pytest.mark.browser
-def test_a_photo_uploaded_in_digit_mode_is_read_as_the_api_reads_it(live_server, mnist, tmp_path):
-    photo = photo_of(mnist.x_test[:1], tmp_path / "seven.png")
-    with browser_page(live_server) as page:
-        page.set_input_files("#upload", str(photo))
-        page.wait_for_selector("body[data-state='ready']", state="attached")
-        shown = page.locator("#digit").text_content()
-        seen = page.locator("#seen").evaluate("image => getComputedStyle(image).visibility")
-    answer = api_answer_for(live_server, "/api/predict", photo)
-    assert shown == shown_for(answer) and seen == "visible"
-
-
-@pytest.mark.browser
-def test_api_docs_render_in_a_real_browser_offline_under_the_security_policy(live_server, tmp_path):
-    with browser_page(live_server + "/docs") as page:
-        refused = []
-        page.on("console", lambda message: refused.append(message.text) if message.type == "error" else None)
-        page.context.route(
-            "**/*",
-            lambda route: route.continue_() if route.request.url.startswith(live_server) else route.abort(),
-        )
-        page.reload()
-        page.wait_for_selector("[data-path='/api/predict']", timeout=20_000)
-        page.screenshot(path=tmp_path / "docs.png")
-    assert not refused, refused
 
 
 def checking_until_stopped(model, raw, deadline):

@@ -1,14 +1,20 @@
 // Drawing pad: pointer events (mouse, pen, touch). When a stroke ends, the canvas is sent as a PNG
-// to /api/predict (one digit) or /api/number (a number); an uploaded photo is sent as it is, and
-// shown on the pad. All preprocessing happens on the server, as for any other image.
+// to /api/predict (one digit) or /api/number (a number); an uploaded photo is turned upright,
+// shrunk, sent as a JPEG and shown on the pad. All preprocessing happens on the server, as for any
+// other image.
 const pad = document.getElementById("pad");
 const context = pad.getContext("2d");
 const boxes = document.getElementById("boxes");  // over the pad: a number's digits as read
 const overlay = boxes.getContext("2d");
 const bars = document.getElementById("bars");
 const DRAWN = { scale: 1, x: 0, y: 0 };  // where the pixels of an image sent fall on the pad
+// A phone's photo (3-15 MB) is shrunk before it is sent: the API takes 1 MB, and a digit reads as
+// well from 1,600 px (the server works at 1,024). Larger files than MAX_BYTES are no phone photo.
+const PHOTO = { longSide: 1600, quality: 0.9, sendAsIs: 1_000_000, maxBytes: 30_000_000 };
 let drawing = false;
-let latestRequest = 0;  // answers to older strokes that arrive late are dropped
+// Each stroke or photo is a new request from the moment it ends or is chosen: answers to older
+// ones, arriving late, are dropped.
+let latestRequest = 0;
 
 const TITLES = { digit: "Draw a digit", number: "Write a number" };
 const HINTS = {
@@ -37,11 +43,14 @@ function clearPad() {
   context.fillRect(0, 0, pad.width, pad.height);
   overlay.clearRect(0, 0, boxes.width, boxes.height);
   boxes.dataset.count = 0;
+  for (const shown of [document.getElementById("digit"), document.getElementById("confidence")]) {
+    delete shown.dataset.sureness;
+  }
   document.getElementById("digit").textContent = "–";
   document.getElementById("confidence").innerHTML = "&nbsp;";
   document.getElementById("seen").removeAttribute("src");
   document.getElementById("pieces").replaceChildren();
-  document.getElementById("error").textContent = "";
+  showError("");
   showProbabilities(new Array(10).fill(0), -1);
 }
 
@@ -73,26 +82,56 @@ function endStroke() {
   if (!drawing) return;
   drawing = false;
   document.body.dataset.state = "busy";
-  pad.toBlob((png) => predict(png, DRAWN), "image/png");
+  const request = ++latestRequest;
+  pad.toBlob((png) => predict(png, DRAWN, request), "image/png");
 }
 pad.addEventListener("pointerup", endStroke);
 pad.addEventListener("pointercancel", endStroke);
 
-// A photo: shown on the pad, fitted and centred, and sent as it is (the server reads any size).
+// A photo: upright (as its EXIF orientation says), shrunk, shown on the pad fitted and centred, and
+// sent. A format the browser cannot draw (TIFF) is sent as it is while the API takes its size.
 const upload = document.getElementById("upload");
 upload.addEventListener("change", async () => {
   const [photo] = upload.files;
+  upload.value = "";  // choosing the same file again is a new reading
   if (!photo) return;
   clearPad();
   document.body.dataset.state = "busy";
-  let placement = null;  // a format the browser cannot show (TIFF) is still read, without boxes
+  const request = ++latestRequest;
+  let prepared;
   try {
-    placement = fitted(await createImageBitmap(photo));
-  } catch {}
-  upload.value = "";  // choosing the same file again is a new reading
-  predict(photo, placement);
+    prepared = await preparedPhoto(photo);
+  } catch (failure) {
+    showError(`Could not read the photo: ${failure.message}`);
+    document.body.dataset.state = "ready";
+    return;
+  }
+  if (request === latestRequest) predict(prepared.image, prepared.picture ? fitted(prepared.picture) : null, request);
 });
 
+async function preparedPhoto(photo) {
+  const megabytes = (bytes) => (bytes / 1e6).toFixed(1);
+  if (photo.size > PHOTO.maxBytes) {
+    throw new Error(`it is ${megabytes(photo.size)} MB; choose a photo under ${megabytes(PHOTO.maxBytes)} MB`);
+  }
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(photo, { imageOrientation: "from-image" });
+  } catch {
+    if (photo.size <= PHOTO.sendAsIs) return { image: photo, picture: null };  // the server reads TIFF
+    throw new Error("this browser cannot open it (HEIC?); save it as JPEG or PNG, or choose the camera's most compatible format");
+  }
+  const scale = Math.min(1, PHOTO.longSide / Math.max(bitmap.width, bitmap.height));
+  if (scale === 1 && photo.size <= PHOTO.sendAsIs) return { image: photo, picture: bitmap };
+  const picture = document.createElement("canvas");
+  picture.width = Math.round(bitmap.width * scale);
+  picture.height = Math.round(bitmap.height * scale);
+  picture.getContext("2d").drawImage(bitmap, 0, 0, picture.width, picture.height);
+  const image = await new Promise((done) => picture.toBlob(done, "image/jpeg", PHOTO.quality));
+  return { image, picture };
+}
+
+// Where `bitmap` (an image sent) lies on the pad: fitted, centred, and drawn there.
 function fitted(bitmap) {
   const scale = Math.min(pad.width / bitmap.width, pad.height / bitmap.height);
   const placement = { scale, x: (pad.width - bitmap.width * scale) / 2, y: (pad.height - bitmap.height * scale) / 2 };
@@ -100,9 +139,7 @@ function fitted(bitmap) {
   return placement;
 }
 
-async function predict(image, placement) {
-  const request = ++latestRequest;
-  const error = document.getElementById("error");
+async function predict(image, placement, request) {
   try {
     const response = await fetch(mode() === "number" ? "/api/number" : "/api/predict", {
       method: "POST", headers: { "Content-Type": image.type || "application/octet-stream" }, body: image,
@@ -110,13 +147,25 @@ async function predict(image, placement) {
     const body = await response.json();
     if (request !== latestRequest) return;
     if (!response.ok) throw new Error(body.detail || response.statusText);
-    error.textContent = "";
+    showError("");
     if (mode() === "number") showNumber(body, placement); else showDigit(body);
+    onScreen(document.querySelector(".answer"));
   } catch (failure) {
-    if (request === latestRequest) error.textContent = `Could not read the digit: ${failure.message}`;
+    if (request === latestRequest) showError(`Could not read it: ${failure.message}`);
   } finally {
     if (request === latestRequest) document.body.dataset.state = "ready";
   }
+}
+
+function showError(message) {
+  const error = document.getElementById("error");
+  error.textContent = message;
+  if (message) onScreen(error);
+}
+
+// On a phone the page is taller than the screen: what was just read, or went wrong, is scrolled to.
+function onScreen(element) {
+  element.scrollIntoView({ block: "nearest", behavior: "instant" });
 }
 
 // "not sure: 4 (51%) or 9 (40%)": a reading below the model's calibrated confidence; "not a digit"
@@ -124,8 +173,16 @@ async function predict(image, placement) {
 function doubt(reading) {
   const [first, second] = reading.top;
   const percent = (item) => `${item.digit} (${(100 * item.probability).toFixed(0)}%)`;
-  if (reading.not_a_digit) return `not a digit (likeliest ${percent(first)}, ${percent(second)})`;
+  if (reading.not_a_digit) return `not a digit; likeliest ${percent(first)}, then ${percent(second)}`;
   return `not sure: ${percent(first)} or ${percent(second)}`;
+}
+
+// Each colour means one thing: sure, not sure, not a digit (style.css).
+function sureness(reading) {
+  return reading.not_a_digit ? "strange" : reading.not_sure ? "unsure" : "sure";
+}
+function colour(sureness) {
+  return getComputedStyle(document.documentElement).getPropertyValue(`--${sureness}`);
 }
 
 // What stands for a digit not read surely: a cross for "not a digit", else the likeliest with "?".
@@ -138,18 +195,16 @@ function unsureMark(reading) {
 function showDigit(body) {
   const digit = document.getElementById("digit");
   digit.textContent = body.not_a_digit ? NOT_A_DIGIT : body.not_sure ? "?" : body.digit;
-  digit.classList.toggle("unsure", body.not_sure);
   const confidence = document.getElementById("confidence");
   confidence.textContent = body.not_sure ? doubt(body) : `${(100 * body.confidence).toFixed(1)}% probability`;
-  confidence.classList.toggle("unsure", body.not_sure);
+  digit.dataset.sureness = confidence.dataset.sureness = sureness(body);
   document.getElementById("seen").src = body.preprocessed;
-  showProbabilities(body.probabilities, body.digit);
+  showProbabilities(body.probabilities, body.digit, sureness(body));
 }
 
 function showNumber(body, placement) {
   const number = document.getElementById("digit");
   number.textContent = body.digits.map((item) => (item.not_a_digit ? NOT_A_DIGIT : item.digit)).join("");
-  number.classList.toggle("unsure", body.not_sure);
   const count = body.digits.length;
   const strange = body.digits.filter((item) => item.not_a_digit).length;
   const unsure = body.digits.filter((item) => item.not_sure && !item.not_a_digit).length;
@@ -158,11 +213,11 @@ function showNumber(body, placement) {
   if (unsure) doubts.push(`not sure of ${unsure} of its ${count} digits`);
   const confidence = document.getElementById("confidence");
   confidence.textContent = doubts.length ? doubts.join("; ") : `${count} digits`;
-  confidence.classList.toggle("unsure", doubts.length > 0);
+  number.dataset.sureness = confidence.dataset.sureness = strange ? "strange" : unsure ? "unsure" : "sure";
   if (placement) drawBoxes(body.digits, placement);
   document.getElementById("pieces").replaceChildren(...body.digits.map((item) => {
     const piece = document.createElement("li");
-    piece.className = item.not_sure ? "unsure" : "";
+    piece.dataset.sureness = sureness(item);
     piece.title = item.not_sure ? doubt(item) : `${(100 * item.confidence).toFixed(1)}% probability`;
     const seen = document.createElement("img");
     const alt = item.not_a_digit ? "not a digit" : `digit read as ${item.digit}`;
@@ -182,17 +237,17 @@ function drawBoxes(digits, placement) {
   for (const item of digits) {
     const [left, top, right, bottom] = item.box.map((value) => value * placement.scale);
     const x = placement.x + left, y = placement.y + top;
-    overlay.strokeStyle = overlay.fillStyle = item.not_sure ? "#b26b00" : "#1f9d55";
+    overlay.strokeStyle = overlay.fillStyle = colour(sureness(item));
     overlay.strokeRect(x - 4, y - 4, right - left + 8, bottom - top + 8);
     overlay.fillText(item.not_sure ? unsureMark(item) : String(item.digit), x, Math.max(20, y - 8));
   }
   boxes.dataset.count = digits.length;
 }
 
-function showProbabilities(probabilities, top) {
+function showProbabilities(probabilities, top, topSureness) {
   bars.replaceChildren(...probabilities.map((probability, digit) => {
     const row = document.createElement("li");
-    row.className = digit === top ? "top" : "";
+    if (digit === top) row.dataset.sureness = topSureness;
     row.dataset.probability = probability;
     const percent = (100 * probability).toFixed(1);
     row.innerHTML = `<span>${digit}</span><div class="bar"><span></span></div>` +

@@ -28,6 +28,7 @@ from outputs import HelpFormatter, OutputError, check_writable, folder_lock, sav
 from trained import ModelError, load_trained_model
 
 DIGITS = list(range(NUM_CLASSES))
+ERROR_SHARE_SHOWN = 0.05  # %: smaller shares of a digit's errors (under 1 in 1,000 images) are left blank
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,23 +63,48 @@ def most_confused_pairs(matrix: np.ndarray, count: int) -> list[dict]:
     return [pair for pair in pairs[:count] if pair["errors"]]
 
 
-def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, normalize: str | None, path: Path) -> None:
+def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, path: Path) -> None:
+    """The confusion matrix of counts, as a PNG."""
     figure = Figure(figsize=(7.5, 6.5), layout="constrained")
     ax = figure.subplots()
     ConfusionMatrixDisplay.from_predictions(
-        y_true,
-        y_pred,
-        labels=DIGITS,
-        normalize=normalize,
-        ax=ax,
-        cmap="Blues",
-        values_format=".2f" if normalize else "d",
-        colorbar=True,
+        y_true, y_pred, labels=DIGITS, ax=ax, cmap="Blues", values_format="d", colorbar=True
     )
-    kind = "share of each true digit" if normalize else "counts"
-    accuracy = np.mean(y_true == y_pred)
-    ax.set_title(f"MNIST test confusion matrix ({kind}); accuracy {accuracy:.2%}")
+    ax.set_title(f"MNIST test confusion matrix (counts); accuracy {np.mean(y_true == y_pred):.2%}")
     save_figure(figure, path)
+
+
+def error_shares_figure(matrix: np.ndarray) -> Figure:
+    """Where the errors are: each true digit's misreadings as a share of that digit, on a colour
+    scale of their own, with the share read right (the diagonal) set apart in grey. On one scale
+    with the diagonal's 99%, every error would be the same pale 0.00."""
+    shares = 100 * matrix / matrix.sum(axis=1, keepdims=True)
+    diagonal = np.eye(len(DIGITS), dtype=bool)
+    errors = np.ma.masked_array(shares, mask=diagonal)
+    figure = Figure(figsize=(7.5, 6.5), layout="constrained")
+    ax = figure.subplots()
+    ax.imshow(np.where(diagonal, 1.0, np.nan), cmap="Greys", vmin=0, vmax=6)  # the diagonal, light grey
+    shown = ax.imshow(errors, cmap="Reds", vmin=0, vmax=max(float(errors.max()), ERROR_SHARE_SHOWN))
+    figure.colorbar(shown, ax=ax, label="% of the true digit read as this digit")
+    for (true, read), share in np.ndenumerate(shares):
+        if true == read:
+            ax.text(read, true, f"{share:.1f}", ha="center", va="center", fontsize=8, color="#444")
+        elif share >= ERROR_SHARE_SHOWN:
+            dark = share > 0.6 * errors.max()
+            ax.text(
+                read,
+                true,
+                f"{share:.1f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if dark else "black",
+            )
+    ax.set(xticks=DIGITS, yticks=DIGITS, xlabel="read as", ylabel="true digit")
+    ax.set_title(
+        "Where the errors are: % of each true digit read as another\n(diagonal, in grey: % read right)"
+    )
+    return figure
 
 
 def plot_misclassified(
@@ -136,8 +162,8 @@ def measure(model: keras.Model, mnist: Mnist, name: str, out: Path, top_pairs: i
             for a, b in [pair["digits"]]
         )
     )
-    plot_confusion(y_true, y_pred, None, out / "confusion_matrix.png")
-    plot_confusion(y_true, y_pred, "true", out / "confusion_matrix_normalized.png")
+    plot_confusion(y_true, y_pred, out / "confusion_matrix.png")
+    save_figure(error_shares_figure(matrix), out / "confusion_matrix_normalized.png")
     plot_misclassified(mnist.x_test, y_true, probabilities, out / "misclassified.png")
     metrics = {
         "model": name,

@@ -73,3 +73,18 @@ def test_a_folder_a_run_is_writing_into_is_not_evaluated_into(trained_run, tmp_p
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"is in use by another run (process {os.getpid()})" in result.stderr
     assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "confusion_matrix.png").exists()
+
+
+def test_the_error_shares_show_each_error_as_a_share_of_its_digit_with_the_diagonal_apart():
+    matrix = np.diag(np.full(10, 998))
+    matrix[4, 9], matrix[4, 7], matrix[7, 1] = 1, 1, 2  # 0.1% and 0.2% of a digit read as another
+    figure = evaluate.error_shares_figure(matrix)
+    [errors, diagonal] = [image.get_array() for image in reversed(figure.axes[0].images)]
+    shown = {
+        (round(text.get_position()[1]), round(text.get_position()[0])): text.get_text()
+        for text in figure.axes[0].texts
+    }
+    assert shown[4, 9] == shown[4, 7] == "0.1" and shown[7, 1] == "0.2" and shown[0, 0] == "100.0"
+    assert (3, 5) not in shown  # no error: nothing written
+    assert errors.mask[np.diag_indices(10)].all() and not errors.mask[4, 9]  # errors on a scale of their own
+    assert diagonal[4, 4] > 0 and diagonal[4, 9] is np.ma.masked  # the diagonal alone, in grey

@@ -10,7 +10,7 @@ Writes model.keras, run.json (settings, data checksums, versions, results), hist
 training_curves.png into --out. Select settings on the validation split; evaluate.py alone touches
 the test set. An interrupted run (Ctrl-C, kill, power loss) resumes from its last completed epoch
 when the same command is run again; --fresh starts over. --strategy mirrored spreads each batch over
-all local GPUs, --strategy multiworker over several machines (TF_CONFIG; README).
+all local GPUs, --strategy multiworker over several machines (TF_CONFIG; docs/tuning.md).
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(str(exc))
     if args.strategy == "multiworker" and "TF_CONFIG" not in os.environ:
         parser.error(
-            "--strategy multiworker needs TF_CONFIG naming the workers and this one's index (README)"
+            "--strategy multiworker needs TF_CONFIG naming the workers and this one's index (docs/tuning.md)"
         )
     return args
 

@@ -10,7 +10,7 @@ Writes into --out: best_config.json, trials.csv and trials.md (every trial's set
 trials.png, and KerasTuner's project folder search/, from which an interrupted search resumes when
 the same command runs again (--fresh starts over). Several processes or machines can share one
 search: a chief and workers, each running this same command with KERASTUNER_TUNER_ID,
-KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set (README).
+KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set (docs/tuning.md).
 """
 
 from __future__ import annotations
@@ -282,7 +282,9 @@ def role() -> str:
         return "alone"
     missing = [name for name in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if name not in os.environ]
     if missing:
-        raise TrainingError(f"KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} not: set both (README)")
+        raise TrainingError(
+            f"KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} not: set both (docs/tuning.md)"
+        )
     return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
 
 

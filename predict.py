@@ -157,10 +157,21 @@ def save_seen(results: list[dict], seen: list[list], folder: Path, number: bool)
     return failures
 
 
+def shown(name: str) -> str:
+    """A file name as printed: as it is, or, where it holds characters that are not printable (a
+    newline would start a line of its own, a forged reading), quoted as `ls` does, $'a\\nb'."""
+    if name.isprintable():
+        return name
+    escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name.replace("\\", "\\\\"))
+    return "$'" + escaped.replace("'", "\\'") + "'"
+
+
 def number_line(result: dict) -> str:
     """A number's reading as a line of text, naming the digits it is not sure of."""
     doubts = [f"digit {i + 1}: {described(d)}" for i, d in enumerate(result["digits"]) if d["not_sure"]]
-    return f"{result['file']}: {result['number']}" + (f" (not sure of {'; '.join(doubts)})" if doubts else "")
+    return f"{shown(result['file'])}: {result['number']}" + (
+        f" (not sure of {'; '.join(doubts)})" if doubts else ""
+    )
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -180,9 +191,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(json.dumps({"predictions": results, "errors": failures}, indent=2))
     else:
         for result in results:
-            print(number_line(result) if args.number else f"{result['file']}: {described(result)}")
+            print(number_line(result) if args.number else f"{shown(result['file'])}: {described(result)}")
     for failure in failures:
-        print(f"error: {failure['file']}: {failure['error']}", file=sys.stderr)
+        print(f"error: {shown(failure['file'])}: {failure['error']}", file=sys.stderr)
     if failures:
         raise SystemExit(1)
     return results

@@ -240,3 +240,16 @@ def test_an_image_that_cannot_be_saved_is_that_files_error_and_every_reading_is_
     assert "saved_as" not in printed["predictions"][0] and printed["predictions"][1]["saved_as"]
     [failure] = printed["errors"]
     assert failure["file"] == files[0] and "its 28x28 image is not saved" in failure["error"]
+
+
+def test_a_file_name_holding_a_newline_cannot_forge_a_reading_line(trained_run, rerendered, tmp_path, capsys):
+    forged = tmp_path / "x.png\nseven.png: 3 (99.9%)\ny.png"
+    shutil.copy(rerendered / "000.png", forged)
+    missing = tmp_path / "gone\rerror: none.png"
+    with pytest.raises(SystemExit):  # the missing file fails
+        predict.main([str(forged), str(missing), "--model", str(trained_run.folder / "model.keras")])
+    printed = capsys.readouterr()
+    [line] = printed.out.splitlines()  # one file read, one line
+    assert line.startswith(f"$'{tmp_path}/x.png\\nseven.png: 3 (99.9%)\\ny.png': ")
+    [error] = printed.err.splitlines()[-1:]
+    assert "\r" not in printed.err and error.startswith(f"error: $'{tmp_path}/gone\\rerror: none.png': ")

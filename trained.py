@@ -31,6 +31,9 @@ EXPORT_RECORD = "export.json"  # beside export.py's files: their sha256 and the 
 # The rule: the lowest confidence at which the validation digits read at or above it are still
 # right 99.5% of the time. Below it a reading is reported as "not sure".
 TARGET_PRECISION = 0.995
+# The likeliest of 10 probabilities summing to 1 is at least 1/10: a threshold at or below it flags
+# no reading, and calibrate never writes one.
+NO_FLAG_THRESHOLD = 1 / NUM_CLASSES
 MAX_CONFIG_BYTES = 1_000_000  # a .keras file's config.json; train.py's are a few kB
 MAX_CONFIG_DEPTH = 40  # nesting of that config; train.py's nest about 8 deep
 # The names train.py's networks give their last two layers (model.build_model): the logits, which
@@ -94,10 +97,11 @@ def recorded(run: object, section: str, key: str) -> object:
 
 def threshold_of(run: object) -> float | None:
     """The calibrated "not sure" threshold in a run record, or None where it has none: a run
-    without a validation split, or a record that is not one."""
+    without a validation split, a record that is not one, or a threshold that would flag no
+    reading (1e-400 and -0.0 read as 0.0), so that such a model gets the same note."""
     threshold = recorded(run, "calibration", "threshold")
     number = isinstance(threshold, (int, float)) and not isinstance(threshold, bool)  # true is not 1.0
-    return float(threshold) if number and 0 <= threshold <= 1 else None
+    return float(threshold) if number and NO_FLAG_THRESHOLD < threshold <= 1 else None
 
 
 def config_problem(archive: zipfile.ZipFile) -> str | None:

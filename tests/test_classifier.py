@@ -211,6 +211,13 @@ def test_an_onnx_file_that_export_json_does_not_list_has_no_threshold(exported, 
             "source": {"run": {"calibration": {"threshold": True}}},
         },
         "[" * 100_000 + "]" * 100_000,  # too deep for Python's recursion
+        # Both read as 0.0, which would flag no reading: as good as none, and said so.
+        '{"formats": {"onnx": {"path": "model.onnx", "sha256": "LISTED"}}, '
+        '"source": {"run": {"calibration": {"threshold": 1e-400}}}}',
+        {
+            "formats": {"onnx": {"path": "model.onnx", "sha256": "LISTED"}},
+            "source": {"run": {"calibration": {"threshold": -0.0}}},
+        },
     ],
 )
 def test_an_export_json_that_says_nothing_usable_leaves_the_model_readable_and_never_unsure(

@@ -253,3 +253,14 @@ def test_a_file_name_holding_a_newline_cannot_forge_a_reading_line(trained_run, 
     assert line.startswith(f"$'{tmp_path}/x.png\\nseven.png: 3 (99.9%)\\ny.png': ")
     [error] = printed.err.splitlines()[-1:]
     assert "\r" not in printed.err and error.startswith(f"error: $'{tmp_path}/gone\\rerror: none.png': ")
+
+
+@pytest.mark.parametrize("threshold", ["1e-400", "-0.0", "0.1"])
+def test_a_threshold_that_would_flag_no_reading_gets_the_note_of_a_missing_one(
+    trained_run, rerendered, tmp_path, capsys, threshold
+):
+    model = model_with_threshold(trained_run, tmp_path, "THRESHOLD")
+    record = tmp_path / "run.json"
+    record.write_text(record.read_text().replace('"THRESHOLD"', threshold))  # 1e-400 reads as 0.0
+    predict.main([str(rerendered / "000.png"), "--model", str(model)])
+    assert "no calibrated threshold (its run.json)" in capsys.readouterr().err

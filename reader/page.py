@@ -121,7 +121,9 @@ def ink_intensity(image: Image.Image) -> np.ndarray:
     gray = np.asarray(image.getchannel("L") if image.mode == "LA" else image, dtype=np.float32)
     if not np.isfinite(gray).all():
         raise ImageError("some pixels are not numbers (NaN or infinite): save the image as PNG or JPEG")
-    if image.mode in ("I", "F"):  # 16-bit and float greyscale
+    if image.mode == "F" and gray.min() >= 0 and gray.max() <= 1:  # float grey levels in [0, 1]
+        gray = gray * 255.0
+    elif image.mode in ("I", "F"):  # 16-bit and other float greyscale
         gray = gray * (255.0 / max(float(gray.max()), 255.0))
     alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255 if image.mode == "LA" else None
     if alpha is not None and alpha.min() < 1:

@@ -143,6 +143,15 @@ def test_a_float_image_with_a_pixel_that_is_not_a_number_is_an_error(bad):
         mnist_style_digit(read_image(encoded(Image.fromarray(pixels, mode="F"), "TIFF")))
 
 
+def test_a_float_tiff_in_zero_to_one_reads_as_the_same_digit_in_bytes(mnist):
+    # Scientific tools save a float image's grey levels in [0, 1], not [0, 255].
+    seven = mnist.x_test[0]
+    as_float = Image.fromarray(seven.astype(np.float32) / 255, mode="F")
+    digit = mnist_style_digit(read_image(encoded(as_float, "TIFF")))
+    reference = mnist_style_digit(read_image(encoded(Image.fromarray(seven))))
+    assert np.abs(digit.astype(int) - reference).mean() < 3
+
+
 def reference_one():
     return mnist_style_digit(read_image(encoded(drawn_one())))
 

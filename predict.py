@@ -29,7 +29,7 @@ from reader.classifier import MODEL_HELP, Classifier, load_classifier, unsure_ne
 from reader.deadline import READING_SECONDS, Deadline, ReadingTimeout
 from reader.page import FORMAT_NAMES, IMAGE_SUFFIXES, ImageError, mnist_style_digit, read_image_file
 from reader.reading import read_digits, read_number
-from trained import ModelError
+from trained import ModelError, ModelRunError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -124,16 +124,35 @@ def read_files(
                 digit = mnist_style_digit(image)
                 results.append({"file": str(path), "image": digit})
                 seen.append([digit])
-        except (ImageError, ReadingTimeout) as exc:
+        except (ImageError, ReadingTimeout, ModelRunError) as exc:
             failures.append({"file": str(path), "error": str(exc)})
         except Exception as exc:  # a fault of one file's decoding or preprocessing costs only that file
             failures.append({"file": str(path), "error": f"cannot be read ({type(exc).__name__}: {exc})"})
-    if not number:  # one batch for all the single digits
-        readings = read_digits(
-            model.probabilities_of, [r.pop("image") for r in results], model.threshold, top
-        )
-        results = [{**result, **item} for result, item in zip(results, readings, strict=True)]
+    if not number:
+        readings = read_single_digits(model, [result.pop("image") for result in results], top)
+        failures += [
+            {"file": result["file"], "error": str(item)}
+            for result, item in zip(results, readings, strict=True)
+            if isinstance(item, ModelRunError)
+        ]
+        kept = [index for index, item in enumerate(readings) if isinstance(item, dict)]
+        results, seen = [{**results[i], **readings[i]} for i in kept], [seen[i] for i in kept]
     return results, seen, failures
+
+
+def read_single_digits(model: Classifier, digits: list, top: int) -> list[dict | ModelRunError]:
+    """Each 28x28 digit's reading, in one batch; where the model fails on the batch, one at a
+    time, so that its failure is the error of the files it fails on only."""
+    try:
+        return read_digits(model.probabilities_of, digits, model.threshold, top)
+    except ModelRunError:
+        readings = []
+        for digit in digits:
+            try:
+                readings += read_digits(model.probabilities_of, [digit], model.threshold, top)
+            except ModelRunError as exc:
+                readings.append(exc)
+        return readings
 
 
 def save_seen(results: list[dict], seen: list[list], folder: Path, number: bool) -> list[dict]:
@@ -188,7 +207,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.save_preprocessed:
         failures += save_seen(results, seen, args.save_preprocessed, args.number)
     if args.json:
-        print(json.dumps({"predictions": results, "errors": failures}, indent=2))
+        # No NaN can be in a reading (the classifier checks its answers): were one, fail, not write it.
+        print(json.dumps({"predictions": results, "errors": failures}, indent=2, allow_nan=False))
     else:
         for result in results:
             print(number_line(result) if args.number else f"{shown(result['file'])}: {described(result)}")

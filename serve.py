@@ -41,7 +41,7 @@ from reader.deadline import READING_SECONDS, Deadline, ReadingTimeout
 from reader.guards import UPLOAD_SECONDS, GuardedRequests, LimitedRestarts, guarded_config, guarded_server
 from reader.page import FORMAT_NAMES, ImageError, mnist_style_digit, read_image
 from reader.reading import read_number, reading
-from trained import ModelError
+from trained import ModelError, ModelRunError
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 DECODES_AT_ONCE = 2  # images read at once (one per core); each may take up to ~150 MB while it is read
@@ -59,6 +59,7 @@ UPLOAD = {  # the OpenAPI description of both image routes
         408: {"description": "the upload took over 20 s"},
         411: {"description": "no Content-Length"},
         413: {"description": "upload over 1 MB"},
+        500: {"description": "the model failed on the image, or answered it with no probabilities"},
         503: {"description": "the reading took over 10 s, or the server is at its connection limit"},
     },
     "openapi_extra": {
@@ -219,6 +220,11 @@ async def too_long(request: Request, exc: ReadingTimeout) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": RETRY_SECONDS})
 
 
+async def model_failed(request: Request, exc: ModelRunError) -> JSONResponse:
+    """A model that failed on a reading or answered it with no probabilities: the server's fault."""
+    return JSONResponse({"detail": str(exc)}, status_code=500)
+
+
 def openapi_with_note(app: FastAPIOffline, openapi: Callable[[], dict], note: str) -> dict:
     """FastAPI's OpenAPI schema of `app`, its image routes saying what the probabilities of the
     model served are (the routes are shared by every app; the model is this app's)."""
@@ -238,7 +244,7 @@ def create_app(
     app = FastAPIOffline(  # FastAPI with its docs pages' scripts served from here, not a CDN
         title="MNIST digit recognizer",
         description="Draw or upload a handwritten digit or number; get what the model reads. " + note,
-        exception_handlers={ImageError: bad_image, ReadingTimeout: too_long},
+        exception_handlers={ImageError: bad_image, ReadingTimeout: too_long, ModelRunError: model_failed},
     )
     app.state.classifier = model
     app.state.decodes = anyio.CapacityLimiter(DECODES_AT_ONCE)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from data import IMAGE_SIZE, NUM_CLASSES
+from data import DEFAULT_DATA_PATH, IMAGE_SIZE, NUM_CLASSES, normalize_images
 from outputs import parse_json, read_json, sha256_of
 
 if TYPE_CHECKING:  # Keras is imported for .keras files only
@@ -45,6 +45,14 @@ OUTPUT_LAYER = "digit"
 # are 400 MB; the default MLP holds 1.3 million).
 MAX_WIDTH = 65_536
 MAX_WEIGHTS = 100_000_000
+# A run of an ONNX model: at most this many images, and MAX_RUN_BYTES of memory for all runs at
+# once (the default CNN's run of ONNX_CHUNK images needs under 20 MB; a hostile file asked for GBs).
+ONNX_CHUNK = 100
+MAX_RUN_BYTES = 256 * 2**20
+CHECK_DIGITS = 5  # real digits an ONNX model reads when it loads
+CHECK_BATCHES = (1, 2, 3, ONNX_CHUNK)  # at these batch sizes: one image, a few, and a whole run
+# A float32 softmax's rows sum to 1 within about 1e-6, a bfloat16 one's within a few thousandths.
+SUM_TOLERANCE = 0.01
 Probabilities = Callable[[np.ndarray], np.ndarray]  # float32 images (n, 28, 28) -> (n, 10)
 # What reading a damaged or hostile .keras file raises, from its zip archive (a damaged compressed
 # stream, an encrypted or unknown-compression entry, a cut-off file) to Keras's own checks.
@@ -63,6 +71,10 @@ UNREADABLE = (
 
 class ModelError(Exception):
     """A saved model that is missing, unreadable or not a digit classifier; says how to fix it."""
+
+
+class ModelRunError(ModelError):
+    """A model that failed on a reading, or answered it with something that is not probabilities."""
 
 
 def reason(exc: BaseException) -> str:
@@ -184,15 +196,67 @@ def load_trained_model(path: str | Path) -> keras.Model:
     return model
 
 
-def onnx_probabilities(path: Path) -> Probabilities:
-    """An ONNX digit classifier's probabilities function on onnxruntime's CPU provider."""
+def answer_problem(answer: np.ndarray, count: int) -> str | None:
+    """What makes a model's `answer` for `count` images not their probabilities (None: nothing)."""
+    if answer.shape != (count, NUM_CLASSES):
+        return f"it answered {answer.shape} for {count} image(s), not 10 probabilities each"
+    if not np.isfinite(answer).all():
+        return "its answer is not numbers (NaN or infinite)"
+    if (answer < 0).any() or (np.abs(answer.sum(axis=1) - 1) > SUM_TOLERANCE).any():
+        return "its answer is not probabilities (at least 0, each image's summing to 1)"
+    return None
+
+
+def checked(probabilities_of: Probabilities) -> Probabilities:
+    """`probabilities_of`, raising ModelRunError where an answer is not probabilities, so that a
+    broken model is that reading's error and never a sure digit."""
+
+    def checked_probabilities(images: np.ndarray) -> np.ndarray:
+        answer = np.asarray(probabilities_of(images))
+        problem = answer_problem(answer, len(images))
+        if problem:
+            raise ModelRunError(f"the model cannot read it: {problem}; use a model from train.py")
+        return answer
+
+    return checked_probabilities
+
+
+def check_digits() -> np.ndarray:
+    """float32 (CHECK_DIGITS, 28, 28): the first MNIST test digits, from the shipped file."""
+    with np.load(DEFAULT_DATA_PATH, allow_pickle=False) as npz:
+        return normalize_images(npz["x_test"][:CHECK_DIGITS])
+
+
+def onnx_session_options():
+    """onnxruntime's session options for a digit classifier: one thread, a run's memory bounded."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     # One thread per call: a few digits at a time are too small to share, and the thread pool's
     # spinning would take the cores that decoding images needs.
     options.intra_op_num_threads = 1
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # Runs allocate from one arena per process, of at most MAX_RUN_BYTES: past it a run fails
+    # (ModelRunError) instead of taking the machine's memory. Registering it again is a no-op.
+    arena_type, default = onnxruntime.OrtAllocatorType.ORT_ARENA_ALLOCATOR, onnxruntime.OrtMemType.DEFAULT
+    cpu = onnxruntime.OrtMemoryInfo("Cpu", arena_type, 0, default)
+    arena = onnxruntime.OrtArenaCfg({"max_mem": MAX_RUN_BYTES, "arena_extend_strategy": 1})
+    onnxruntime.create_and_register_allocator(cpu, arena)
+    options.add_session_config_entry("session.use_env_allocators", "1")
+    options.log_severity_level = 4  # a failed run is raised, and said once, not logged as well
+    return options
+
+
+def onnx_probabilities(path: Path) -> Probabilities:
+    """An ONNX digit classifier's probabilities function on onnxruntime's CPU provider, each answer
+    checked (ModelRunError), and the model run on real digits, one and several at a time, first."""
+    import onnxruntime
+    from onnxruntime.capi import onnxruntime_pybind11_state as failures
+
+    # What a run raises: onnxruntime's error classes share no base but Exception.
+    run_errors = (failures.Fail, failures.InvalidArgument, failures.RuntimeException, failures.NotImplemented)
+    session = onnxruntime.InferenceSession(
+        str(path), onnx_session_options(), providers=["CPUExecutionProvider"]
+    )
     (entry,), (exit_,) = session.get_inputs(), session.get_outputs()
     fits = (
         entry.type == exit_.type == "tensor(float)"
@@ -205,17 +269,27 @@ def onnx_probabilities(path: Path) -> Probabilities:
             f"it maps {entry.shape} {entry.type} to {exit_.shape}, not 28x28 images to 10 digits"
         )
 
-    def probabilities_of(images: np.ndarray) -> np.ndarray:
-        return session.run([exit_.name], {entry.name: np.asarray(images, np.float32)})[0]
+    def run(images: np.ndarray) -> np.ndarray:
+        try:
+            return session.run([exit_.name], {entry.name: np.asarray(images, np.float32)})[0]
+        except run_errors as exc:
+            raise ModelRunError(f"the model failed on {len(images)} image(s) ({reason(exc)})") from None
 
-    # Run once now: a file can load and still fail (or ask for gigabytes) when it runs, and that
-    # must be one clear error at start-up, not a failure of every reading.
-    answer = probabilities_of(np.zeros((2, IMAGE_SIZE, IMAGE_SIZE), np.float32))
-    if answer.shape != (2, NUM_CLASSES):
-        raise ValueError(f"it answers {answer.shape} for 2 images, not 10 probabilities each")
-    if not np.isfinite(answer).all():
-        raise ValueError("its answer for 2 blank images is not numbers (NaN or infinite)")
-    return probabilities_of
+    def probabilities_of(images: np.ndarray) -> np.ndarray:
+        if not len(images):
+            return np.zeros((0, NUM_CLASSES), np.float32)
+        starts = range(0, len(images), ONNX_CHUNK)
+        return np.concatenate([run(images[start : start + ONNX_CHUNK]) for start in starts])
+
+    # Run now: a file can load and still fail, answer NaN or ask for gigabytes when it runs, and
+    # that must be one clear error at start-up, not a failure of every reading.
+    digits = check_digits()
+    for count in CHECK_BATCHES:
+        answer = probabilities_of(np.resize(digits, (count, IMAGE_SIZE, IMAGE_SIZE)))
+        problem = answer_problem(answer, count)
+        if problem:
+            raise ValueError(f"on {count} real digit(s), {problem}")
+    return checked(probabilities_of)
 
 
 def export_source(path: Path) -> dict:

@@ -161,3 +161,44 @@ def start_script(*args: str, **environment: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def onnx_digit_model(path: Path, nodes: list, initializers: dict[str, np.ndarray]) -> Path:
+    """An ONNX file declaring what export.py's do (float images (n, 28, 28) "images" in, (n, 10)
+    "probabilities" out) whose graph is `nodes`: a hand-made model, hostile or broken as a test needs."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        nodes,
+        "digits",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["n", 28, 28])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", 10])],
+        initializer=[numpy_helper.from_array(array, name) for name, array in initializers.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def nan_past_ink(path: Path, most_ink: float) -> Path:
+    """An ONNX digit model answering ten 0.1s for an image holding at most `most_ink` (the sum of
+    its pixels in [0, 1]), and NaN for one holding more."""
+    from onnx.helper import make_node
+
+    nodes = [
+        make_node("ReduceSum", ["images", "pixels"], ["ink"], keepdims=0),  # (n,)
+        make_node("Unsqueeze", ["ink", "last"], ["ink_column"]),  # (n, 1)
+        make_node("Sub", ["most_ink", "ink_column"], ["left"]),
+        make_node("Sqrt", ["left"], ["root"]),  # NaN past most_ink
+        make_node("Mul", ["root", "zeros"], ["logits"]),  # (n, 10): 0, or NaN
+        make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    constants = {
+        "pixels": np.array([1, 2], np.int64),
+        "last": np.array([1], np.int64),
+        "most_ink": np.array([[most_ink]], np.float32),
+        "zeros": np.zeros((1, 10), np.float32),
+    }
+    return onnx_digit_model(path, nodes, constants)

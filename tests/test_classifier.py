@@ -21,7 +21,7 @@ import onnxruntime
 import pytest
 
 import outputs
-from conftest import PROJECT_ROOT, run_script, wait_until
+from conftest import PROJECT_ROOT, nan_past_ink, onnx_digit_model, run_script, wait_until
 from data import normalize_images
 from local_server import local_server, running_server
 from reader.classifier import load_classifier
@@ -266,6 +266,46 @@ def test_an_onnx_digit_model_taking_a_fixed_number_of_images_is_refused(exported
     onnx.save(fixed, tmp_path / "fixed.onnx")
     with pytest.raises(ModelError, match=r"maps \[1, 28, 28\].*not 28x28 images to 10 digits"):
         load_classifier(tmp_path / "fixed.onnx")
+
+
+def test_an_onnx_model_answering_nan_for_real_digits_is_refused_at_load(tmp_path):
+    # Blank images, the old check, are read (ten 0.1s); a digit's ink is NaN.
+    model = nan_past_ink(tmp_path / "nan.onnx", most_ink=0.0)
+    with pytest.raises(ModelError, match=r"on 1 real digit\(s\), its answer is not numbers"):
+        load_classifier(model)
+
+
+def test_an_onnx_model_that_runs_only_two_images_at_a_time_is_refused_at_load(tmp_path):
+    nodes = [
+        onnx.helper.make_node("Reshape", ["images", "two"], ["rows"]),  # (2, 784): no other batch
+        onnx.helper.make_node("MatMul", ["rows", "weights"], ["logits"]),
+        onnx.helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    constants = {"two": np.array([2, 784], np.int64), "weights": np.zeros((784, 10), np.float32)}
+    model = onnx_digit_model(tmp_path / "two.onnx", nodes, constants)
+    with pytest.raises(ModelError, match=r"cannot load .*failed on 1 image\(s\)"):
+        load_classifier(model)
+
+
+def test_an_onnx_model_asking_a_gigabyte_a_run_is_refused_at_load(tmp_path):
+    nodes = [  # each image's ink spread over a billion bytes, then summed
+        onnx.helper.make_node("ReduceSum", ["images", "pixels"], ["ink"], keepdims=1),  # (n, 1, 1)
+        onnx.helper.make_node("Reshape", ["ink", "column"], ["ink_column"]),  # (n, 1)
+        onnx.helper.make_node("Expand", ["ink_column", "gigabyte"], ["spread"]),  # (n, 250M)
+        onnx.helper.make_node("ReduceSum", ["spread", "last"], ["total"], keepdims=1),
+        onnx.helper.make_node("Mul", ["total", "zeros"], ["logits"]),
+        onnx.helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    constants = {
+        "pixels": np.array([1, 2], np.int64),
+        "column": np.array([-1, 1], np.int64),
+        "gigabyte": np.array([1, 250_000_000], np.int64),
+        "last": np.array([1], np.int64),
+        "zeros": np.zeros((1, 10), np.float32),
+    }
+    model = onnx_digit_model(tmp_path / "greedy.onnx", nodes, constants)
+    with pytest.raises(ModelError, match=r"cannot load .*failed on 1 image\(s\)"):
+        load_classifier(model)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import predict
-from conftest import run_script
+from conftest import nan_past_ink, run_script
 from data import normalize_images
 from model import probability_model
 from reader.page import MAX_FILE_BYTES
@@ -264,3 +264,21 @@ def test_a_threshold_that_would_flag_no_reading_gets_the_note_of_a_missing_one(
     record.write_text(record.read_text().replace('"THRESHOLD"', threshold))  # 1e-400 reads as 0.0
     predict.main([str(rerendered / "000.png"), "--model", str(model)])
     assert "no calibrated threshold (its run.json)" in capsys.readouterr().err
+
+
+def test_an_onnx_answer_that_is_not_numbers_is_that_files_error_never_a_sure_digit(
+    rerendered, tmp_path, capsys
+):
+    model = nan_past_ink(tmp_path / "model.onnx", most_ink=300.0)  # MNIST's digits hold 40-150
+    blob = tmp_path / "blob.png"
+    page = np.full((200, 200), 255, np.uint8)
+    page[50:150, 50:150] = 0  # a filled square: 400 of ink in 28x28, NaN for this model
+    Image.fromarray(page).save(blob)
+    for flags in ([], ["--number"]):
+        with pytest.raises(SystemExit) as exit_info:
+            predict.main([str(rerendered / "000.png"), str(blob), "--model", str(model), "--json", *flags])
+        assert exit_info.value.code == 1
+        printed = json.loads(capsys.readouterr().out, parse_constant=pytest.fail)  # no NaN in it
+        assert [result["file"] for result in printed["predictions"]] == [str(rerendered / "000.png")]
+        [error] = printed["errors"]
+        assert error["file"] == str(blob) and "its answer is not numbers (NaN or infinite)" in error["error"]

@@ -15,10 +15,10 @@ from fastapi import Request
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import digit_row, encoded, wait_until
+from conftest import digit_row, encoded, nan_past_ink, wait_until
 from local_server import running_server
 from model import ModelConfig, build_model
-from reader.classifier import keras_classifier
+from reader.classifier import keras_classifier, load_classifier
 from reader.deadline import ReadingAbandoned, ReadingTimeout
 from reader.guards import MAX_UPLOAD_BYTES, delivering
 from serve import DECODES_AT_ONCE, STARTUP_FAILURE, answer, app_of, create_app, parse_args
@@ -137,6 +137,20 @@ def test_bad_uploads_get_4xx_with_a_json_reason(client, request_args, status, de
     assert response.status_code == status
     assert detail in response.json()["detail"]
     assert client.get("/healthz").json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("route", ["/api/predict", "/api/number"])
+def test_an_onnx_answer_that_is_not_numbers_is_a_500_with_its_reason_never_a_sure_digit(
+    mnist, tmp_path, route
+):
+    model = load_classifier(nan_past_ink(tmp_path / "model.onnx", most_ink=300.0))  # digits hold 40-150
+    page = np.full((200, 200), 255, np.uint8)
+    page[50:150, 50:150] = 0  # a filled square: 400 of ink in 28x28, NaN for this model
+    with TestClient(create_app(model), raise_server_exceptions=False) as nan_client:
+        assert nan_client.post(route, content=png_of(mnist.x_test[0])).status_code == 200
+        response = nan_client.post(route, content=encoded(Image.fromarray(page)))
+        assert response.status_code == 500 and "x-frame-options" in response.headers
+        assert "its answer is not numbers (NaN or infinite)" in response.json()["detail"]
 
 
 def test_page_static_files_and_api_docs_are_served(client):

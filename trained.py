@@ -13,6 +13,7 @@ installed.
 
 from __future__ import annotations
 
+import math
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -45,6 +46,30 @@ OUTPUT_LAYER = "digit"
 # are 400 MB; the default MLP holds 1.3 million).
 MAX_WIDTH = 65_536
 MAX_WEIGHTS = 100_000_000
+# The layers train.py's networks are made of (and RandomTranslation and RandomRotation, which models
+# saved before augmentation moved into training hold); a file holding others is not one of its.
+KNOWN_LAYERS = {
+    "InputLayer",
+    "Flatten",
+    "Reshape",
+    "Dense",
+    "Conv2D",
+    "MaxPooling2D",
+    "Dropout",
+    "Activation",
+    "ReLU",
+    "Softmax",
+    "RandomTranslation",
+    "RandomRotation",
+    "Functional",
+}
+# A .keras file's weights, in HDF5: what its datasets declare, plus HDF5's own headers (train.py's
+# take tens of kB; a member expanding further is padding, a zip bomb), and at most so many groups
+# and datasets (train.py's hold under 100).
+WEIGHTS_FILE = "model.weights.h5"
+WEIGHTS_FILE_OVERHEAD = 1_000_000
+MAX_WEIGHTS_FILE_BYTES = 4 * MAX_WEIGHTS + WEIGHTS_FILE_OVERHEAD
+MAX_WEIGHTS_OBJECTS = 10_000
 # A run of an ONNX model: at most this many images, and MAX_RUN_BYTES of memory for all runs at
 # once (the default CNN's run of ONNX_CHUNK images needs under 20 MB; a hostile file asked for GBs).
 ONNX_CHUNK = 100
@@ -130,6 +155,9 @@ def config_problem(archive: zipfile.ZipFile) -> str | None:
     while stack:
         value = stack.pop()
         if isinstance(value, dict):
+            strange = unknown_layer(value.get("layers"))
+            if strange:
+                return f"it holds a layer of class {strange!r}, which train.py never builds"
             layer = value.get("config") if isinstance(value.get("config"), dict) else {}
             for key in ("units", "filters"):
                 size = layer.get(key)
@@ -141,6 +169,18 @@ def config_problem(archive: zipfile.ZipFile) -> str | None:
         elif isinstance(value, list):
             stack.extend(value)
     return weights_problem(weights, archive)
+
+
+def unknown_layer(layers: object) -> str | None:
+    """The class of the first of a model config's `layers` that train.py never builds (None: all
+    are known). Only Dense and Conv2D layers hold weights among them, and config_problem counts
+    those: any other class could allocate what it likes when built (an Embedding's table, a
+    DepthwiseConv2D's kernel)."""
+    for layer in layers if isinstance(layers, list) else []:
+        name = layer.get("class_name") if isinstance(layer, dict) else None
+        if name not in KNOWN_LAYERS:
+            return str(name)
+    return None
 
 
 def layer_weights(size: int, kernel_size: object, build_config: object) -> int:
@@ -168,6 +208,47 @@ def weights_problem(weights: int, archive: zipfile.ZipFile) -> str | None:
     return None
 
 
+def archive_problem(archive: zipfile.ZipFile) -> str | None:
+    """What makes a .keras file's members unsafe to extract (None: nothing): a member that expands
+    past what it can hold, judged from the sizes the archive declares before anything is
+    decompressed, and the weights file from the datasets it declares, before any is read."""
+    for info in archive.infolist():
+        bound = MAX_WEIGHTS_FILE_BYTES if info.filename == WEIGHTS_FILE else MAX_CONFIG_BYTES
+        if info.file_size > bound:
+            return f"its member {info.filename} expands to {info.file_size:,} bytes, over {bound:,}"
+    if WEIGHTS_FILE not in archive.namelist():
+        return None  # Keras says what is missing
+    with archive.open(WEIGHTS_FILE) as member:
+        declared = declared_bytes(member)
+    if declared is None:
+        return f"its weights file holds over {MAX_WEIGHTS_OBJECTS:,} groups and datasets"
+    if declared > 4 * MAX_WEIGHTS:
+        return f"its weights file declares {declared:,} bytes of weights, over {4 * MAX_WEIGHTS:,}"
+    expands_to = archive.getinfo(WEIGHTS_FILE).file_size
+    if expands_to > declared + WEIGHTS_FILE_OVERHEAD:
+        return f"its weights file expands to {expands_to:,} bytes, for {declared:,} bytes of weights"
+    return None
+
+
+def declared_bytes(member) -> int | None:
+    """The bytes that the datasets of an HDF5 file (a readable, seekable file object) declare, read
+    from their headers without reading their data; None past MAX_WEIGHTS_OBJECTS objects."""
+    import h5py
+
+    total, objects = 0, 0
+
+    def count(name: str, item) -> bool | None:
+        nonlocal total, objects
+        objects += 1
+        if isinstance(item, h5py.Dataset):
+            total += math.prod(item.shape or ()) * item.dtype.itemsize
+        return True if objects > MAX_WEIGHTS_OBJECTS else None  # True stops the visit
+
+    with h5py.File(member, "r") as weights:
+        weights.visititems(count)
+    return None if objects > MAX_WEIGHTS_OBJECTS else total
+
+
 def load_trained_model(path: str | Path) -> keras.Model:
     """Load a model saved by train.py, refusing anything that is not a 28x28 -> 10 classifier.
     Needs TensorFlow, which the caller has imported (quiet_tensorflow.import_tensorflow_quietly)."""
@@ -178,7 +259,7 @@ def load_trained_model(path: str | Path) -> keras.Model:
         raise ModelError(f"no trained model at {path}: run `python train.py` first")
     try:
         with zipfile.ZipFile(path) as archive:
-            problem = config_problem(archive)
+            problem = archive_problem(archive) or config_problem(archive)
         if problem:
             raise ValueError(problem)
         # safe_mode refuses lambdas and other code stored in the file: a model never runs code.

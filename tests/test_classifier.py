@@ -4,6 +4,7 @@ it came from, its calibrated threshold found through export.json, and predict.py
 working in a fresh environment of requirements-serve.txt alone, where TensorFlow cannot be
 imported."""
 
+import io
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 import onnx
@@ -126,6 +128,80 @@ def fairly_nested(config):
 def test_a_model_file_too_wide_or_too_deep_to_build_is_refused_unbuilt(tmp_path, trained_run, change, says):
     path = with_config(trained_run.folder / "model.keras", tmp_path / "bad.keras", change)
     with pytest.raises(ModelError, match=f"cannot load .*{says}"):
+        load_trained_model(path)
+
+
+def with_unconnected(layer, input_shape):
+    """A config change: `layer`, built for `input_shape`, added to the model but to none of its paths."""
+
+    def change(config):
+        saved = keras.saving.serialize_keras_object(layer)
+        saved.update(name=layer.name, inbound_nodes=[], build_config={"input_shape": input_shape})
+        config["config"]["layers"].append(saved)
+        return json.dumps(config)
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "layer, input_shape",
+    [
+        (keras.layers.Embedding(200_000, 2_000, name="table"), [None, 3]),  # 1.6 GB, no units or filters
+        (keras.layers.DepthwiseConv2D(9_000, name="kernel"), [None, 9_000, 9_000, 1]),  # 324 MB
+    ],
+    ids=["embedding", "depthwise-convolution"],
+)
+def test_a_model_file_with_a_layer_train_py_never_builds_is_refused_unbuilt(
+    tmp_path, trained_run, layer, input_shape
+):
+    change = with_unconnected(layer, input_shape)
+    path = with_config(trained_run.folder / "model.keras", tmp_path / "bad.keras", change)
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(ModelError, match=f"cannot load .*a layer of class '{layer.__class__.__name__}'"):
+        load_trained_model(path)
+
+
+def with_weights(saved, path, change):
+    """A copy of the .keras file `saved` at `path`, its weights file rewritten by `change` (which
+    takes and returns the file's bytes), and every member deflated."""
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as copy:
+        for item in source.infolist():
+            data = source.read(item)
+            copy.writestr(item.filename, change(data) if item.filename == "model.weights.h5" else data)
+    return path
+
+
+def with_undeclared_dataset(weights):
+    """HDF5 `weights` with one more dataset of 20000x20000 float32 (1.6 GB) declared, none of it
+    written: chunked storage is allocated only when written, so the file stays small."""
+    buffer = io.BytesIO(weights)
+    with h5py.File(buffer, "r+") as opened:
+        opened.create_dataset("layers/spare/vars/0", shape=(20_000, 20_000), dtype="f4", chunks=(100, 100))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        (lambda weights: weights + bytes(50_000_000), "its weights file expands to 50,[0-9,]+ bytes"),
+        (with_undeclared_dataset, "its weights file declares 1,600,[0-9,]+ bytes of weights, over"),
+    ],
+    ids=["zip-bomb", "declared-dataset"],
+)
+def test_a_weights_file_expanding_past_its_weights_is_refused_unextracted(
+    tmp_path, trained_run, change, says
+):
+    path = with_weights(trained_run.folder / "model.keras", tmp_path / "bomb.keras", change)
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(ModelError, match=f"cannot load .*{says}"):
+        load_trained_model(path)
+
+
+def test_a_model_file_with_a_member_expanding_past_its_bound_is_refused_unextracted(tmp_path, trained_run):
+    path = with_weights(trained_run.folder / "model.keras", tmp_path / "bomb.keras", lambda weights: weights)
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("assets/padding.bin", bytes(50_000_000))
+    with pytest.raises(ModelError, match="member assets/padding.bin expands to 50,000,000 bytes, over"):
         load_trained_model(path)
 
 

@@ -38,7 +38,15 @@ from uvicorn.main import STARTUP_FAILURE
 from data import normalize_images
 from reader.classifier import MODEL_HELP, Classifier, load_classifier, unsure_never
 from reader.deadline import READING_SECONDS, Deadline, ReadingTimeout
-from reader.guards import UPLOAD_SECONDS, GuardedRequests, LimitedRestarts, guarded_config, guarded_server
+from reader.guards import (
+    MAX_CLIENT_CONNECTIONS,
+    MAX_CONNECTIONS,
+    UPLOAD_SECONDS,
+    GuardedRequests,
+    LimitedRestarts,
+    guarded_config,
+    guarded_server,
+)
 from reader.page import FORMAT_NAMES, ImageError, mnist_style_digit, read_image
 from reader.reading import read_number, reading
 from trained import ModelError, ModelRunError
@@ -277,9 +285,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workers", type=int, default=1, help="server processes sharing the port, each with its own model"
     )
+    parser.add_argument(
+        "--client-connections",
+        type=int,
+        default=MAX_CLIENT_CONNECTIONS,
+        help="connections one client address may hold open at once, per process (behind a proxy, "
+        f"every client has the proxy's address: raise it, up to {MAX_CONNECTIONS})",
+    )
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers {args.workers}: run at least 1")
+    if not 1 <= args.client_connections <= MAX_CONNECTIONS:
+        parser.error(f"--client-connections {args.client_connections}: allow 1 to {MAX_CONNECTIONS}")
     return args
 
 
@@ -294,11 +311,18 @@ def main(argv: list[str] | None = None) -> None:
     processes = f", {args.workers} processes" if args.workers > 1 else ""
     print(f"serving {args.model} on http://{args.host}:{args.port}{processes}  (API docs at /docs)")
     if args.workers == 1:
-        guarded_server(create_app(model), args.host, args.port).run()
+        guarded_server(
+            create_app(model), args.host, args.port, client_connections=args.client_connections
+        ).run()
         return
     del model  # each worker loads its own
     config = guarded_config(
-        functools.partial(app_of, args.model), args.host, args.port, workers=args.workers, factory=True
+        functools.partial(app_of, args.model),
+        args.host,
+        args.port,
+        client_connections=args.client_connections,
+        workers=args.workers,
+        factory=True,
     )
     supervisor = LimitedRestarts(config, sockets=[config.bind_socket()])
     supervisor.run()

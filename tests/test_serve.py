@@ -245,6 +245,15 @@ def test_fewer_than_one_worker_is_a_usage_error(capsys):
     assert stopped.value.code == 2 and "--workers 0: run at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("count", ["0", "65"])
+def test_a_client_connection_bound_past_the_servers_is_a_usage_error(capsys, count):
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(["--client-connections", count])
+    assert (
+        stopped.value.code == 2 and f"--client-connections {count}: allow 1 to 64" in capsys.readouterr().err
+    )
+
+
 @pytest.fixture(scope="module")
 def live_server(trained_run):
     with running_server(trained_run.folder / "model.keras") as url:

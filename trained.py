@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from data import DEFAULT_DATA_PATH, IMAGE_SIZE, NUM_CLASSES, normalize_images
+from data import DEFAULT_DATA_PATH, IMAGE_SIZE, NUM_CLASSES, REBUILD_HINT, normalize_images
 from outputs import parse_json, read_json, sha256_of
 
 if TYPE_CHECKING:  # Keras is imported for .keras files only
@@ -304,8 +304,13 @@ def checked(probabilities_of: Probabilities) -> Probabilities:
 
 def check_digits() -> np.ndarray:
     """float32 (CHECK_DIGITS, 28, 28): the first MNIST test digits, from the shipped file."""
-    with np.load(DEFAULT_DATA_PATH, allow_pickle=False) as npz:
-        return normalize_images(npz["x_test"][:CHECK_DIGITS])
+    try:
+        with np.load(DEFAULT_DATA_PATH, allow_pickle=False) as npz:
+            return normalize_images(npz["x_test"][:CHECK_DIGITS])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise ValueError(
+            f"MNIST's test digits to check it on are unreadable ({reason(exc)}): {REBUILD_HINT}"
+        ) from None
 
 
 def onnx_session_options():
@@ -352,9 +357,12 @@ def onnx_probabilities(path: Path) -> Probabilities:
 
     def run(images: np.ndarray) -> np.ndarray:
         try:
-            return session.run([exit_.name], {entry.name: np.asarray(images, np.float32)})[0]
+            answer = session.run([exit_.name], {entry.name: np.asarray(images, np.float32)})[0]
         except run_errors as exc:
             raise ModelRunError(f"the model failed on {len(images)} image(s) ({reason(exc)})") from None
+        if answer.shape != (len(images), NUM_CLASSES):  # checked here, before runs' answers are joined
+            raise ModelRunError(f"the model answered {answer.shape} for {len(images)} image(s), not (n, 10)")
+        return answer
 
     def probabilities_of(images: np.ndarray) -> np.ndarray:
         if not len(images):

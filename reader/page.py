@@ -121,8 +121,8 @@ def jpeg_problem(raw: bytes, size: tuple[int, int]) -> str | None:
 
     A JPEG of more than one scan (progressive ones) is decoded through a buffer of the whole
     picture's coefficients, whatever the reduced scale it is drafted at, and libjpeg walks that
-    buffer once per scan: a file repeating a scan a thousand times over 13000x13000 pixels held a
-    core for minutes. So its scans are counted from its markers first, and its full size checked.
+    buffer once per scan: a 800 KB file repeating one scan 1,300 times over 13000x13000 pixels
+    takes a core 30 s. So its scans are counted from its markers first, and its full size checked.
     """
     scans, position = 0, 2  # after the start-of-image marker
     for _ in range(MAX_JPEG_MARKERS):

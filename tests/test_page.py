@@ -189,10 +189,8 @@ def test_a_progressive_jpeg_repeating_its_scans_is_refused_before_decoding():
 def test_a_progressive_jpeg_over_the_pixel_limit_is_refused_before_decoding():
     bomb = progressive_jpeg_bomb(side=13000, repeats=0)  # its own 6 scans
     too_large = pytest.raises(ImageError, match="a progressive JPEG of 13000x13000 pixels is too large")
-    with (
-        too_large,
-        pytest.warns(Image.DecompressionBombWarning),
-    ):  # Pillow's, from the header: under its limit
+    pillows_warning = pytest.warns(Image.DecompressionBombWarning)  # from the header, under its limit
+    with too_large, pillows_warning:
         read_image(bomb)
 
 

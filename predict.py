@@ -31,7 +31,7 @@ from reader.classifier import MODEL_HELP, Classifier, load_classifier, unsure_ne
 from reader.deadline import READING_SECONDS, Deadline, ReadingTimeout
 from reader.page import FORMAT_NAMES, IMAGE_SUFFIXES, ImageError, page_ink, read_image_file
 from reader.reading import read_digits, read_number
-from trained import ModelError
+from trained import ModelError, ModelRunError
 
 WIDE_INK = 2.0  # ink this many times as wide as tall is more like a number than one digit
 NUMBER_HINT = "much wider than tall: if it is a number, add --number"
@@ -144,24 +144,41 @@ def read_files(
                 digit = mnist_style(ink)
                 results.append({"file": str(path), "image": digit, "wide": wide(ink)})
                 seen.append([digit])
-        except (ImageError, ReadingTimeout) as exc:
+        except (ImageError, ReadingTimeout, ModelRunError) as exc:
             failures.append({"file": str(path), "error": str(exc)})
         except Exception as exc:  # a fault of one file's decoding or preprocessing costs only that file
             failures.append({"file": str(path), "error": f"cannot be read ({type(exc).__name__}: {exc})"})
-    if not number:  # one batch for all the single digits
-        readings = read_digits(
-            model.probabilities_of, [r.pop("image") for r in results], model.threshold, top
-        )
-        results = [
-            {**result, **item, **hint(result.pop("wide"), item)}
+    if not number:
+        readings = read_single_digits(model, [result.pop("image") for result in results], top)
+        failures += [
+            {"file": result["file"], "error": str(item)}
             for result, item in zip(results, readings, strict=True)
+            if isinstance(item, ModelRunError)
         ]
+        kept = [index for index, item in enumerate(readings) if isinstance(item, dict)]
+        results, seen = [{**results[i], **readings[i]} for i in kept], [seen[i] for i in kept]
+        results = [{**result, **hint(result.pop("wide"), result)} for result in results]
     return results, seen, failures
 
 
 def hint(wide_ink: bool, reading: dict) -> dict:
     """{"hint": ...} where an image that is not a digit looks like a number; else nothing."""
     return {"hint": NUMBER_HINT} if wide_ink and reading["not_a_digit"] else {}
+
+
+def read_single_digits(model: Classifier, digits: list, top: int) -> list[dict | ModelRunError]:
+    """Each 28x28 digit's reading, in one batch; where the model fails on the batch, one at a
+    time, so that its failure is the error of the files it fails on only."""
+    try:
+        return read_digits(model.probabilities_of, digits, model.threshold, top)
+    except ModelRunError:
+        readings = []
+        for digit in digits:
+            try:
+                readings += read_digits(model.probabilities_of, [digit], model.threshold, top)
+            except ModelRunError as exc:
+                readings.append(exc)
+        return readings
 
 
 def save_seen(results: list[dict], seen: list[list], folder: Path, number: bool) -> list[dict]:
@@ -185,12 +202,21 @@ def save_seen(results: list[dict], seen: list[list], folder: Path, number: bool)
     return failures
 
 
+def shown(name: str) -> str:
+    """A file name as printed: as it is, or, where it holds characters that are not printable (a
+    newline would start a line of its own, a forged reading), quoted as `ls` does, $'a\\nb'."""
+    if name.isprintable():
+        return name
+    escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name.replace("\\", "\\\\"))
+    return "$'" + escaped.replace("'", "\\'") + "'"
+
+
 def number_lines(result: dict) -> str:
     """A number's reading as text: the number, naming the digits it is not sure of, then a line
     for each digit with its box (left, top, right, bottom) and reading."""
     digits = result["digits"]
     doubts = [str(place) for place, digit in enumerate(digits, start=1) if digit["not_sure"]]
-    first = f"{result['file']}: {result['number']}"
+    first = f"{shown(result['file'])}: {result['number']}"
     if doubts:
         first += f" (not sure of digit {', '.join(doubts)} of {len(digits)})"
     lines = [
@@ -202,7 +228,7 @@ def number_lines(result: dict) -> str:
 
 def digit_line(result: dict) -> str:
     """A single digit's reading as a line of text, with the hint where there is one."""
-    line = f"{result['file']}: {described(result)}"
+    line = f"{shown(result['file'])}: {described(result)}"
     return f"{line} ({result['hint']})" if "hint" in result else line
 
 
@@ -220,12 +246,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.save_preprocessed:
         failures += save_seen(results, seen, args.save_preprocessed, args.number)
     if args.json:
-        print(json.dumps({"predictions": results, "errors": failures}, indent=2))
+        # No NaN can be in a reading (the classifier checks its answers): were one, fail, not write it.
+        print(json.dumps({"predictions": results, "errors": failures}, indent=2, allow_nan=False))
     else:
         for result in results:
             print(number_lines(result) if args.number else digit_line(result))
     for failure in failures:
-        print(f"error: {failure['file']}: {failure['error']}", file=sys.stderr)
+        print(f"error: {shown(failure['file'])}: {failure['error']}", file=sys.stderr)
     if failures:
         raise SystemExit(1)
     return results

@@ -39,10 +39,18 @@ from data import normalize_images
 from outputs import HelpFormatter
 from reader.classifier import MODEL_HELP, Classifier, load_classifier, unsure_never
 from reader.deadline import READING_SECONDS, Deadline, ReadingTimeout
-from reader.guards import UPLOAD_SECONDS, GuardedRequests, LimitedRestarts, guarded_config, guarded_server
+from reader.guards import (
+    MAX_CLIENT_CONNECTIONS,
+    MAX_CONNECTIONS,
+    UPLOAD_SECONDS,
+    GuardedRequests,
+    LimitedRestarts,
+    guarded_config,
+    guarded_server,
+)
 from reader.page import FORMAT_NAMES, ImageError, mnist_style_digit, read_image
 from reader.reading import read_number, reading
-from trained import ModelError
+from trained import ModelError, ModelRunError
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 DECODES_AT_ONCE = 2  # images read at once (one per core); each may take up to ~150 MB while it is read
@@ -60,6 +68,7 @@ UPLOAD = {  # the OpenAPI description of both image routes
         408: {"description": "the upload took over 20 s"},
         411: {"description": "no Content-Length"},
         413: {"description": "upload over 1 MB"},
+        500: {"description": "the model failed on the image, or answered it with no probabilities"},
         503: {"description": "the reading took over 10 s, or the server is at its connection limit"},
     },
     "openapi_extra": {
@@ -226,6 +235,11 @@ async def too_long(request: Request, exc: ReadingTimeout) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": RETRY_SECONDS})
 
 
+async def model_failed(request: Request, exc: ModelRunError) -> JSONResponse:
+    """A model that failed on a reading or answered it with no probabilities: the server's fault."""
+    return JSONResponse({"detail": str(exc)}, status_code=500)
+
+
 def openapi_with_note(app: FastAPIOffline, openapi: Callable[[], dict], note: str) -> dict:
     """FastAPI's OpenAPI schema of `app`, its image routes saying what the probabilities of the
     model served are (the routes are shared by every app; the model is this app's)."""
@@ -245,7 +259,7 @@ def create_app(
     app = FastAPIOffline(  # FastAPI with its docs pages' scripts served from here, not a CDN
         title="MNIST digit recognizer",
         description="Draw or upload a handwritten digit or number; get what the model reads. " + note,
-        exception_handlers={ImageError: bad_image, ReadingTimeout: too_long},
+        exception_handlers={ImageError: bad_image, ReadingTimeout: too_long, ModelRunError: model_failed},
     )
     app.state.classifier = model
     app.state.decodes = anyio.CapacityLimiter(DECODES_AT_ONCE)
@@ -276,6 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers", type=int, default=1, help="server processes sharing the port, each with its own model"
     )
+    parser.add_argument(
+        "--client-connections",
+        type=int,
+        default=MAX_CLIENT_CONNECTIONS,
+        help="connections one client address may hold open at once, per process (behind a proxy, "
+        f"every client has the proxy's address: raise it, up to {MAX_CONNECTIONS})",
+    )
     return parser
 
 
@@ -284,6 +305,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers {args.workers}: run at least 1")
+    if not 1 <= args.client_connections <= MAX_CONNECTIONS:
+        parser.error(f"--client-connections {args.client_connections}: allow 1 to {MAX_CONNECTIONS}")
     return args
 
 
@@ -298,11 +321,18 @@ def main(argv: list[str] | None = None) -> None:
     processes = f", {args.workers} processes" if args.workers > 1 else ""
     print(f"serving {args.model} on http://{args.host}:{args.port}{processes}  (API docs at /docs)")
     if args.workers == 1:
-        guarded_server(create_app(model), args.host, args.port).run()
+        guarded_server(
+            create_app(model), args.host, args.port, client_connections=args.client_connections
+        ).run()
         return
     del model  # each worker loads its own
     config = guarded_config(
-        functools.partial(app_of, args.model), args.host, args.port, workers=args.workers, factory=True
+        functools.partial(app_of, args.model),
+        args.host,
+        args.port,
+        client_connections=args.client_connections,
+        workers=args.workers,
+        factory=True,
     )
     supervisor = LimitedRestarts(config, sockets=[config.bind_socket()])
     supervisor.run()

@@ -65,7 +65,8 @@ def resolve(overrides: dict[str, dict]) -> Settings:
 
     Raises ValueError, naming the setting, for an unknown name, a wrong type or a bad value.
     """
-    arch = overrides.get("model", {}).get("arch", DEFAULT_ARCH)
+    # Its type first: a list or dict here cannot even be looked up among the architectures.
+    arch = checked_value(ModelConfig, "model", "arch", overrides.get("model", {}).get("arch", DEFAULT_ARCH))
     if arch not in ARCH_DEFAULTS:
         raise ValueError(f"arch must be one of {', '.join(ARCH_DEFAULTS)}, got {arch!r}")
     base = ARCH_DEFAULTS[arch]

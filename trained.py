@@ -13,6 +13,7 @@ installed.
 
 from __future__ import annotations
 
+import math
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from data import IMAGE_SIZE, NUM_CLASSES
+from data import DEFAULT_DATA_PATH, IMAGE_SIZE, NUM_CLASSES, REBUILD_HINT, normalize_images
 from outputs import parse_json, read_json, sha256_of
 
 if TYPE_CHECKING:  # Keras is imported for .keras files only
@@ -31,6 +32,9 @@ EXPORT_RECORD = "export.json"  # beside export.py's files: their sha256 and the 
 # The rule: the lowest confidence at which the validation digits read at or above it are still
 # right 99.5% of the time. Below it a reading is reported as "not sure".
 TARGET_PRECISION = 0.995
+# The likeliest of 10 probabilities summing to 1 is at least 1/10: a threshold at or below it flags
+# no reading, and calibrate never writes one.
+NO_FLAG_THRESHOLD = 1 / NUM_CLASSES
 MAX_CONFIG_BYTES = 1_000_000  # a .keras file's config.json; train.py's are a few kB
 MAX_CONFIG_DEPTH = 40  # nesting of that config; train.py's nest about 8 deep
 # The names train.py's networks give their last two layers (model.build_model): the logits, which
@@ -42,6 +46,38 @@ OUTPUT_LAYER = "digit"
 # are 400 MB; the default MLP holds 1.3 million).
 MAX_WIDTH = 65_536
 MAX_WEIGHTS = 100_000_000
+# The layers train.py's networks are made of (and RandomTranslation and RandomRotation, which models
+# saved before augmentation moved into training hold); a file holding others is not one of its.
+KNOWN_LAYERS = {
+    "InputLayer",
+    "Flatten",
+    "Reshape",
+    "Dense",
+    "Conv2D",
+    "MaxPooling2D",
+    "Dropout",
+    "Activation",
+    "ReLU",
+    "Softmax",
+    "RandomTranslation",
+    "RandomRotation",
+    "Functional",
+}
+# A .keras file's weights, in HDF5: what its datasets declare, plus HDF5's own headers (train.py's
+# take tens of kB; a member expanding further is padding, a zip bomb), and at most so many groups
+# and datasets (train.py's hold under 100).
+WEIGHTS_FILE = "model.weights.h5"
+WEIGHTS_FILE_OVERHEAD = 1_000_000
+MAX_WEIGHTS_FILE_BYTES = 4 * MAX_WEIGHTS + WEIGHTS_FILE_OVERHEAD
+MAX_WEIGHTS_OBJECTS = 10_000
+# A run of an ONNX model: at most this many images, and MAX_RUN_BYTES of memory for all runs at
+# once (the default CNN's run of ONNX_CHUNK images needs under 20 MB; a hostile file asked for GBs).
+ONNX_CHUNK = 100
+MAX_RUN_BYTES = 256 * 2**20
+CHECK_DIGITS = 5  # real digits an ONNX model reads when it loads
+CHECK_BATCHES = (1, 2, 3, ONNX_CHUNK)  # at these batch sizes: one image, a few, and a whole run
+# A float32 softmax's rows sum to 1 within about 1e-6, a bfloat16 one's within a few thousandths.
+SUM_TOLERANCE = 0.01
 Probabilities = Callable[[np.ndarray], np.ndarray]  # float32 images (n, 28, 28) -> (n, 10)
 # What reading a damaged or hostile .keras file raises, from its zip archive (a damaged compressed
 # stream, an encrypted or unknown-compression entry, a cut-off file) to Keras's own checks.
@@ -60,6 +96,10 @@ UNREADABLE = (
 
 class ModelError(Exception):
     """A saved model that is missing, unreadable or not a digit classifier; says how to fix it."""
+
+
+class ModelRunError(ModelError):
+    """A model that failed on a reading, or answered it with something that is not probabilities."""
 
 
 def reason(exc: BaseException) -> str:
@@ -94,10 +134,11 @@ def recorded(run: object, section: str, key: str) -> object:
 
 def threshold_of(run: object) -> float | None:
     """The calibrated "not sure" threshold in a run record, or None where it has none: a run
-    without a validation split, or a record that is not one."""
+    without a validation split, a record that is not one, or a threshold that would flag no
+    reading (1e-400 and -0.0 read as 0.0), so that such a model gets the same note."""
     threshold = recorded(run, "calibration", "threshold")
     number = isinstance(threshold, (int, float)) and not isinstance(threshold, bool)  # true is not 1.0
-    return float(threshold) if number and 0 <= threshold <= 1 else None
+    return float(threshold) if number and NO_FLAG_THRESHOLD < threshold <= 1 else None
 
 
 def config_problem(archive: zipfile.ZipFile) -> str | None:
@@ -114,6 +155,9 @@ def config_problem(archive: zipfile.ZipFile) -> str | None:
     while stack:
         value = stack.pop()
         if isinstance(value, dict):
+            strange = unknown_layer(value.get("layers"))
+            if strange:
+                return f"it holds a layer of class {strange!r}, which train.py never builds"
             layer = value.get("config") if isinstance(value.get("config"), dict) else {}
             for key in ("units", "filters"):
                 size = layer.get(key)
@@ -125,6 +169,18 @@ def config_problem(archive: zipfile.ZipFile) -> str | None:
         elif isinstance(value, list):
             stack.extend(value)
     return weights_problem(weights, archive)
+
+
+def unknown_layer(layers: object) -> str | None:
+    """The class of the first of a model config's `layers` that train.py never builds (None: all
+    are known). Only Dense and Conv2D layers hold weights among them, and config_problem counts
+    those: any other class could allocate what it likes when built (an Embedding's table, a
+    DepthwiseConv2D's kernel)."""
+    for layer in layers if isinstance(layers, list) else []:
+        name = layer.get("class_name") if isinstance(layer, dict) else None
+        if name not in KNOWN_LAYERS:
+            return str(name)
+    return None
 
 
 def layer_weights(size: int, kernel_size: object, build_config: object) -> int:
@@ -152,6 +208,47 @@ def weights_problem(weights: int, archive: zipfile.ZipFile) -> str | None:
     return None
 
 
+def archive_problem(archive: zipfile.ZipFile) -> str | None:
+    """What makes a .keras file's members unsafe to extract (None: nothing): a member that expands
+    past what it can hold, judged from the sizes the archive declares before anything is
+    decompressed, and the weights file from the datasets it declares, before any is read."""
+    for info in archive.infolist():
+        bound = MAX_WEIGHTS_FILE_BYTES if info.filename == WEIGHTS_FILE else MAX_CONFIG_BYTES
+        if info.file_size > bound:
+            return f"its member {info.filename} expands to {info.file_size:,} bytes, over {bound:,}"
+    if WEIGHTS_FILE not in archive.namelist():
+        return None  # Keras says what is missing
+    with archive.open(WEIGHTS_FILE) as member:
+        declared = declared_bytes(member)
+    if declared is None:
+        return f"its weights file holds over {MAX_WEIGHTS_OBJECTS:,} groups and datasets"
+    if declared > 4 * MAX_WEIGHTS:
+        return f"its weights file declares {declared:,} bytes of weights, over {4 * MAX_WEIGHTS:,}"
+    expands_to = archive.getinfo(WEIGHTS_FILE).file_size
+    if expands_to > declared + WEIGHTS_FILE_OVERHEAD:
+        return f"its weights file expands to {expands_to:,} bytes, for {declared:,} bytes of weights"
+    return None
+
+
+def declared_bytes(member) -> int | None:
+    """The bytes that the datasets of an HDF5 file (a readable, seekable file object) declare, read
+    from their headers without reading their data; None past MAX_WEIGHTS_OBJECTS objects."""
+    import h5py
+
+    total, objects = 0, 0
+
+    def count(name: str, item) -> bool | None:
+        nonlocal total, objects
+        objects += 1
+        if isinstance(item, h5py.Dataset):
+            total += math.prod(item.shape or ()) * item.dtype.itemsize
+        return True if objects > MAX_WEIGHTS_OBJECTS else None  # True stops the visit
+
+    with h5py.File(member, "r") as weights:
+        weights.visititems(count)
+    return None if objects > MAX_WEIGHTS_OBJECTS else total
+
+
 def load_trained_model(path: str | Path) -> keras.Model:
     """Load a model saved by train.py, refusing anything that is not a 28x28 -> 10 classifier.
     Needs TensorFlow, which the caller has imported (quiet_tensorflow.import_tensorflow_quietly)."""
@@ -162,7 +259,7 @@ def load_trained_model(path: str | Path) -> keras.Model:
         raise ModelError(f"no trained model at {path}: run `python train.py` first")
     try:
         with zipfile.ZipFile(path) as archive:
-            problem = config_problem(archive)
+            problem = archive_problem(archive) or config_problem(archive)
         if problem:
             raise ValueError(problem)
         # safe_mode refuses lambdas and other code stored in the file: a model never runs code.
@@ -180,15 +277,72 @@ def load_trained_model(path: str | Path) -> keras.Model:
     return model
 
 
-def onnx_probabilities(path: Path) -> Probabilities:
-    """An ONNX digit classifier's probabilities function on onnxruntime's CPU provider."""
+def answer_problem(answer: np.ndarray, count: int) -> str | None:
+    """What makes a model's `answer` for `count` images not their probabilities (None: nothing)."""
+    if answer.shape != (count, NUM_CLASSES):
+        return f"it answered {answer.shape} for {count} image(s), not 10 probabilities each"
+    if not np.isfinite(answer).all():
+        return "its answer is not numbers (NaN or infinite)"
+    if (answer < 0).any() or (np.abs(answer.sum(axis=1) - 1) > SUM_TOLERANCE).any():
+        return "its answer is not probabilities (at least 0, each image's summing to 1)"
+    return None
+
+
+def checked(probabilities_of: Probabilities) -> Probabilities:
+    """`probabilities_of`, raising ModelRunError where an answer is not probabilities, so that a
+    broken model is that reading's error and never a sure digit."""
+
+    def checked_probabilities(images: np.ndarray) -> np.ndarray:
+        answer = np.asarray(probabilities_of(images))
+        problem = answer_problem(answer, len(images))
+        if problem:
+            raise ModelRunError(f"the model cannot read it: {problem}; use a model from train.py")
+        return answer
+
+    return checked_probabilities
+
+
+def check_digits() -> np.ndarray:
+    """float32 (CHECK_DIGITS, 28, 28): the first MNIST test digits, from the shipped file."""
+    try:
+        with np.load(DEFAULT_DATA_PATH, allow_pickle=False) as npz:
+            return normalize_images(npz["x_test"][:CHECK_DIGITS])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise ValueError(
+            f"MNIST's test digits to check it on are unreadable ({reason(exc)}): {REBUILD_HINT}"
+        ) from None
+
+
+def onnx_session_options():
+    """onnxruntime's session options for a digit classifier: one thread, a run's memory bounded."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     # One thread per call: a few digits at a time are too small to share, and the thread pool's
     # spinning would take the cores that decoding images needs.
     options.intra_op_num_threads = 1
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # Runs allocate from one arena per process, of at most MAX_RUN_BYTES: past it a run fails
+    # (ModelRunError) instead of taking the machine's memory. Registering it again is a no-op.
+    arena_type, default = onnxruntime.OrtAllocatorType.ORT_ARENA_ALLOCATOR, onnxruntime.OrtMemType.DEFAULT
+    cpu = onnxruntime.OrtMemoryInfo("Cpu", arena_type, 0, default)
+    arena = onnxruntime.OrtArenaCfg({"max_mem": MAX_RUN_BYTES, "arena_extend_strategy": 1})
+    onnxruntime.create_and_register_allocator(cpu, arena)
+    options.add_session_config_entry("session.use_env_allocators", "1")
+    options.log_severity_level = 4  # a failed run is raised, and said once, not logged as well
+    return options
+
+
+def onnx_probabilities(path: Path) -> Probabilities:
+    """An ONNX digit classifier's probabilities function on onnxruntime's CPU provider, each answer
+    checked (ModelRunError), and the model run on real digits, one and several at a time, first."""
+    import onnxruntime
+    from onnxruntime.capi import onnxruntime_pybind11_state as failures
+
+    # What a run raises: onnxruntime's error classes share no base but Exception.
+    run_errors = (failures.Fail, failures.InvalidArgument, failures.RuntimeException, failures.NotImplemented)
+    session = onnxruntime.InferenceSession(
+        str(path), onnx_session_options(), providers=["CPUExecutionProvider"]
+    )
     (entry,), (exit_,) = session.get_inputs(), session.get_outputs()
     fits = (
         entry.type == exit_.type == "tensor(float)"
@@ -201,17 +355,30 @@ def onnx_probabilities(path: Path) -> Probabilities:
             f"it maps {entry.shape} {entry.type} to {exit_.shape}, not 28x28 images to 10 digits"
         )
 
-    def probabilities_of(images: np.ndarray) -> np.ndarray:
-        return session.run([exit_.name], {entry.name: np.asarray(images, np.float32)})[0]
+    def run(images: np.ndarray) -> np.ndarray:
+        try:
+            answer = session.run([exit_.name], {entry.name: np.asarray(images, np.float32)})[0]
+        except run_errors as exc:
+            raise ModelRunError(f"the model failed on {len(images)} image(s) ({reason(exc)})") from None
+        if answer.shape != (len(images), NUM_CLASSES):  # checked here, before runs' answers are joined
+            raise ModelRunError(f"the model answered {answer.shape} for {len(images)} image(s), not (n, 10)")
+        return answer
 
-    # Run once now: a file can load and still fail (or ask for gigabytes) when it runs, and that
-    # must be one clear error at start-up, not a failure of every reading.
-    answer = probabilities_of(np.zeros((2, IMAGE_SIZE, IMAGE_SIZE), np.float32))
-    if answer.shape != (2, NUM_CLASSES):
-        raise ValueError(f"it answers {answer.shape} for 2 images, not 10 probabilities each")
-    if not np.isfinite(answer).all():
-        raise ValueError("its answer for 2 blank images is not numbers (NaN or infinite)")
-    return probabilities_of
+    def probabilities_of(images: np.ndarray) -> np.ndarray:
+        if not len(images):
+            return np.zeros((0, NUM_CLASSES), np.float32)
+        starts = range(0, len(images), ONNX_CHUNK)
+        return np.concatenate([run(images[start : start + ONNX_CHUNK]) for start in starts])
+
+    # Run now: a file can load and still fail, answer NaN or ask for gigabytes when it runs, and
+    # that must be one clear error at start-up, not a failure of every reading.
+    digits = check_digits()
+    for count in CHECK_BATCHES:
+        answer = probabilities_of(np.resize(digits, (count, IMAGE_SIZE, IMAGE_SIZE)))
+        problem = answer_problem(answer, count)
+        if problem:
+            raise ValueError(f"on {count} real digit(s), {problem}")
+    return checked(probabilities_of)
 
 
 def export_source(path: Path) -> dict:

@@ -21,6 +21,7 @@ from outputs import record_of
 from trained import (
     ModelError,
     Probabilities,
+    checked,
     export_source,
     load_trained_model,
     onnx_probabilities,
@@ -35,7 +36,9 @@ MODEL_HELP = "a .keras file from train.py, or a model.onnx from export.py (read 
 @dataclass(frozen=True)
 class Classifier:
     name: str
-    probabilities_of: Probabilities  # float32 images (n, 28, 28) -> probabilities (n, 10)
+    # float32 images (n, 28, 28) -> probabilities (n, 10), or ModelRunError (never NaN, never a
+    # row that is not a distribution)
+    probabilities_of: Probabilities
     threshold: float | None  # the confidence below which a reading is "not sure"
     output_activation: str | None  # the network's own output layer ("sigmoid", "softmax"), if known
 
@@ -71,7 +74,7 @@ def keras_classifier(network, threshold: float | None = None) -> Classifier:
     from model import OUTPUT_LAYER, probabilities_function
 
     activation = network.get_layer(OUTPUT_LAYER).activation.__name__
-    return Classifier(network.name, probabilities_function(network), threshold, activation)
+    return Classifier(network.name, checked(probabilities_function(network)), threshold, activation)
 
 
 def onnx_classifier(path: Path) -> Classifier:

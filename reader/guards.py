@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import time
+from http import HTTPStatus
 
 import h11
 import uvicorn
@@ -30,9 +31,15 @@ SHRINK_PHOTO = (
     "(for example `convert photo.jpg -resize 1600x1600 small.jpg`)"
 )
 UPLOAD_SECONDS = 20.0  # to receive a whole upload: 1 MB at 50 KB/s, a poor mobile link
-HEADER_SECONDS = 10.0  # to receive a request's headers, from connecting or from the last answer
+# To receive a request's headers, from connecting or from the last answer: a browser sends them in
+# one packet, and 5 s is many round trips of a poor mobile link.
+HEADER_SECONDS = 5.0
 KEEP_ALIVE_SECONDS = 5  # an idle connection is closed after this
 MAX_CONNECTIONS = 64  # open at once; past it, new requests get 503 at once
+# Open at once from one client address, so that one client cannot take all MAX_CONNECTIONS (a
+# browser opens at most 6 to a server; this leaves room for a few behind one NAT). Behind a proxy
+# every connection comes from the proxy's address: serve.py's --client-connections raises it.
+MAX_CLIENT_CONNECTIONS = 16
 RETRY_AFTER_BUSY = "1"  # seconds, in such a 503
 # On SIGTERM, requests still running get this long to finish (a reading's own deadline is shorter).
 GRACEFUL_SECONDS = 15
@@ -69,6 +76,22 @@ async def send_error(send, status: int, detail: str, extra_headers: tuple = ()) 
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def raw_error(status: int, detail: str, extra_headers: tuple = ()) -> bytes:
+    """A whole answer of `status` in the API's JSON error form with the security headers, as bytes
+    to write on a connection where no request (or no valid one) has been received."""
+    body = json.dumps({"detail": detail}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *SECURITY_HEADERS,
+        (b"content-security-policy", PAGE_POLICY.encode()),
+        *extra_headers,
+    ]
+    head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()
+    return head + b"".join(name + b": " + value + b"\r\n" for name, value in headers) + b"\r\n" + body
 
 
 def upload_refusal(headers: dict[bytes, bytes]) -> tuple[int, str] | None:
@@ -156,12 +179,15 @@ def delivering(body: bytes, receive):
 class HeaderDeadlineProtocol(H11Protocol):
     """uvicorn's HTTP/1.1 protocol, closing a connection whose request headers have not all
     arrived `header_seconds` after it opened or after its last answer (uvicorn has no such limit,
-    so a client sending headers a byte at a time could hold a connection for ever), and answering
-    past its limit of connections in the API's JSON, where uvicorn answers in plain text."""
+    so a client sending headers a byte at a time could hold a connection for ever), answering a
+    client address's connection past `client_connections` with a 503 and closing it, and giving
+    its own answers (past its limit of connections, to a malformed request) in the API's JSON
+    with the security headers, where uvicorn answers in plain text."""
 
-    def __init__(self, *args, header_seconds: float, **kwargs):
+    def __init__(self, *args, header_seconds: float, client_connections: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.header_seconds = header_seconds
+        self.client_connections = client_connections
         self.header_deadline: asyncio.TimerHandle | None = None
         # uvicorn's own check, made here instead, at the same point: as the request's app starts.
         self.connection_limit, self.limit_concurrency = self.limit_concurrency, None
@@ -187,7 +213,22 @@ class HeaderDeadlineProtocol(H11Protocol):
 
     def connection_made(self, transport):
         super().connection_made(transport)
+        address = self.client[0] if self.client else None
+        held = sum(1 for other in self.connections if other.client and other.client[0] == address)
+        if address is not None and held > self.client_connections:
+            detail = (
+                f"{address} holds {self.client_connections} open connections, its limit: close some first"
+            )
+            transport.write(raw_error(503, detail, ((b"retry-after", RETRY_AFTER_BUSY.encode()),)))
+            return transport.close()
         self.await_headers()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request h11 cannot parse (a malformed request line or header)."""
+        self.transport.write(
+            raw_error(400, "not a valid HTTP/1.1 request: check its request line and headers")
+        )
+        self.transport.close()
 
     def on_response_complete(self):
         super().on_response_complete()
@@ -200,15 +241,23 @@ class HeaderDeadlineProtocol(H11Protocol):
 
 
 def guarded_config(
-    app, host: str, port: int, header_seconds: float = HEADER_SECONDS, **options
+    app,
+    host: str,
+    port: int,
+    header_seconds: float = HEADER_SECONDS,
+    client_connections: int = MAX_CLIENT_CONNECTIONS,
+    **options,
 ) -> uvicorn.Config:
-    """uvicorn's settings for `app` with limits on slow and idle clients and on open connections
-    (per process); `options` are further uvicorn.Config settings."""
+    """uvicorn's settings for `app` with limits on slow and idle clients and on open connections,
+    of all clients and of each client address (per process); `options` are further uvicorn.Config
+    settings."""
     return uvicorn.Config(
         app,
         host=host,
         port=port,
-        http=functools.partial(HeaderDeadlineProtocol, header_seconds=header_seconds),
+        http=functools.partial(
+            HeaderDeadlineProtocol, header_seconds=header_seconds, client_connections=client_connections
+        ),
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
         limit_concurrency=MAX_CONNECTIONS,
@@ -216,9 +265,15 @@ def guarded_config(
     )
 
 
-def guarded_server(app, host: str, port: int, header_seconds: float = HEADER_SECONDS) -> uvicorn.Server:
+def guarded_server(
+    app,
+    host: str,
+    port: int,
+    header_seconds: float = HEADER_SECONDS,
+    client_connections: int = MAX_CLIENT_CONNECTIONS,
+) -> uvicorn.Server:
     """uvicorn serving `app` in this process, with guarded_config's limits."""
-    return uvicorn.Server(guarded_config(app, host, port, header_seconds))
+    return uvicorn.Server(guarded_config(app, host, port, header_seconds, client_connections))
 
 
 class LimitedRestarts(Multiprocess):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 import warnings
 from pathlib import Path
@@ -25,7 +26,8 @@ from scipy import ndimage
 from data import INK_THRESHOLD, mnist_style
 
 # Refuse larger images before decoding them (decompression bombs): 16 megapixels (a phone's photo
-# is 12) decode into at most 64 MB. JPEGs are decoded at a reduced scale first, so larger ones pass.
+# is 12) decode into at most 64 MB. Baseline JPEGs are decoded at a reduced scale first, so larger
+# ones pass; progressive ones are decoded whole, so they do not (jpeg_problem).
 MAX_PIXELS = 16_000_000
 MAX_FILE_BYTES = 4 * MAX_PIXELS + 1_000_000  # read from one file: MAX_PIXELS even as 32-bit raw pixels
 WORK_SIDE = 1024  # px: larger images are shrunk to this before any arithmetic (a digit ends 20 px)
@@ -40,6 +42,14 @@ LINE_INK = 0.15  # share of full ink from which faint printed lines count as mar
 LINE_SPAN = 0.85  # a printed line runs across nearly all of the page
 LINE_THINNESS = 0.5  # and is thinner than this share of the pen's mean stroke width
 LINE_MAX_SHARE = 0.03  # and than this share of the page across it
+# A JPEG's scans: libjpeg's progressive script has 10, mozjpeg's optimised ones a few more; each
+# walks the whole picture (jpeg_problem). A real JPEG holds tens of markers, scans' included.
+MAX_JPEG_SCANS = 64
+MAX_JPEG_MARKERS = 1_000
+JPEG_MARKER = re.compile(rb"\xff+([^\x00\xff])")  # a marker's code, after any fill bytes
+JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}  # markers without a segment after them
+# The end of a scan's coded data: the first marker that is neither a stuffed 0xFF nor a restart.
+JPEG_DATA_END = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
 EIGHT_NEIGHBOURS = np.ones((3, 3))  # pixels touching at a corner belong to the same stroke
 # The formats the project names and predict.py looks for in a folder (Pillow reads a few more).
 IMAGE_FORMATS = {
@@ -93,13 +103,18 @@ def decoded(raw: bytes) -> Image.Image:
     # Pillow's decoders raise many exception types on malformed bytes (OSError, SyntaxError,
     # struct.error, ...); from untrusted input each one means "not a readable image".
     try:
-        image = Image.open(io.BytesIO(raw))  # reads the header only
+        # The header only, and only of the six formats: Pillow's other decoders (AVIF, PSD, DDS,
+        # TGA...) are more of the code a hostile file can reach, for no photo or scan anyone sends.
+        image = Image.open(io.BytesIO(raw), formats=[name.upper() for name in IMAGE_FORMATS])
     except UnidentifiedImageError:
         raise ImageError(f"not an image ({FORMAT_NAMES} expected)") from None
     except Image.DecompressionBombError:  # Pillow's own check of the header's size
         raise ImageError(f"too large; send at most {MAX_PIXELS:,} pixels") from None
     except Exception as exc:
         raise ImageError(f"the image header is damaged ({exc})") from None
+    problem = jpeg_problem(raw, image.size) if image.format in ("JPEG", "MPO") else None
+    if problem:
+        raise ImageError(problem)
     image.draft(image.mode, (WORK_SIDE, WORK_SIDE))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
     width, height = image.size
     if width * height > MAX_PIXELS:
@@ -109,6 +124,42 @@ def decoded(raw: bytes) -> Image.Image:
         return ImageOps.exif_transpose(one_channel(image))
     except Exception as exc:
         raise ImageError(f"the image data is damaged ({exc})") from None
+
+
+def jpeg_problem(raw: bytes, size: tuple[int, int]) -> str | None:
+    """Why a JPEG (its bytes, and its size from its header) is not decoded (None: it is).
+
+    A JPEG of more than one scan (progressive ones) is decoded through a buffer of the whole
+    picture's coefficients, whatever the reduced scale it is drafted at, and libjpeg walks that
+    buffer once per scan: a 800 KB file repeating one scan 1,300 times over 13000x13000 pixels
+    takes a core 30 s. So its scans are counted from its markers first, and its full size checked.
+    """
+    scans, position = 0, 2  # after the start-of-image marker
+    for _ in range(MAX_JPEG_MARKERS):
+        marker = JPEG_MARKER.match(raw, position)
+        if marker is None or marker[1] == b"\xd9":  # damaged (decoding says so) or the picture's end
+            break
+        position = marker.end()
+        if marker[1][0] in JPEG_STANDALONE:
+            continue
+        position += int.from_bytes(raw[position : position + 2], "big")  # the segment's length
+        if marker[1] == b"\xda":  # a scan: its header, then its coded data up to the next marker
+            scans += 1
+            data_end = JPEG_DATA_END.search(raw, position)
+            if scans > MAX_JPEG_SCANS or data_end is None:
+                break
+            position = data_end.start()
+    else:
+        return f"the JPEG holds over {MAX_JPEG_MARKERS:,} markers: save it again as a plain JPEG or PNG"
+    if scans > MAX_JPEG_SCANS:
+        return f"the JPEG holds over {MAX_JPEG_SCANS} scans: save it again as a plain JPEG or PNG"
+    width, height = size
+    if scans > 1 and width * height > MAX_PIXELS:
+        return (
+            f"a progressive JPEG of {width}x{height} pixels is too large; send at most "
+            f"{MAX_PIXELS:,} pixels, or save it as a baseline JPEG"
+        )
+    return None
 
 
 def one_channel(image: Image.Image) -> Image.Image:
@@ -131,7 +182,9 @@ def ink_intensity(image: Image.Image) -> np.ndarray:
     gray = np.asarray(image.getchannel("L") if image.mode == "LA" else image, dtype=np.float32)
     if not np.isfinite(gray).all():
         raise ImageError("some pixels are not numbers (NaN or infinite): save the image as PNG or JPEG")
-    if image.mode in ("I", "F"):  # 16-bit and float greyscale
+    if image.mode == "F" and gray.min() >= 0 and gray.max() <= 1:  # float grey levels in [0, 1]
+        gray = gray * 255.0
+    elif image.mode in ("I", "F"):  # 16-bit and other float greyscale
         gray = gray * (255.0 / max(float(gray.max()), 255.0))
     alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255 if image.mode == "LA" else None
     if alpha is not None and alpha.min() < 1:

@@ -4,6 +4,7 @@ it came from, its calibrated threshold found through export.json, and predict.py
 working in a fresh environment of requirements-serve.txt alone, where TensorFlow cannot be
 imported."""
 
+import io
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 import onnx
@@ -21,7 +23,7 @@ import onnxruntime
 import pytest
 
 import outputs
-from conftest import PROJECT_ROOT, run_script, wait_until
+from conftest import PROJECT_ROOT, nan_past_ink, onnx_digit_model, run_script, wait_until
 from data import normalize_images
 from local_server import local_server, running_server
 from reader.classifier import load_classifier
@@ -129,6 +131,80 @@ def test_a_model_file_too_wide_or_too_deep_to_build_is_refused_unbuilt(tmp_path,
         load_trained_model(path)
 
 
+def with_unconnected(layer, input_shape):
+    """A config change: `layer`, built for `input_shape`, added to the model but to none of its paths."""
+
+    def change(config):
+        saved = keras.saving.serialize_keras_object(layer)
+        saved.update(name=layer.name, inbound_nodes=[], build_config={"input_shape": input_shape})
+        config["config"]["layers"].append(saved)
+        return json.dumps(config)
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "layer, input_shape",
+    [
+        (keras.layers.Embedding(200_000, 2_000, name="table"), [None, 3]),  # 1.6 GB, no units or filters
+        (keras.layers.DepthwiseConv2D(9_000, name="kernel"), [None, 9_000, 9_000, 1]),  # 324 MB
+    ],
+    ids=["embedding", "depthwise-convolution"],
+)
+def test_a_model_file_with_a_layer_train_py_never_builds_is_refused_unbuilt(
+    tmp_path, trained_run, layer, input_shape
+):
+    change = with_unconnected(layer, input_shape)
+    path = with_config(trained_run.folder / "model.keras", tmp_path / "bad.keras", change)
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(ModelError, match=f"cannot load .*a layer of class '{layer.__class__.__name__}'"):
+        load_trained_model(path)
+
+
+def with_weights(saved, path, change):
+    """A copy of the .keras file `saved` at `path`, its weights file rewritten by `change` (which
+    takes and returns the file's bytes), and every member deflated."""
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as copy:
+        for item in source.infolist():
+            data = source.read(item)
+            copy.writestr(item.filename, change(data) if item.filename == "model.weights.h5" else data)
+    return path
+
+
+def with_undeclared_dataset(weights):
+    """HDF5 `weights` with one more dataset of 20000x20000 float32 (1.6 GB) declared, none of it
+    written: chunked storage is allocated only when written, so the file stays small."""
+    buffer = io.BytesIO(weights)
+    with h5py.File(buffer, "r+") as opened:
+        opened.create_dataset("layers/spare/vars/0", shape=(20_000, 20_000), dtype="f4", chunks=(100, 100))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        (lambda weights: weights + bytes(50_000_000), "its weights file expands to 50,[0-9,]+ bytes"),
+        (with_undeclared_dataset, "its weights file declares 1,600,[0-9,]+ bytes of weights, over"),
+    ],
+    ids=["zip-bomb", "declared-dataset"],
+)
+def test_a_weights_file_expanding_past_its_weights_is_refused_unextracted(
+    tmp_path, trained_run, change, says
+):
+    path = with_weights(trained_run.folder / "model.keras", tmp_path / "bomb.keras", change)
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(ModelError, match=f"cannot load .*{says}"):
+        load_trained_model(path)
+
+
+def test_a_model_file_with_a_member_expanding_past_its_bound_is_refused_unextracted(tmp_path, trained_run):
+    path = with_weights(trained_run.folder / "model.keras", tmp_path / "bomb.keras", lambda weights: weights)
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("assets/padding.bin", bytes(50_000_000))
+    with pytest.raises(ModelError, match="member assets/padding.bin expands to 50,000,000 bytes, over"):
+        load_trained_model(path)
+
+
 def test_model_of_another_shape_is_refused(tmp_path):
     inputs = keras.Input((32, 32))
     other = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
@@ -211,6 +287,13 @@ def test_an_onnx_file_that_export_json_does_not_list_has_no_threshold(exported, 
             "source": {"run": {"calibration": {"threshold": True}}},
         },
         "[" * 100_000 + "]" * 100_000,  # too deep for Python's recursion
+        # Both read as 0.0, which would flag no reading: as good as none, and said so.
+        '{"formats": {"onnx": {"path": "model.onnx", "sha256": "LISTED"}}, '
+        '"source": {"run": {"calibration": {"threshold": 1e-400}}}}',
+        {
+            "formats": {"onnx": {"path": "model.onnx", "sha256": "LISTED"}},
+            "source": {"run": {"calibration": {"threshold": -0.0}}},
+        },
     ],
 )
 def test_an_export_json_that_says_nothing_usable_leaves_the_model_readable_and_never_unsure(
@@ -259,6 +342,46 @@ def test_an_onnx_digit_model_taking_a_fixed_number_of_images_is_refused(exported
     onnx.save(fixed, tmp_path / "fixed.onnx")
     with pytest.raises(ModelError, match=r"maps \[1, 28, 28\].*not 28x28 images to 10 digits"):
         load_classifier(tmp_path / "fixed.onnx")
+
+
+def test_an_onnx_model_answering_nan_for_real_digits_is_refused_at_load(tmp_path):
+    # Blank images, the old check, are read (ten 0.1s); a digit's ink is NaN.
+    model = nan_past_ink(tmp_path / "nan.onnx", most_ink=0.0)
+    with pytest.raises(ModelError, match=r"on 1 real digit\(s\), its answer is not numbers"):
+        load_classifier(model)
+
+
+def test_an_onnx_model_that_runs_only_two_images_at_a_time_is_refused_at_load(tmp_path):
+    nodes = [
+        onnx.helper.make_node("Reshape", ["images", "two"], ["rows"]),  # (2, 784): no other batch
+        onnx.helper.make_node("MatMul", ["rows", "weights"], ["logits"]),
+        onnx.helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    constants = {"two": np.array([2, 784], np.int64), "weights": np.zeros((784, 10), np.float32)}
+    model = onnx_digit_model(tmp_path / "two.onnx", nodes, constants)
+    with pytest.raises(ModelError, match=r"cannot load .*failed on 1 image\(s\)"):
+        load_classifier(model)
+
+
+def test_an_onnx_model_asking_a_gigabyte_a_run_is_refused_at_load(tmp_path):
+    nodes = [  # each image's ink spread over a billion bytes, then summed
+        onnx.helper.make_node("ReduceSum", ["images", "pixels"], ["ink"], keepdims=1),  # (n, 1, 1)
+        onnx.helper.make_node("Reshape", ["ink", "column"], ["ink_column"]),  # (n, 1)
+        onnx.helper.make_node("Expand", ["ink_column", "gigabyte"], ["spread"]),  # (n, 250M)
+        onnx.helper.make_node("ReduceSum", ["spread", "last"], ["total"], keepdims=1),
+        onnx.helper.make_node("Mul", ["total", "zeros"], ["logits"]),
+        onnx.helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    constants = {
+        "pixels": np.array([1, 2], np.int64),
+        "column": np.array([-1, 1], np.int64),
+        "gigabyte": np.array([1, 250_000_000], np.int64),
+        "last": np.array([1], np.int64),
+        "zeros": np.zeros((1, 10), np.float32),
+    }
+    model = onnx_digit_model(tmp_path / "greedy.onnx", nodes, constants)
+    with pytest.raises(ModelError, match=r"cannot load .*failed on 1 image\(s\)"):
+        load_classifier(model)
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from conftest import PROJECT_ROOT, encoded
+from conftest import OTHER_FORMATS, PROJECT_ROOT, encoded, progressive_jpeg_bomb
 from data import DIGIT_BOX
-from reader.page import MAX_PIXELS, ImageError, long_runs, mnist_style_digit, read_image
+from reader.page import MAX_JPEG_SCANS, MAX_PIXELS, ImageError, long_runs, mnist_style_digit, read_image
 
 
 def drawn_one(size=(300, 200), box=(40, 30, 70, 170), ink=0, paper=255, mode="L", width=8):
@@ -144,6 +144,15 @@ def test_a_float_image_with_a_pixel_that_is_not_a_number_is_an_error(bad):
         mnist_style_digit(read_image(encoded(Image.fromarray(pixels, mode="F"), "TIFF")))
 
 
+def test_a_float_tiff_in_zero_to_one_reads_as_the_same_digit_in_bytes(mnist):
+    # Scientific tools save a float image's grey levels in [0, 1], not [0, 255].
+    seven = mnist.x_test[0]
+    as_float = Image.fromarray(seven.astype(np.float32) / 255, mode="F")
+    digit = mnist_style_digit(read_image(encoded(as_float, "TIFF")))
+    reference = mnist_style_digit(read_image(encoded(Image.fromarray(seven))))
+    assert np.abs(digit.astype(int) - reference).mean() < 3
+
+
 def reference_one():
     return mnist_style_digit(read_image(encoded(drawn_one())))
 
@@ -169,6 +178,34 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale():
     jpeg = encoded(drawn_one(size=(6000, 4000), box=(2000, 1000, 2400, 3000), width=120), "JPEG")
     assert 6000 * 4000 > MAX_PIXELS
     assert_mnist_style(mnist_style_digit(read_image(jpeg)))
+
+
+def test_a_progressive_jpeg_repeating_its_scans_is_refused_before_decoding():
+    bomb = progressive_jpeg_bomb(side=4000, repeats=1300)  # 16 megapixels, within the limit
+    assert len(bomb) < 1_000_000  # a server takes it
+    with pytest.raises(ImageError, match=f"the JPEG holds over {MAX_JPEG_SCANS} scans"):
+        read_image(bomb)
+
+
+def test_a_progressive_jpeg_over_the_pixel_limit_is_refused_before_decoding():
+    bomb = progressive_jpeg_bomb(side=13000, repeats=0)  # its own 6 scans
+    with pytest.raises(ImageError, match="a progressive JPEG of 13000x13000 pixels is too large"):
+        read_image(bomb)  # and no warning of Pillow's of its own: the reader's error says it all
+
+
+def test_progressive_and_two_picture_jpegs_are_read():
+    progressive, two_pictures = io.BytesIO(), io.BytesIO()
+    drawn_one().save(progressive, "JPEG", progressive=True)
+    # MPO: a phone's JPEG holding a second picture (a preview, a depth map)
+    drawn_one().save(two_pictures, "MPO", save_all=True, append_images=[Image.new("L", (300, 200))])
+    for raw in (progressive.getvalue(), two_pictures.getvalue()):
+        assert np.abs(mnist_style_digit(read_image(raw)).astype(int) - reference_one()).mean() < 3
+
+
+@pytest.mark.parametrize("format", OTHER_FORMATS)
+def test_formats_beyond_the_six_named_are_refused_undecoded(format):
+    with pytest.raises(ImageError, match="not an image"):
+        read_image(encoded(drawn_one(mode="RGB"), format))
 
 
 PEAK_SCRIPT = """

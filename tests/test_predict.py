@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import predict
-from conftest import PROJECT_ROOT, run_script
+from conftest import PROJECT_ROOT, nan_past_ink, run_script
 from data import normalize_images
 from model import probability_model
 from reader.page import MAX_FILE_BYTES, mnist_style_digit
@@ -298,3 +298,45 @@ def test_json_piped_into_a_reader_that_stops_ends_quietly(exported, rerendered):
         reading.stdout.close()  # as `| head -0`: the pipe is gone before the first line
         stderr = reading.stderr.read()
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
+def test_a_file_name_holding_a_newline_cannot_forge_a_reading_line(trained_run, rerendered, tmp_path, capsys):
+    forged = tmp_path / "x.png\nseven.png: 3 (99.9%)\ny.png"
+    shutil.copy(rerendered / "000.png", forged)
+    missing = tmp_path / "gone\rerror: none.png"
+    with pytest.raises(SystemExit):  # the missing file fails
+        predict.main([str(forged), str(missing), "--model", str(trained_run.folder / "model.keras")])
+    printed = capsys.readouterr()
+    [line] = printed.out.splitlines()  # one file read, one line
+    assert line.startswith(f"$'{tmp_path}/x.png\\nseven.png: 3 (99.9%)\\ny.png': ")
+    [error] = printed.err.splitlines()[-1:]
+    assert "\r" not in printed.err and error.startswith(f"error: $'{tmp_path}/gone\\rerror: none.png': ")
+
+
+@pytest.mark.parametrize("threshold", ["1e-400", "-0.0", "0.1"])
+def test_a_threshold_that_would_flag_no_reading_gets_the_note_of_a_missing_one(
+    trained_run, rerendered, tmp_path, capsys, threshold
+):
+    model = model_with_threshold(trained_run, tmp_path, "THRESHOLD")
+    record = tmp_path / "run.json"
+    record.write_text(record.read_text().replace('"THRESHOLD"', threshold))  # 1e-400 reads as 0.0
+    predict.main([str(rerendered / "000.png"), "--model", str(model)])
+    assert "no calibrated threshold (its run.json)" in capsys.readouterr().err
+
+
+def test_an_onnx_answer_that_is_not_numbers_is_that_files_error_never_a_sure_digit(
+    rerendered, tmp_path, capsys
+):
+    model = nan_past_ink(tmp_path / "model.onnx", most_ink=300.0)  # MNIST's digits hold 40-150
+    blob = tmp_path / "blob.png"
+    page = np.full((200, 200), 255, np.uint8)
+    page[50:150, 50:150] = 0  # a filled square: 400 of ink in 28x28, NaN for this model
+    Image.fromarray(page).save(blob)
+    for flags in ([], ["--number"]):
+        with pytest.raises(SystemExit) as exit_info:
+            predict.main([str(rerendered / "000.png"), str(blob), "--model", str(model), "--json", *flags])
+        assert exit_info.value.code == 1
+        printed = json.loads(capsys.readouterr().out, parse_constant=pytest.fail)  # no NaN in it
+        assert [result["file"] for result in printed["predictions"]] == [str(rerendered / "000.png")]
+        [error] = printed["errors"]
+        assert error["file"] == str(blob) and "its answer is not numbers (NaN or infinite)" in error["error"]

@@ -10,9 +10,9 @@ from fastapi import Request
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import digit_row, encoded, wait_until
+from conftest import digit_row, encoded, nan_past_ink, wait_until
 from model import ModelConfig, build_model
-from reader.classifier import keras_classifier
+from reader.classifier import keras_classifier, load_classifier
 from reader.deadline import ReadingAbandoned, ReadingTimeout
 from reader.guards import MAX_UPLOAD_BYTES, delivering
 from serve import DECODES_AT_ONCE, STARTUP_FAILURE, answer, app_of, create_app, parse_args
@@ -126,6 +126,20 @@ def test_bad_uploads_get_4xx_with_a_json_reason(client, request_args, status, de
     assert client.get("/healthz").json()["status"] == "ok"
 
 
+@pytest.mark.parametrize("route", ["/api/predict", "/api/number"])
+def test_an_onnx_answer_that_is_not_numbers_is_a_500_with_its_reason_never_a_sure_digit(
+    mnist, tmp_path, route
+):
+    model = load_classifier(nan_past_ink(tmp_path / "model.onnx", most_ink=300.0))  # digits hold 40-150
+    page = np.full((200, 200), 255, np.uint8)
+    page[50:150, 50:150] = 0  # a filled square: 400 of ink in 28x28, NaN for this model
+    with TestClient(create_app(model), raise_server_exceptions=False) as nan_client:
+        assert nan_client.post(route, content=png_of(mnist.x_test[0])).status_code == 200
+        response = nan_client.post(route, content=encoded(Image.fromarray(page)))
+        assert response.status_code == 500 and "x-frame-options" in response.headers
+        assert "its answer is not numbers (NaN or infinite)" in response.json()["detail"]
+
+
 def test_page_static_files_and_api_docs_are_served(client):
     assert "<canvas" in client.get("/").text
     assert client.get("/static/app.js").status_code == 200
@@ -216,6 +230,15 @@ def test_fewer_than_one_worker_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as stopped:
         parse_args(["--workers", "0"])
     assert stopped.value.code == 2 and "--workers 0: run at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("count", ["0", "65"])
+def test_a_client_connection_bound_past_the_servers_is_a_usage_error(capsys, count):
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(["--client-connections", count])
+    assert (
+        stopped.value.code == 2 and f"--client-connections {count}: allow 1 to 64" in capsys.readouterr().err
+    )
 
 
 def checking_until_stopped(model, raw, deadline):

@@ -1,4 +1,5 @@
-"""Property tests: nothing a client sends to /api/predict can produce a 5xx or stop the server."""
+"""Property tests: nothing a client sends to /api/predict can produce a 5xx or stop the server; and
+the decode bombs, each refused with its reason before it holds a reading slot."""
 
 import io
 
@@ -9,6 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import (
+    OTHER_FORMATS,
+    encoded,
+    png_inflating_past_its_pixels,
+    png_of_many_chunks,
+    progressive_jpeg_bomb,
+)
 from reader.classifier import keras_classifier
 from serve import DECODES_AT_ONCE, create_app
 
@@ -132,3 +140,36 @@ def test_pages_of_many_tiny_marks_are_read_refused_or_timed_out_and_free_their_s
     assert response.status_code in (200, 400, 503), response.text
     assert response.json()["number" if response.status_code == 200 else "detail"]
     assert hurried_client.get("/readyz").json()["free_slots"] == DECODES_AT_ONCE  # none kept
+
+
+DECODE_BOMBS = {  # each under 1 MB, as a server takes it
+    "progressive-jpeg-1300-scans": (lambda: progressive_jpeg_bomb(4000, 1300), "over 64 scans"),
+    "progressive-jpeg-13000-px": (
+        lambda: progressive_jpeg_bomb(13000, 10),
+        "13000x13000 pixels is too large",
+    ),
+    "png-80000-idats": (lambda: png_of_many_chunks(b"IDAT", 80_000), "no digit found"),
+    "png-60000-text-chunks": (lambda: png_of_many_chunks(b"tEXt", 60_000), "no digit found"),
+    "png-inflating-900-mb-past-its-pixels": (
+        lambda: png_inflating_past_its_pixels(4000, 900),
+        "no digit found",
+    ),
+    **{
+        f"{format.lower()}-not-one-of-the-six": (
+            lambda format=format: encoded(Image.new("RGB", (300, 300), "white"), format),
+            "not an image",
+        )
+        for format in OTHER_FORMATS
+    },
+}
+
+
+@pytest.mark.parametrize("bomb", DECODE_BOMBS)
+def test_decode_bombs_are_refused_with_their_reason_and_free_their_slot(hurried_client, bomb):
+    make, says = DECODE_BOMBS[bomb]
+    body = make()
+    assert len(body) < 1_000_000
+    # Refused (400), not read past the deadline (503): the bound comes before the decoding.
+    response = hurried_client.post("/api/predict", content=body)
+    assert response.status_code == 400 and says in response.json()["detail"], response.text
+    assert hurried_client.get("/readyz").json()["free_slots"] == DECODES_AT_ONCE

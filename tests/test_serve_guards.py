@@ -14,7 +14,7 @@ import pytest
 from conftest import wait_until
 from local_server import free_ports
 from reader.classifier import keras_classifier
-from reader.guards import MAX_CONNECTIONS, guarded_server
+from reader.guards import MAX_CLIENT_CONNECTIONS, MAX_CONNECTIONS, guarded_server
 from serve import create_app
 
 pytestmark = [pytest.mark.network]
@@ -130,7 +130,11 @@ def test_a_client_leaving_mid_upload_is_no_error_in_the_log(server, address, cap
 
 
 def test_connections_past_the_limit_are_answered_503_in_json(server, address):
-    held = [connect(address) for _ in range(MAX_CONNECTIONS)]
+    # From as many client addresses as it takes, each holding as many connections as it may.
+    hosts = [f"127.0.0.{10 + index // MAX_CLIENT_CONNECTIONS}" for index in range(MAX_CONNECTIONS)]
+    held = [
+        socket.create_connection(address, timeout=SECONDS + 5, source_address=(host, 0)) for host in hosts
+    ]
     wait_until(lambda: open_connections(server) == MAX_CONNECTIONS, 10, "the server to take every connection")
     sock = connect(address)
     sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -141,3 +145,64 @@ def test_connections_past_the_limit_are_answered_503_in_json(server, address):
     assert status_of(response) == 503 and b"content-type: application/json" in head.lower()
     assert b"retry-after: " in head.lower()
     assert f"limit of {MAX_CONNECTIONS} open connections" in json.loads(body)["detail"]
+
+
+def test_a_malformed_request_line_is_answered_400_in_json_with_the_security_headers(address):
+    sock = connect(address)
+    sock.sendall(b"GET /healthz HTTP/1.1 and more\r\nHost: x\r\n\r\n")
+    head, body = answer(sock).split(b"\r\n\r\n", 1)
+    assert status_of(head) == 400 and b"content-type: application/json" in head.lower()
+    assert b"x-frame-options: DENY" in head and b"content-security-policy: " in head
+    assert "not a valid HTTP/1.1 request" in json.loads(body)["detail"]
+
+
+@pytest.fixture
+def patient_server(trained_run):
+    """A server whose header deadline outlasts the test: slow clients' connections stay open."""
+    port = free_ports(1)[0]
+    server = guarded_server(create_app(keras_classifier(trained_run.model)), "127.0.0.1", port, 60.0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started or not thread.is_alive(), 30, "the server to start")
+    yield server
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def connections_from(server, host: str) -> int:
+    # list() copies the set whole while the server's thread waits (the GIL): no change midway.
+    return sum(1 for held in list(server.server_state.connections) if held.client and held.client[0] == host)
+
+
+def test_one_client_trickling_headers_on_many_connections_leaves_the_others_served(patient_server):
+    address = patient_server.config.host, patient_server.config.port
+
+    def slow_client() -> socket.socket:  # 127.0.0.2: the loopback network is all of 127/8
+        return socket.create_connection(address, timeout=10, source_address=("127.0.0.2", 0))
+
+    # One client holds as many connections as it may, each with a request begun, never finished...
+    slow = [slow_client() for _ in range(MAX_CLIENT_CONNECTIONS)]
+    for sock in slow:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+    wait_until(
+        lambda: connections_from(patient_server, "127.0.0.2") == len(slow), 10, "the server to take them"
+    )
+    # ... and asks for more than the server takes in all.
+    more = [slow_client() for _ in range(MAX_CONNECTIONS)]
+    try:
+        wait_until(
+            lambda: len(patient_server.server_state.connections) == MAX_CLIENT_CONNECTIONS,
+            10,
+            "the server to close the slow client's connections past its bound",
+        )
+        for host in ("127.0.0.1", "127.0.0.3"):  # other clients are served
+            for _ in range(5):
+                sock = socket.create_connection(address, timeout=10, source_address=(host, 0))
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert status_of(answer(sock)) == 200
+        head, body = answer(more[0]).split(b"\r\n\r\n", 1)
+    finally:
+        for sock in slow + more:
+            sock.close()
+    assert status_of(head) == 503 and b"retry-after: " in head.lower() and b"x-frame-options" in head
+    assert f"127.0.0.2 holds {MAX_CLIENT_CONNECTIONS} open connections" in json.loads(body)["detail"]

@@ -43,6 +43,7 @@ def test_settings_round_trip_through_their_json_shape():
         ({"model": {"depth": 3}}, "'depth' is not a model setting"),
         ({"training": {"dropout": 0.1}}, "'dropout' is not a training setting"),
         ({"model": {"arch": "rnn"}}, "arch must be one of mlp, cnn, got 'rnn'"),
+        ({"model": {"arch": ["mlp"]}}, "arch must be a string, got ['mlp']"),
         ({"model": {"hidden": "wide"}}, "hidden must be a list of integers, got 'wide'"),
         ({"model": {"hidden": []}}, "hidden must be a list of integers, got []"),
         ({"model": {"dropout": 1.5}}, "dropout must be in [0, 1), got 1.5"),

@@ -146,6 +146,16 @@ def test_bad_config_file_is_a_usage_error_naming_the_setting(tmp_path, capsys):
     assert "lr must be a number above 0 and at most 10, got nan" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("arch", [["mlp"], {"name": "mlp"}], ids=["list", "dict"])
+def test_a_config_file_with_a_list_or_dict_for_a_word_is_a_one_line_usage_error(tmp_path, capsys, arch):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model": {"arch": arch}}))
+    with pytest.raises(SystemExit) as exit_info:  # not a TypeError's traceback
+        train.main(["--config", str(config), "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"arch must be a string, got {arch!r}")
+
+
 def test_flags_override_the_config_file(tmp_path):
     config = tmp_path / "config.json"
     config.write_text('{"model": {"hidden": [16]}, "training": {"epochs": 3, "limit": 500}}')

@@ -2,6 +2,7 @@
 parity test, and bench/offline_page.py): image files as a user's, each named by its kind.
 
     files = parity_corpus(mnist)   # {"scan-000": b"\\x89PNG...", "photo-012": b"\\xff\\xd8...", ...}
+    answers = page.evaluate(READ_IN_BROWSER, [base64 of each file])   # on the page export.py wrote
 
 - scans: MNIST test digits, dark on white, enlarged to 200 px (as a scanner gives them);
 - strokes: polylines drawn as a finger or mouse would, with pens from thin to thick (many are no
@@ -19,6 +20,30 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from data import normalize_images
+from reader.page import ImageError, mnist_style_digit, read_image
+from reader.reading import reading
+
+# Each file (base64) read by the page's own steps (photoCanvas, reader.js, the model, reading()):
+# the reading or the message the page would show, and the milliseconds it took.
+READ_IN_BROWSER = """async (files) => {
+    const answers = [];
+    for (const encoded of files) {
+        const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
+        const start = performance.now();
+        let answer;
+        try {
+            const picture = await photoCanvas(new Blob([bytes]));
+            const pixels = picture.getContext("2d").getImageData(0, 0, picture.width, picture.height);
+            const digit = inkReader.mnistStyleDigit(pixels.data, pixels.width, pixels.height);
+            answer = inkReader.reading(await probabilitiesOf(digit), config.digit_model.threshold);
+        } catch (failure) {
+            answer = { error: failure.message };
+        }
+        answers.push({ ...answer, ms: performance.now() - start, at: performance.now() });
+    }
+    return answers;
+}"""
 SCANS, STROKES, PHOTOS, PENS = 300, 100, 150, 100  # 650 images
 
 
@@ -73,3 +98,29 @@ def parity_corpus(mnist) -> dict[str, bytes]:
     files |= {f"photo-{i:03d}": photo(next(digits), rng, jpeg=i % 2 == 1) for i in range(PHOTOS)}
     files |= {f"pen-{i:03d}": pen(next(digits), i % 2 == 0, 3 + 2 * (i % 3)) for i in range(PENS)}
     return files
+
+
+def python_reading(raw: bytes, classifier) -> dict:
+    """The Python reader's answer for a file: its reading, or {"error": what it says} (with no
+    classifier, {} where it would read one)."""
+    try:
+        digit = mnist_style_digit(read_image(raw))
+    except ImageError as exc:
+        return {"error": str(exc)}
+    if classifier is None:
+        return {}
+    return reading(classifier.probabilities_of(normalize_images(digit[None]))[0], classifier.threshold)
+
+
+def flag(answer: dict) -> str:
+    """An answer's flag: an error, not a digit, not sure, or sure."""
+    if "error" in answer:
+        return "error"
+    return "not a digit" if answer["not_a_digit"] else "not sure" if answer["not_sure"] else "sure"
+
+
+def disagreements(python: dict[str, dict], in_browser: dict[str, dict]) -> tuple[list[str], list[str]]:
+    """The names whose digit differs (an error counts as no digit), and those whose flag does."""
+    digits = [name for name in python if python[name].get("digit") != in_browser[name].get("digit")]
+    flags = [name for name in python if flag(python[name]) != flag(in_browser[name])]
+    return digits, flags

@@ -12,13 +12,10 @@ import pytest
 from PIL import Image
 
 import export
-from data import normalize_images
 from local_server import static_server
-from page_corpus import parity_corpus
+from page_corpus import READ_IN_BROWSER, disagreements, parity_corpus, python_reading
 from reader import browser
 from reader.classifier import load_classifier
-from reader.page import ImageError, mnist_style_digit, read_image
-from reader.reading import reading
 from test_web import CHROMIUM, CHROMIUM_FLAGS, DESKTOP, PHONE, draw, shown_for
 from trained import threshold_of
 
@@ -101,9 +98,9 @@ def exported_page(url, device=DESKTOP, init_script=None):
 
 def python_reading_of_the_pad(page, classifier) -> dict:
     """The Python reader's answer for the pad as drawn (its PNG, as the server page sends it)."""
-    png = base64.b64decode(page.evaluate("pad.toDataURL('image/png')").split(",", 1)[1])
-    digit = mnist_style_digit(read_image(png))
-    return reading(classifier.probabilities_of(normalize_images(digit[None]))[0], classifier.threshold)
+    return python_reading(
+        base64.b64decode(page.evaluate("pad.toDataURL('image/png')").split(",", 1)[1]), classifier
+    )
 
 
 @pytest.mark.browser
@@ -158,11 +155,8 @@ def test_where_webassembly_is_missing_the_page_says_so(static_page):
 
 def python_message(raw: bytes) -> str:
     """What the server page says of an image: its reader's ImageError, or "" when it reads one."""
-    try:
-        mnist_style_digit(read_image(raw))
-    except ImageError as exc:
-        return f"Could not read it: {exc}"
-    return ""
+    answer = python_reading(raw, None)
+    return f"Could not read it: {answer['error']}" if "error" in answer else ""
 
 
 @pytest.mark.browser
@@ -198,38 +192,7 @@ def test_bad_input_gets_the_server_pages_messages_and_no_uncaught_exception(stat
     assert shown != "–" and error == "" and not problems, problems
 
 
-# Each file read by the page's own steps (photoCanvas, reader.js, the model, reading()): the reading
-# or the message the page would show.
-READ_IN_BROWSER = """async (files) => {
-    const answers = [];
-    for (const encoded of files) {
-        const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
-        try {
-            const picture = await photoCanvas(new Blob([bytes]));
-            const pixels = picture.getContext("2d").getImageData(0, 0, picture.width, picture.height);
-            const digit = inkReader.mnistStyleDigit(pixels.data, pixels.width, pixels.height);
-            answers.push(inkReader.reading(await probabilitiesOf(digit), config.digit_model.threshold));
-        } catch (failure) {
-            answers.push({ error: failure.message });
-        }
-    }
-    return answers;
-}"""
 BATCH = 50  # files per call into the page
-
-
-def python_reading(raw: bytes, classifier) -> dict:
-    try:
-        digit = mnist_style_digit(read_image(raw))
-    except ImageError as exc:
-        return {"error": str(exc)}
-    return reading(classifier.probabilities_of(normalize_images(digit[None]))[0], classifier.threshold)
-
-
-def flag(answer: dict) -> str:
-    return (
-        "error" if "error" in answer else "not a digit" if answer["not_a_digit"] else str(answer["not_sure"])
-    )
 
 
 @pytest.mark.browser
@@ -244,8 +207,7 @@ def test_the_browser_reads_the_corpus_as_the_python_reader_does(static_page, web
         for start in range(0, len(names), BATCH):
             answers += page.evaluate(READ_IN_BROWSER, encoded[start : start + BATCH])
     in_browser = dict(zip(names, answers, strict=True))
-    digits = [n for n in names if python[n].get("digit", "error") != in_browser[n].get("digit", "error")]
-    flags = [n for n in names if flag(python[n]) != flag(in_browser[n])]
+    digits, flags = disagreements(python, in_browser)
     listed = "\n".join(f"{n}: python {python[n]}\n  browser {in_browser[n]}" for n in {*digits, *flags})
     assert len(digits) <= 0.005 * len(names) and len(flags) <= 0.01 * len(names), listed
     assert not problems, problems

@@ -114,21 +114,34 @@ const inkReader = (() => {
     return i < size ? i : period - 1 - i;
   }
 
-  // A 1-D pass along rows (axis 1) or columns (axis 0): `combine` over the window's offsets.
-  function along(source, axis, offsets, combine, start) {
-    const { width, height } = source;
+  // A 1-D pass along rows (axis 1) or columns (axis 0) over a window of `offsets` from each pixel:
+  // the weighted sum (`weights`), or else the largest (`dilation`) or smallest value. The window's
+  // pixels past the edge are read through a table of reflected indices, not computed per pixel.
+  function along(source, axis, offsets, weights, dilation) {
+    const { width, height, data } = source;
     const out = image(width, height);
     const line = axis === 1 ? width : height;
-    for (let y = 0; y < height; y++) {
-      for (let x = 0; x < width; x++) {
-        let value = start;
-        const at = axis === 1 ? x : y;
-        for (let k = 0; k < offsets.length; k++) {
-          const i = reflect(at + offsets[k][0], line);
-          const pixel = axis === 1 ? source.data[y * width + i] : source.data[i * width + x];
-          value = combine(value, pixel, offsets[k][1]);
+    const step = axis === 1 ? 1 : width;
+    const first = offsets[0];
+    const index = Int32Array.from({ length: line + offsets.length }, (_, i) => reflect(i + first, line) * step);
+    const lines = axis === 1 ? height : width;
+    const lineStep = axis === 1 ? width : 1;
+    const count = offsets.length;
+    for (let l = 0; l < lines; l++) {
+      const base = l * lineStep;
+      for (let at = 0; at < line; at++) {
+        let value;
+        if (weights) {
+          value = 0;
+          for (let k = 0; k < count; k++) value += data[base + index[at + k]] * weights[k];
+        } else {
+          value = data[base + index[at]];
+          for (let k = 1; k < count; k++) {
+            const pixel = data[base + index[at + k]];
+            if (dilation ? pixel > value : pixel < value) value = pixel;
+          }
         }
-        out.data[y * width + x] = value;
+        out.data[base + at * step] = value;
       }
     }
     return out;
@@ -136,30 +149,23 @@ const inkReader = (() => {
 
   function gaussianFilter(source, sigma) {
     const radius = Math.trunc(4 * sigma + 0.5); // SciPy's truncate=4.0
-    const kernel = [];
-    let total = 0;
-    for (let x = -radius; x <= radius; x++) {
-      const weight = Math.exp((-0.5 / (sigma * sigma)) * x * x);
-      kernel.push([x, weight]);
-      total += weight;
-    }
-    const offsets = kernel.map(([x, weight]) => [x, weight / total]);
-    const weighted = (sum, pixel, weight) => sum + pixel * weight;
-    return along(along(source, 0, offsets, weighted, 0), 1, offsets, weighted, 0);
+    const offsets = Array.from({ length: 2 * radius + 1 }, (_, k) => k - radius);
+    const weights = offsets.map((x) => Math.exp((-0.5 / (sigma * sigma)) * x * x));
+    const total = weights.reduce((sum, weight) => sum + weight, 0);
+    const normalised = Float64Array.from(weights, (weight) => weight / total);
+    return along(along(source, 0, offsets, normalised), 1, offsets, normalised);
   }
 
   // grey_dilation and grey_erosion with a flat window of `size` along `axis`: SciPy shifts an
   // even-sized dilation's window by one, so closing and opening keep their place.
   function windowOffsets(size, dilation) {
     const first = -Math.floor(size / 2) + (dilation && size % 2 === 0 ? 1 : 0);
-    return Array.from({ length: size }, (_, k) => [first + k, 0]);
+    return Array.from({ length: size }, (_, k) => first + k);
   }
   function extreme(source, sizes, dilation) {
-    const combine = dilation ? (a, b) => Math.max(a, b) : (a, b) => Math.min(a, b);
-    const start = dilation ? -Infinity : Infinity;
     let out = source;
     for (const axis of [0, 1]) {
-      if (sizes[axis] > 1) out = along(out, axis, windowOffsets(sizes[axis], dilation), combine, start);
+      if (sizes[axis] > 1) out = along(out, axis, windowOffsets(sizes[axis], dilation), null, dilation);
     }
     return out === source ? image(source.width, source.height, Float32Array.from(source.data)) : out;
   }
@@ -419,6 +425,29 @@ const inkReader = (() => {
     return scaled;
   }
 
+  // NumPy's float32 sum of `count` values from `start` (its pairwise summation, 8 partial sums).
+  function pairwiseSum(values, start, count) {
+    const add = (a, b) => Math.fround(a + b);
+    if (count < 8) {
+      let sum = 0;
+      for (let i = 0; i < count; i++) sum = add(sum, values[start + i]);
+      return sum;
+    }
+    if (count <= 128) {
+      const partial = Array.from(values.subarray(start, start + 8));
+      let i = 8;
+      for (; i < count - (count % 8); i += 8) {
+        for (let j = 0; j < 8; j++) partial[j] = add(partial[j], values[start + i + j]);
+      }
+      const [a, b, c, d, e, f, g, h] = partial;
+      let sum = add(add(add(a, b), add(c, d)), add(add(e, f), add(g, h)));
+      for (; i < count; i++) sum = add(sum, values[start + i]);
+      return sum;
+    }
+    const half = Math.floor(count / 2) - (Math.floor(count / 2) % 8);
+    return add(pairwiseSum(values, start, half), pairwiseSum(values, start + half, count - half));
+  }
+
   // --- data.mnist_style: crop to the ink, longer side to DIGIT_BOX, centre of mass in the field. ---
   function croppedToInk(ink) {
     const threshold = C.ink_threshold * 255;
@@ -446,12 +475,18 @@ const inkReader = (() => {
       digit.data[i] = Math.max(0, digit.data[i]);
       strongest = Math.max(strongest, digit.data[i]);
     }
-    let total = 0, rows = 0, columns = 0;
-    for (let y = 0; y < digit.height; y++) {
-      for (let x = 0; x < digit.width; x++) {
-        const value = (digit.data[y * digit.width + x] *= 255 / strongest);
-        total += value; rows += value * y; columns += value * x;
-      }
+    const full = Math.fround(255 / strongest);
+    for (let i = 0; i < digit.data.length; i++) digit.data[i] *= full; // stored as float32, as NumPy's
+    // The centre of mass in NumPy's float32 sums: a digit drawn symmetrically puts it on a half
+    // pixel, where the last bit of the sum decides which way it rounds.
+    const { width, height, data } = digit;
+    const total = pairwiseSum(data, 0, data.length);
+    let rows = 0, columns = 0;
+    for (let y = 0; y < height; y++) rows += pairwiseSum(data, y * width, width) * y;
+    for (let x = 0; x < width; x++) {
+      let column = 0;
+      for (let y = 0; y < height; y++) column = Math.fround(column + data[y * width + x]);
+      columns += column * x;
     }
     const size = C.image_size;
     const clip = (value, most) => Math.min(Math.max(value, 0), most);

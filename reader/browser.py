@@ -2,7 +2,7 @@
 modules that own them), its runtime (ONNX Runtime Web, from npm) and the folder export.py writes.
 
     from reader.browser import write_web_folder
-    write_web_folder(Path("artifacts/export/web"), Path("artifacts/export/model.onnx"), threshold)
+    write_web_folder(Path("artifacts/export/web"), Path("artifacts/export/model.onnx"), 0.656, "mlp")
 
 web/ holds the page; web/reader.js ports reader.page's and data.mnist_style's steps to JavaScript
 and takes each number from the config written here, so that no number is typed twice. The

@@ -7,16 +7,18 @@ PYTHON ?= python3
 VENV ?= $(if $(GPU),.venv-gpu,.venv)
 BIN := $(VENV)/bin
 RUN_REQUIREMENTS := $(if $(GPU),requirements-gpu.txt,requirements.txt)
+# npm writes this file once runtime/ is installed.
+RUNTIME := runtime/node_modules/.package-lock.json
 
 .PHONY: run test test-fast lint
 run: $(VENV)/.installed-run$(if $(GPU),-gpu)
 	$(BIN)/python train.py
 	$(BIN)/python evaluate.py
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev $(RUNTIME)
 	$(BIN)/python -m pytest
 
-test-fast: $(VENV)/.installed-dev
+test-fast: $(VENV)/.installed-dev $(RUNTIME)
 	$(BIN)/python -m pytest -m "not slow and not browser and not network"
 
 lint: $(VENV)/.installed-dev
@@ -25,6 +27,11 @@ lint: $(VENV)/.installed-dev
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
+
+# ONNX Runtime Web for the page that reads in the browser, at the lockfile's versions (export.py
+# copies it into DIR/web/; the page's tests read with it). `make run` does not need it.
+$(RUNTIME): runtime/package.json runtime/package-lock.json
+	cd runtime && npm ci --no-audit --no-fund
 
 # The tests' tools go beside the run's TensorFlow (CPU or, with GPU=1, CUDA), never a second one.
 $(VENV)/.installed-%: requirements.txt requirements-gpu.txt requirements-libraries.txt requirements-serve.txt requirements-dev.txt | $(BIN)/python

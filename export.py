@@ -8,7 +8,9 @@ Writes into --out:
   never overwritten), signature `serving_default`;
 - model.onnx (ONNX, for onnxruntime) and model.tflite (LiteRT, for phones and ai-edge-litert);
 - export.json: each file's sha256, the input and output contract, the checks and the run.json of
-  the model they came from.
+  the model they came from;
+- web/: the page that reads in the browser with model.onnx, offline once visited, on any static
+  host (docs/offline-page.md); its runtime comes from npm (`npm ci` in runtime/, run here if needed).
 Every format takes float32 images (n, 28, 28) in [0, 1], as the reader and data.normalize_images make
 them, and returns the ten probabilities (the softmax of the logits). Before a file is moved
 into place it must give the Keras model's digit on all 10,000 test images, probabilities within
@@ -37,7 +39,8 @@ import tensorflow as tf
 import outputs
 from data import IMAGE_SIZE, NUM_CLASSES, DataError, load_mnist, normalize_images
 from model import probability_model
-from trained import ModelError, load_trained_model, onnx_probabilities, reason
+from reader.browser import RuntimeMissing, write_web_folder
+from trained import ModelError, load_trained_model, onnx_probabilities, reason, threshold_of
 
 TOLERANCE = 1e-4  # largest difference in any probability from the Keras model's
 BATCH = 1000  # test images per call in the checks
@@ -191,6 +194,9 @@ def export(model_path: Path, out: Path, data: Path | None = None) -> dict:
     images = normalize_images(mnist.x_test)
     reference = probabilities.predict(images, batch_size=BATCH, verbose=0)
     written, failed = export_all(probabilities, out, images, reference)
+    web = web_folder(out, written, threshold_of(outputs.record_of(model_path)), network.name)
+    if web:
+        failed["web"] = web
     record = outputs.run_record(
         source={"model": str(model_path), "name": network.name, "run": outputs.record_of(model_path)},
         input=INPUT_CONTRACT,
@@ -237,6 +243,21 @@ def export_all(
             f"images, probabilities within {result['largest_probability_difference']:.1e})"
         )
     return written, failed
+
+
+def web_folder(out: Path, written: dict, threshold: float | None, name: str) -> str | None:
+    """Write out/web/, the page reading model.onnx in the browser; why it was not written, if not."""
+    if "onnx" not in written:
+        problem = "it reads model.onnx, which was not written"
+    else:
+        try:
+            write_web_folder(out / "web", out / written["onnx"]["path"], threshold, name)
+            print(f"web: {out / 'web'} (the page, reading in the browser: docs/offline-page.md)")
+            return None
+        except RuntimeMissing as exc:
+            problem = str(exc)
+    print(f"error: web: {problem}; not written", file=sys.stderr)
+    return problem
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -4,6 +4,11 @@
     python serve.py --port 8080 --model artifacts/softmax/model.keras
     python serve.py --model artifacts/export/model.onnx --workers 2   # no TensorFlow; 2 processes
 
+The page (web/, the same one export.py writes for static hosts) reads one digit in the browser
+when the model is an export's model.onnx and ONNX Runtime Web is installed (runtime/, `npm ci`):
+it fetches /model.onnx and /config.json and sends nothing. With a .keras model it sends each
+drawing and photo to the API, as it does for number mode with any model.
+
 POST /api/predict takes one image (multipart field `file`, or the raw image as the body) and returns
 the digit, whether the model is sure of it, the probabilities and the 28x28 image the model saw;
 POST /api/number reads a number of up to 12 digits on one line. Interactive API docs are at /docs.
@@ -37,6 +42,14 @@ from uvicorn.main import STARTUP_FAILURE
 
 from data import normalize_images
 from outputs import HelpFormatter
+from reader.browser import (
+    DIGIT_MODEL,
+    RUNTIME_DIR,
+    RUNTIME_DIST,
+    RUNTIME_FOLDER,
+    page_config,
+    runtime_installed,
+)
 from reader.classifier import MODEL_HELP, Classifier, load_classifier, unsure_never
 from reader.deadline import READING_SECONDS, Deadline, ReadingTimeout
 from reader.guards import (
@@ -219,6 +232,20 @@ def page() -> FileResponse:
     return FileResponse(WEB_DIR / "index.html")
 
 
+@router.get("/config.json", include_in_schema=False)
+def config(request: Request) -> dict:
+    """The page's config: whether it reads digits in the browser, and with what (reader/browser.py)."""
+    return request.app.state.page_config
+
+
+@router.get(f"/{DIGIT_MODEL}", include_in_schema=False)
+def digit_model(request: Request) -> FileResponse:
+    """The .onnx model served, for the page to read with in the browser (404 for a .keras one)."""
+    if request.app.state.browser_model is None:
+        raise HTTPException(status_code=404, detail="this server reads with a .keras model: no ONNX file")
+    return FileResponse(request.app.state.browser_model, media_type="application/octet-stream")
+
+
 @router.get("/favicon.ico", include_in_schema=False)
 def favicon() -> RedirectResponse:
     """The page names its icon; other clients ask for this one."""
@@ -251,10 +278,15 @@ def openapi_with_note(app: FastAPIOffline, openapi: Callable[[], dict], note: st
 
 
 def create_app(
-    model: Classifier, upload_seconds: float = UPLOAD_SECONDS, reading_seconds: float = READING_SECONDS
+    model: Classifier,
+    upload_seconds: float = UPLOAD_SECONDS,
+    reading_seconds: float = READING_SECONDS,
+    onnx_file: Path | None = None,
 ) -> FastAPIOffline:
     """The FastAPI app serving `model` (loaded once by the caller) and the drawing page; readings
-    less confident than its threshold are "not sure", and readings past `reading_seconds` a 503."""
+    less confident than its threshold are "not sure", and readings past `reading_seconds` a 503.
+    With `onnx_file` (the model's own .onnx file) and the runtime installed, the page reads one
+    digit in the browser with it."""
     note = probabilities_note(model)
     app = FastAPIOffline(  # FastAPI with its docs pages' scripts served from here, not a CDN
         title="MNIST digit recognizer",
@@ -264,19 +296,32 @@ def create_app(
     app.state.classifier = model
     app.state.decodes = anyio.CapacityLimiter(DECODES_AT_ONCE)
     app.state.reading_seconds = reading_seconds
+    browser = onnx_file is not None and runtime_installed()
+    app.state.browser_model = onnx_file if browser else None
+    app.state.page_config = page_config(
+        model.threshold, DIGIT_MODEL if browser else None, api=True, offline=False, name=model.name
+    )
     app.state.process = secrets.token_hex(4)  # which of --workers' processes answers: each has its app
     app.add_middleware(GuardedRequests, upload_seconds=upload_seconds)
     app.include_router(router)
     app.openapi = functools.partial(openapi_with_note, app, app.openapi, note)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    if browser:
+        app.mount(f"/{RUNTIME_FOLDER}", StaticFiles(directory=RUNTIME_DIST), name="runtime")
+    app.mount("/", StaticFiles(directory=WEB_DIR), name="page")  # the page's files, by relative paths
     return app
+
+
+def onnx_file_of(path: Path) -> Path | None:
+    """`path` if it is an .onnx file, which the page can read with in the browser."""
+    return path if path.suffix.lower() == ".onnx" else None
 
 
 def app_of(model_path: Path) -> FastAPIOffline:
     """The app for the model at `model_path`: what each worker process builds for itself. A model
     that fails to load here (changed since the parent loaded it) stops the workers, not retried."""
     try:
-        return create_app(load_classifier(model_path))
+        return create_app(load_classifier(model_path), onnx_file=onnx_file_of(model_path))
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(STARTUP_FAILURE) from None
@@ -320,9 +365,14 @@ def main(argv: list[str] | None = None) -> None:
         print(unsure_never(args.model), file=sys.stderr)
     processes = f", {args.workers} processes" if args.workers > 1 else ""
     print(f"serving {args.model} on http://{args.host}:{args.port}{processes}  (API docs at /docs)")
+    if onnx_file_of(args.model) and not runtime_installed():
+        print(f"note: the page reads through the API: `npm ci` in {RUNTIME_DIR} lets it read in the browser")
     if args.workers == 1:
         guarded_server(
-            create_app(model), args.host, args.port, client_connections=args.client_connections
+            create_app(model, onnx_file=onnx_file_of(args.model)),
+            args.host,
+            args.port,
+            client_connections=args.client_connections,
         ).run()
         return
     del model  # each worker loads its own

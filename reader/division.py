@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from data import INK_THRESHOLD
 from reader.deadline import NO_DEADLINE, Deadline
-from reader.page import EIGHT_NEIGHBOURS, WORK_SIDE, ImageError
+from reader.page import EIGHT_NEIGHBOURS, NO_STROKE, WORK_SIDE, ImageError
 
 MAX_DIGITS = 12  # in one written number
 OVERLAP = 0.5  # pieces overlapping by this share of the narrower one's width are tried as one digit
@@ -89,7 +89,7 @@ def number_layouts(ink: np.ndarray, deadline: Deadline = NO_DEADLINE) -> NumberL
     marks = ink >= INK_THRESHOLD * 255
     labels, count = ndimage.label(marks, structure=EIGHT_NEIGHBOURS)
     if not count:
-        raise ImageError("no digit found: no stroke stands out from the paper")
+        raise ImageError(NO_STROKE)
     if count > MAX_PIECES:  # before any work that grows with the pieces
         raise too_many(f"{count:,} separate pieces of ink")
     boxes = ndimage.find_objects(labels)  # each piece's rows and columns, by label - 1

@@ -56,9 +56,11 @@ SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
 ]
-PAGE_POLICY = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
+BASE_POLICY = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
+# The page compiles ONNX Runtime Web's WebAssembly (reader in the browser); nothing else runs inline.
+PAGE_POLICY = BASE_POLICY + "; script-src 'self' 'wasm-unsafe-eval'"
 DOCS_POLICY = (
-    PAGE_POLICY + "; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; worker-src blob:"
+    BASE_POLICY + "; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; worker-src blob:"
 )
 DOCS_PATHS = ("/docs", "/redoc")
 LOGGER = logging.getLogger("uvicorn.error")

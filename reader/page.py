@@ -50,6 +50,9 @@ JPEG_MARKER = re.compile(rb"\xff+([^\x00\xff])")  # a marker's code, after any f
 JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}  # markers without a segment after them
 # The end of a scan's coded data: the first marker that is neither a stuffed 0xFF nor a restart.
 JPEG_DATA_END = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
+# What a page without a digit is told (the browser's page says the same: reader/browser.py).
+BLANK_PAGE = "no digit found: the image is blank or has too little contrast"
+NO_STROKE = "no digit found: no stroke stands out from the paper"
 EIGHT_NEIGHBOURS = np.ones((3, 3))  # pixels touching at a corner belong to the same stroke
 # The formats the project names and predict.py looks for in a folder (Pillow reads a few more).
 IMAGE_FORMATS = {
@@ -311,10 +314,10 @@ def page_ink(image: Image.Image) -> np.ndarray:
     ink = ink_intensity(image)
     strongest = float(ink.max())
     if strongest < MIN_CONTRAST:
-        raise ImageError("no digit found: the image is blank or has too little contrast")
+        raise ImageError(BLANK_PAGE)
     ink = without_specks(ink * (255.0 / strongest))
     if not (ink >= INK_THRESHOLD * 255).any():  # all of it specks or shadow
-        raise ImageError("no digit found: no stroke stands out from the paper")
+        raise ImageError(NO_STROKE)
     return ink
 
 

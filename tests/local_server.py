@@ -104,3 +104,30 @@ def wait_for_workers(server: LocalServer, workers: int) -> None:
                 f"{workers - len(answered)} of serve.py's {workers} processes did not answer /healthz "
                 f"within {START_SECONDS} s: {server.logged()[-2000:]}"
             )
+
+
+@contextlib.contextmanager
+def static_server(folder: Path) -> Iterator[str]:
+    """`python -m http.server` serving `folder` on a free port of 127.0.0.1, as any static host
+    would, once it answers; yields its base URL and stops it on leaving."""
+    port = free_ports(1)[0]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"python -m http.server did not answer on port {port}") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

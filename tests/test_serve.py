@@ -264,3 +264,27 @@ def test_a_reading_stops_once_its_client_has_gone(trained_run, client_stays):
     with pytest.raises(ReadingTimeout) as raised:
         asyncio.run(answer(checking_until_stopped, app.state.classifier, request, None))
     assert type(raised.value) is stopped
+
+
+def test_with_a_keras_model_the_page_reads_through_the_api_and_its_files_are_at_the_root(client):
+    config = client.get("/config.json").json()
+    assert config["digit_model"] is None and config["api"] is True and config["offline"] is False
+    assert client.get("/model.onnx").status_code == 404
+    assert client.get("/reader.js").status_code == client.get("/manifest.webmanifest").status_code == 200
+    assert "'wasm-unsafe-eval'" in client.get("/").headers["content-security-policy"]
+
+
+def test_with_an_onnx_model_the_page_gets_the_model_its_threshold_and_the_runtime(exported):
+    from reader.browser import RUNTIME_FILES, reader_constants, runtime_installed
+
+    if not runtime_installed():
+        pytest.skip("ONNX Runtime Web is not installed: `npm ci` in runtime/")
+    onnx_file = exported[1] / "model.onnx"
+    model = load_classifier(onnx_file)
+    with TestClient(create_app(model, onnx_file=onnx_file)) as onnx_client:
+        config = onnx_client.get("/config.json").json()
+        served = onnx_client.get("/model.onnx").content
+        runtime = [onnx_client.get(f"/ort/{name}").status_code for name in RUNTIME_FILES]
+    assert config["digit_model"] == {"path": "model.onnx", "threshold": model.threshold, "name": model.name}
+    assert config["reader"] == reader_constants() and config["api"] is True
+    assert served == onnx_file.read_bytes() and runtime == [200] * len(RUNTIME_FILES)

@@ -423,3 +423,30 @@ def test_the_pad_keeps_its_shape_in_both_modes_and_the_page_asks_for_nothing_mis
         assert shown == pytest.approx(pixels, rel=0.02), mode
         assert right <= device["viewport"]["width"], mode
     assert not missing and icon.ok and icon.headers["content-type"].startswith("image/svg")
+
+
+@pytest.fixture(scope="module")
+def onnx_server(exported):
+    from reader.browser import runtime_installed
+
+    if not runtime_installed():
+        pytest.skip("ONNX Runtime Web is not installed: `npm ci` in runtime/")
+    with running_server(exported[1] / "model.onnx") as url:
+        yield url
+
+
+@pytest.mark.browser
+def test_served_with_an_onnx_model_the_page_reads_a_digit_in_the_browser_and_a_number_through_the_api(
+    onnx_server,
+):
+    with browser_page(onnx_server) as page:
+        page.wait_for_selector("body[data-reader='browser']", state="attached")
+        draw(page, [(0.25, 0.2), (0.75, 0.2), (0.4, 0.9)])
+        shown, sent_for_a_digit = page.locator("#digit").text_content(), page.evaluate("sent.length")
+        answer = api_answer(onnx_server, "/api/predict", page)
+        page.check("input[value=number]")
+        draw(page, [(0.12, 0.15), (0.12, 0.85)], [(0.35, 0.15), (0.55, 0.15), (0.42, 0.85)])
+        number, sent_for_a_number = page.locator("#digit").text_content(), page.evaluate("sent.length")
+        numbered = api_answer(onnx_server, "/api/number", page)
+    assert sent_for_a_digit == 0 and shown == shown_for(answer)  # read here, as the API reads it
+    assert sent_for_a_number == 2 and number == number_shown(numbered)  # one per stroke

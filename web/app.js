@@ -1,7 +1,9 @@
-// Drawing pad: pointer events (mouse, pen, touch). When a stroke ends, the canvas is sent as a PNG
-// to /api/predict (one digit) or /api/number (a number); an uploaded photo is turned upright,
-// shrunk, sent as a JPEG and shown on the pad. All preprocessing happens on the server, as for any
-// other image.
+// Drawing pad: pointer events (mouse, pen, touch). When a stroke ends, or a photo is chosen, the
+// page reads it. Where config.json names a digit model and WebAssembly runs, one digit is read in
+// this browser (reader.js, then the model on ONNX Runtime Web): nothing drawn or photographed leaves
+// the device, and the page works offline. Otherwise, and for a number, the canvas is sent as a PNG
+// to serve.py's /api/predict or /api/number, and a photo turned upright, shrunk and sent as a JPEG.
+// The same page is served by serve.py and written by export.py (reader/browser.py).
 const pad = document.getElementById("pad");
 const context = pad.getContext("2d");
 const boxes = document.getElementById("boxes");  // over the pad: a number's digits as read
@@ -15,6 +17,8 @@ let drawing = false;
 // Each stroke or photo is a new request from the moment it ends or is chosen: answers to older
 // ones, arriving late, are dropped.
 let latestRequest = 0;
+let config = { digit_model: null, api: true, offline: false };  // serve.py's page, until read
+let browserModel = null;  // the digit model's session on ONNX Runtime Web, once loaded
 
 const TITLES = { digit: "Draw a digit", number: "Write a number" };
 const HINTS = {
@@ -78,12 +82,13 @@ pad.addEventListener("pointermove", (event) => {
   context.stroke();
 });
 
-function endStroke() {
+async function endStroke() {
   if (!drawing) return;
   drawing = false;
   document.body.dataset.state = "busy";
   const request = ++latestRequest;
-  pad.toBlob((png) => predict(png, DRAWN, request), "image/png");
+  if (await readsHere()) readHere(context.getImageData(0, 0, pad.width, pad.height), request);
+  else pad.toBlob((png) => predict(png, DRAWN, request), "image/png");
 }
 pad.addEventListener("pointerup", endStroke);
 pad.addEventListener("pointercancel", endStroke);
@@ -98,6 +103,10 @@ upload.addEventListener("change", async () => {
   clearPad();
   document.body.dataset.state = "busy";
   const request = ++latestRequest;
+  if (await readsHere()) {
+    readPhotoHere(photo, request);
+    return;
+  }
   let prepared;
   try {
     prepared = await preparedPhoto(photo);
@@ -129,6 +138,93 @@ async function preparedPhoto(photo) {
   picture.getContext("2d").drawImage(bitmap, 0, 0, picture.width, picture.height);
   const image = await new Promise((done) => picture.toBlob(done, "image/jpeg", PHOTO.quality));
   return { image, picture };
+}
+
+// A photo read in this browser: upright, at most WORK_SIDE px across (as reader.page.read_image
+// makes it), shown on the pad and read.
+async function readPhotoHere(photo, request) {
+  let picture;
+  try {
+    picture = await photoCanvas(photo);
+  } catch (failure) {
+    showError(`Could not read the photo: ${failure.message}`);
+    document.body.dataset.state = "ready";
+    return;
+  }
+  if (request !== latestRequest) return;
+  fitted(picture);
+  readHere(picture.getContext("2d").getImageData(0, 0, picture.width, picture.height), request);
+}
+
+async function photoCanvas(photo) {
+  const megabytes = (bytes) => (bytes / 1e6).toFixed(1);
+  if (photo.size > PHOTO.maxBytes) {
+    throw new Error(`it is ${megabytes(photo.size)} MB; choose a photo under ${megabytes(PHOTO.maxBytes)} MB`);
+  }
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(photo, {
+      imageOrientation: "from-image", premultiplyAlpha: "none", colorSpaceConversion: "none",
+    });
+  } catch {
+    throw new Error("this browser cannot open it (not an image, or HEIC?); save it as JPEG or PNG, or choose the camera's most compatible format");
+  }
+  const [width, height] = thumbnailSize(bitmap.width, bitmap.height, config.reader.work_side);
+  const picture = document.createElement("canvas");
+  Object.assign(picture, { width, height });
+  const drawer = picture.getContext("2d", { willReadFrequently: true });
+  drawer.imageSmoothingQuality = "high";
+  drawer.drawImage(bitmap, 0, 0, width, height);
+  bitmap.close();
+  return picture;
+}
+
+// Pillow's Image.thumbnail size: the aspect kept, the side that fits rounded to keep it best.
+function thumbnailSize(width, height, side) {
+  if (width <= side && height <= side) return [width, height];
+  const aspect = width / height;
+  const nearest = (value, miss) => Math.max(1, miss(Math.floor(value)) <= miss(Math.ceil(value)) ? Math.floor(value) : Math.ceil(value));
+  if (1 >= aspect) return [nearest(side * aspect, (n) => Math.abs(aspect - n / side)), side];
+  return [side, nearest(side / aspect, (n) => (n === 0 ? 0 : Math.abs(aspect - side / n)))];
+}
+
+// One digit read here: reader.js's steps, the model, and reading() with the export's threshold.
+async function readHere(pixels, request) {
+  try {
+    const digit = inkReader.mnistStyleDigit(pixels.data, pixels.width, pixels.height);
+    const row = await probabilitiesOf(digit);
+    if (request !== latestRequest) return;
+    showError("");
+    showDigit({
+      ...inkReader.reading(row, config.digit_model.threshold),
+      probabilities: Array.from(row),
+      preprocessed: dataUrlOf(digit),
+    });
+    onScreen(document.querySelector(".answer"));
+  } catch (failure) {
+    if (request === latestRequest) showError(`Could not read it: ${failure.message}`);
+  } finally {
+    if (request === latestRequest) document.body.dataset.state = "ready";
+  }
+}
+
+// uint8 (28, 28) -> the model's ten probabilities, after data.normalize_images (/ 255).
+async function probabilitiesOf(digit) {
+  const { ort, session } = await browserModel;
+  const side = config.reader.image_size;
+  const images = new ort.Tensor("float32", Float32Array.from(digit, (value) => value / 255), [1, side, side]);
+  const answer = await session.run({ [session.inputNames[0]]: images });
+  return Array.from(answer[session.outputNames[0]].data);
+}
+
+function dataUrlOf(digit) {
+  const side = config.reader.image_size;
+  const canvas = Object.assign(document.createElement("canvas"), { width: side, height: side });
+  const drawer = canvas.getContext("2d");
+  const pixels = drawer.createImageData(side, side);
+  digit.forEach((value, i) => pixels.data.set([value, value, value, 255], 4 * i));
+  drawer.putImageData(pixels, 0, 0);
+  return canvas.toDataURL("image/png");
 }
 
 // Where `bitmap` (an image sent) lies on the pad: fitted, centred, and drawn there.
@@ -261,7 +357,51 @@ function showProbabilities(probabilities, top, topSureness) {
 document.getElementById("clear").addEventListener("click", clearPad);
 clearPad();
 
-// The note under the pad says what the probabilities are for the model actually served.
-fetch("/api/model").then((response) => response.json()).then((model) => {
-  document.getElementById("note").textContent = model.probabilities;
-});
+// The page's config: the reader's constants and the digit model (export.py's folder, or serve.py
+// with an .onnx model); none at all means serve.py's API reads everything.
+const started = start();
+
+async function start() {
+  try {
+    const response = await fetch("config.json");
+    if (response.ok) config = await response.json();
+  } catch {
+    // no config: serve.py's API reads, as before the page read in the browser
+  }
+  if (config.reader) inkReader.configure(config);
+  if (config.offline && "serviceWorker" in navigator) navigator.serviceWorker.register("sw.js").catch(() => {});
+  if (!config.api) withoutServer();
+  else fetch("api/model").then((response) => response.json()).then((model) => {
+    document.getElementById("note").textContent = model.probabilities;  // for the model served
+  });
+  if (config.digit_model && typeof WebAssembly !== "object") {
+    if (!config.api) showError("This browser cannot run WebAssembly, which the page reads with: open it in a current Chrome, Firefox, Safari or Edge.");
+  } else if (config.digit_model) {
+    browserModel = loadModel();
+    browserModel.catch((failure) => showError(`Could not load the model: ${failure.message}`));
+  }
+  document.body.dataset.reader = browserModel ? "browser" : "server";
+}
+
+async function loadModel() {
+  const ort = await import(`./${config.runtime.folder}${config.runtime.entry}`);
+  ort.env.wasm.numThreads = 1;  // threads need cross-origin isolation, which a static host lacks
+  ort.env.wasm.wasmPaths = new URL(config.runtime.folder, location.href).href;  // never a CDN
+  const session = await ort.InferenceSession.create(config.digit_model.path, { executionProviders: ["wasm"] });
+  return { ort, session };
+}
+
+async function readsHere() {
+  await started;
+  return browserModel !== null && mode() === "digit";
+}
+
+// A static host has no API: number mode waits for a line model, and the docs link has no page.
+function withoutServer() {
+  const number = document.querySelector("input[value=number]");
+  number.disabled = true;
+  number.parentElement.title = "Numbers need a line model, which this export does not have: see docs/offline-page.md";
+  document.getElementById("docs").hidden = true;
+  document.getElementById("note").textContent = `Read in this browser by ${config.digit_model.name}: ` +
+    "nothing drawn or photographed leaves it. Numbers need serve.py, or an export with a line model (docs/offline-page.md).";
+}

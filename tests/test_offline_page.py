@@ -1,0 +1,213 @@
+"""The page export.py writes into DIR/web/: the folder itself, and the page in headless Chromium
+served by `python -m http.server` alone, reading in the browser, offline, and as the Python reader
+reads (the parity test)."""
+
+import base64
+import contextlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import export
+from local_server import static_server
+from page_corpus import READ_IN_BROWSER, disagreements, parity_corpus, python_reading
+from reader import browser
+from reader.classifier import load_classifier
+from test_web import CHROMIUM, CHROMIUM_FLAGS, DESKTOP, PHONE, draw, shown_for
+from trained import threshold_of
+
+MAX_FOLDER_BYTES = 25_000_000  # the issue's bound on the folder a phone downloads once
+SEVEN = [(0.25, 0.2), (0.75, 0.2), (0.4, 0.9)]  # the bar, then the diagonal
+CROSS = ([(0.2, 0.2), (0.8, 0.8)], [(0.8, 0.2), (0.2, 0.8)])
+
+
+@pytest.fixture(scope="module")
+def web_folder(exported):
+    record, folder = exported
+    if "web" in record["failed"]:
+        pytest.skip(f"export.py wrote no web folder here: {record['failed']['web']}")
+    return folder / "web"
+
+
+def test_the_web_folder_holds_the_page_the_plain_wasm_runtime_and_the_model_and_lists_them(
+    web_folder, exported
+):
+    config = json.loads((web_folder / "config.json").read_text())
+    on_disk = {str(path.relative_to(web_folder)) for path in web_folder.rglob("*") if path.is_file()}
+    runtime = {path.name for path in (web_folder / browser.RUNTIME_FOLDER).iterdir()}
+    size = sum((web_folder / name).stat().st_size for name in on_disk)
+    assert on_disk == set(config["files"])  # the service worker caches every file, and only those
+    assert set(browser.PAGE_FILES) <= on_disk and runtime == set(browser.RUNTIME_FILES)
+    assert (web_folder / "model.onnx").read_bytes() == (exported[1] / "model.onnx").read_bytes()
+    assert size <= MAX_FOLDER_BYTES, f"{size:,} bytes"
+
+
+def test_the_page_config_holds_the_python_readers_constants_and_the_calibrated_threshold(
+    web_folder, exported
+):
+    record, _ = exported
+    config = json.loads((web_folder / "config.json").read_text())
+    assert config["reader"] == browser.reader_constants()
+    assert config["reader"]["digit_box"] == 20 and config["reader"]["work_side"] == 1024
+    assert config["digit_model"]["threshold"] == threshold_of(record["source"]["run"]) is not None
+    assert config["api"] is False and config["offline"] is True
+
+
+def test_where_npm_is_missing_the_web_folder_is_reported_in_one_line_and_not_written(
+    monkeypatch, tmp_path, capsys
+):
+    monkeypatch.setattr(browser, "RUNTIME_DIST", tmp_path / "not-installed")
+    monkeypatch.setattr(browser.shutil, "which", lambda name: None)
+    problem = export.web_folder(tmp_path, {"onnx": {"path": "model.onnx"}}, 0.9, "tiny")
+    said = capsys.readouterr().err
+    assert problem.startswith("npm is not installed") and "npm ci" in problem
+    assert said == f"error: web: {problem}; not written\n" and not (tmp_path / "web").exists()
+
+
+@pytest.fixture(scope="module")
+def static_page(web_folder):
+    with static_server(web_folder) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def exported_page(url, device=DESKTOP, init_script=None):
+    """Chromium on the exported page at `url`, once it has chosen its reader: yields the page, its
+    context, every URL requested, and every uncaught exception or console error."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        context = chromium.new_context(**device)
+        requested, problems = [], []
+        context.on("request", lambda request: requested.append(request.url))
+        page = context.new_page()
+        page.on("pageerror", lambda error: problems.append(f"uncaught: {error}"))
+        page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+        if init_script:
+            page.add_init_script(init_script)
+        page.goto(url)
+        page.wait_for_selector("body[data-reader]", state="attached")
+        yield page, context, requested, problems
+        chromium.close()
+
+
+def python_reading_of_the_pad(page, classifier) -> dict:
+    """The Python reader's answer for the pad as drawn (its PNG, as the server page sends it)."""
+    return python_reading(
+        base64.b64decode(page.evaluate("pad.toDataURL('image/png')").split(",", 1)[1]), classifier
+    )
+
+
+@pytest.mark.browser
+def test_the_exported_page_goes_offline_reloads_from_its_own_cache_and_reads_a_drawn_digit(
+    static_page, web_folder
+):
+    classifier = load_classifier(web_folder.parent / "model.onnx")
+    with exported_page(static_page) as (page, context, requested, problems):
+        page.wait_for_function("navigator.serviceWorker.controller !== null")
+        draw(page, SEVEN)
+        online = page.locator("#digit").text_content()
+        context.set_offline(True)
+        page.reload()  # with no cache of its own, this fails: there is no network
+        page.wait_for_selector("body[data-reader='browser']", state="attached")
+        draw(page, SEVEN)
+        offline, error = page.locator("#digit").text_content(), page.locator("#error").text_content()
+        expected = shown_for(python_reading_of_the_pad(page, classifier))
+        number_mode = page.locator("input[value=number]").is_disabled()
+    assert error == "" and offline == online == expected
+    assert number_mode  # no line model in this export: digit mode only
+    strangers = [url for url in requested if not url.startswith(static_page)]
+    assert not strangers and not problems, (strangers, problems)
+
+
+@pytest.fixture(scope="module")
+def never_sure_page(web_folder, tmp_path_factory):
+    """The exported folder with a threshold of 100%: no reading is sure, and none is a digit."""
+    folder = tmp_path_factory.mktemp("never_sure") / "web"
+    shutil.copytree(web_folder, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["digit_model"]["threshold"] = 1.0
+    (folder / "config.json").write_text(json.dumps(config))
+    with static_server(folder) as url:
+        yield url
+
+
+@pytest.mark.browser
+def test_the_exported_page_flags_a_drawn_x_as_not_a_digit(never_sure_page):
+    with exported_page(never_sure_page, PHONE) as (page, _, requested, problems):
+        draw(page, *CROSS)
+        shown, said = page.locator("#digit").text_content(), page.locator("#confidence").text_content()
+    assert shown == "\u2715" and said.startswith("not a digit; likeliest")
+    assert not problems and all(url.startswith(never_sure_page) for url in requested)
+
+
+@pytest.mark.browser
+def test_where_webassembly_is_missing_the_page_says_so(static_page):
+    with exported_page(static_page, init_script="delete window.WebAssembly;") as (page, *_, problems):
+        said = page.locator("#error").text_content()
+    assert "cannot run WebAssembly" in said and not problems, (said, problems)
+
+
+def python_message(raw: bytes) -> str:
+    """What the server page says of an image: its reader's ImageError, or "" when it reads one."""
+    answer = python_reading(raw, None)
+    return f"Could not read it: {answer['error']}" if "error" in answer else ""
+
+
+@pytest.mark.browser
+def test_bad_input_gets_the_server_pages_messages_and_no_uncaught_exception(static_page, tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.new("L", (300, 300), 250).save(blank)
+    specks = tmp_path / "specks.png"
+    pixels = Image.new("L", (300, 300), 255)
+    for index in range(40):
+        pixels.putpixel(((index * 53) % 290 + 5, (index * 97) % 290 + 5), 200)
+    pixels.save(specks)
+    files = [  # what the page must say, and the file
+        (
+            "cannot open it",
+            {"name": "notes.png", "mimeType": "image/png", "buffer": b"shopping: milk, eggs\n"},
+        ),
+        ("under 30.0 MB", {"name": "huge.jpg", "mimeType": "image/jpeg", "buffer": b"\xff" * 50_000_000}),
+        ("cannot open it", {"name": "photo.heic", "mimeType": "image/heic", "buffer": b"\0" * 2_000_000}),
+        (python_message(blank.read_bytes()), str(blank)),
+        (python_message(specks.read_bytes()), str(specks)),  # "" where the reader reads a digit
+    ]
+    said = []
+    with exported_page(static_page, PHONE) as (page, _, _, problems):
+        for expected, file in files:
+            page.set_input_files("#upload", file)
+            page.wait_for_selector("body[data-state='ready']", state="attached")
+            said.append((expected, page.locator("#error").text_content()))
+        draw(page, SEVEN)  # and a digit drawn after them all is read
+        shown, error = page.locator("#digit").text_content(), page.locator("#error").text_content()
+    assert "blank" in python_message(blank.read_bytes())
+    for expected, message in said:
+        assert message == "" if expected == "" else expected in message, (expected, message)
+    assert shown != "–" and error == "" and not problems, problems
+
+
+BATCH = 50  # files per call into the page
+
+
+@pytest.mark.browser
+def test_the_browser_reads_the_corpus_as_the_python_reader_does(static_page, web_folder, mnist):
+    files = parity_corpus(mnist)
+    classifier = load_classifier(web_folder.parent / "model.onnx")
+    python = {name: python_reading(raw, classifier) for name, raw in files.items()}
+    names, encoded = list(files), [base64.b64encode(raw).decode() for raw in files.values()]
+    with exported_page(static_page) as (page, _, _, problems):
+        page.wait_for_selector("body[data-reader='browser']", state="attached")
+        answers = []
+        for start in range(0, len(names), BATCH):
+            answers += page.evaluate(READ_IN_BROWSER, encoded[start : start + BATCH])
+    in_browser = dict(zip(names, answers, strict=True))
+    digits, flags = disagreements(python, in_browser)
+    listed = "\n".join(f"{n}: python {python[n]}\n  browser {in_browser[n]}" for n in {*digits, *flags})
+    assert len(digits) <= 0.005 * len(names) and len(flags) <= 0.01 * len(names), listed
+    assert not problems, problems

@@ -30,6 +30,13 @@ DIGIT_BOX = 20  # MNIST fits each digit's longer side to 20 px, leaving a 4 px m
 LINE_HEIGHT = 32
 LINE_INK_HEIGHT = 24
 LINE_MARGIN = 4  # px of paper above, below and on either side of the ink
+# What a line model reads in a line: the ten digits, a mark that is not a digit, and CTC's blank
+# ("no new symbol here"), one set of probabilities per FRAME_WIDTH px of the line.
+NOT_A_DIGIT_SYMBOL = NUM_CLASSES
+BLANK = NUM_CLASSES + 1
+LINE_CLASSES = NUM_CLASSES + 2
+FRAME_WIDTH = 4  # px: the line model's convolutions halve the width twice
+MAX_LINE_SYMBOLS = 12  # in one line: the reader's longest number
 INK_THRESHOLD = 0.25  # share of full ink that counts towards the bounding box, above paper noise
 DEFAULT_DATA_PATH = Path(__file__).resolve().parent / "datasets" / "mnist.npz"
 REBUILD_HINT = "restore it with `git checkout datasets/mnist.npz` or `python -m datasets.build_mnist`"

@@ -17,32 +17,38 @@ resumed run sees the lines it would have seen.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 from PIL import Image
 from scipy import ndimage
 
 from data import (
+    BLANK,
+    FRAME_WIDTH,
     INK_THRESHOLD,
     LINE_HEIGHT,
     LINE_INK_HEIGHT,
     LINE_MARGIN,
-    NUM_CLASSES,
+    MAX_LINE_SYMBOLS,
+    NOT_A_DIGIT_SYMBOL,
     cropped_to_ink,
     line_style,
 )
 from not_digits import letter, stroke, symbol
 
-MAX_LINE_SYMBOLS = 12  # digits (or marks) in one line: the reader's longest number
-NOT_A_DIGIT = NUM_CLASSES  # the symbol of a mark that is not a digit
-BLANK = NUM_CLASSES + 1  # CTC's "no symbol here"
-LINE_CLASSES = NUM_CLASSES + 2
+NOT_A_DIGIT = NOT_A_DIGIT_SYMBOL
 PADDING = -1  # after a line's labels, up to MAX_LINE_SYMBOLS
-FRAME_WIDTH = 4  # px of the line per frame of the model's sequence (model.build_line_model)
+# A batch's lines, (n, LINE_HEIGHT, any width) and labels (n, MAX_LINE_SYMBOLS): one traced step.
+BATCH_SIGNATURE = (
+    tf.TensorSpec((None, LINE_HEIGHT, None), tf.float32),
+    tf.TensorSpec((None, MAX_LINE_SYMBOLS), tf.int32),
+)
 WIDTH_STEP = 64  # px: a batch is padded to a multiple of this, so few batch shapes are traced
 MEAN_SYMBOLS = (1 + MAX_LINE_SYMBOLS) / 2  # an epoch's lines hold about as many digits as it has
 DIGIT_HEIGHT = 22  # px, as composed (line_style then scales the whole line to its height)
@@ -89,9 +95,9 @@ class LineComposer:
         marks = [mark_ink(rng) for _ in range(MARKS if mark_share else 0)]
         return cls(crops, np.asarray(labels), marks, mark_share, variation)
 
-    def line(self, rng: np.random.Generator) -> Line:
-        """One line of 1 to MAX_LINE_SYMBOLS symbols."""
-        count = int(rng.integers(1, MAX_LINE_SYMBOLS + 1))
+    def line(self, rng: np.random.Generator, count: int | None = None) -> Line:
+        """One line of `count` symbols (1 to MAX_LINE_SYMBOLS, at random if None)."""
+        count = count or int(rng.integers(1, MAX_LINE_SYMBOLS + 1))
         is_mark = rng.random(count) < self.mark_share
         if is_mark.all():  # a line holds at least one digit: the height is a digit's
             is_mark[int(rng.integers(count))] = False
@@ -111,8 +117,10 @@ class LineComposer:
 
     def batch(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
         """`count` lines as float32 (count, LINE_HEIGHT, w) in [0, 1], padded on the right to a
-        multiple of WIDTH_STEP, and their labels int32 (count, MAX_LINE_SYMBOLS) padded with PADDING."""
-        made = [self.line(rng) for _ in range(count)]
+        multiple of WIDTH_STEP, and their labels int32 (count, MAX_LINE_SYMBOLS) padded with PADDING.
+        The lines of a batch hold as many symbols each, so that little of it is padding."""
+        symbols = int(rng.integers(1, MAX_LINE_SYMBOLS + 1))
+        made = [self.line(rng, symbols) for _ in range(count)]
         return line_batch([line.image for line in made], [line.labels for line in made])
 
 
@@ -274,3 +282,27 @@ class LineAccuracy(keras.metrics.Metric):
 
     def result(self):
         return ops.divide_no_nan(self.right, self.lines)
+
+
+def endless_batches(composer: LineComposer, batch_size: int, seed: int, first_step: int) -> tf.data.Dataset:
+    """Batches of new lines for ever, from step `first_step` on: step k's lines are seeded by
+    (seed, k), so a resumed run sees the lines the uninterrupted one would have."""
+
+    def batches():
+        for step in itertools.count(first_step):
+            yield composer.batch(np.random.default_rng([seed, 2, step]), batch_size)
+
+    return tf.data.Dataset.from_generator(batches, output_signature=BATCH_SIGNATURE).prefetch(2)
+
+
+def fixed_batches(composer: LineComposer, lines: int, batch_size: int, seed: int) -> list[tuple]:
+    """`lines` lines made once, seeded by `seed`, in batches: the same validation lines each epoch."""
+    rng = np.random.default_rng([seed, 3])
+    sizes = [min(batch_size, lines - start) for start in range(0, lines, batch_size)]
+    return [composer.batch(rng, size) for size in sizes]
+
+
+def as_dataset(batches: list[tuple]) -> tf.data.Dataset:
+    """Batches made already, as a dataset Keras can evaluate every epoch."""
+    dataset = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=BATCH_SIGNATURE)
+    return dataset.apply(tf.data.experimental.assert_cardinality(len(batches)))  # Keras knows its end

@@ -70,16 +70,25 @@ def reason(exc: BaseException) -> str:
 def calibrate(probabilities: np.ndarray, labels: np.ndarray, precision: float = TARGET_PRECISION) -> dict:
     """The confidence threshold for `precision` on held-out digits (probabilities (n, 10), labels (n,)),
     with the share of them it flags and the precision it keeps."""
-    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    return calibrate_confidences(probabilities.max(axis=1), correct, precision, "validation split")
+
+
+def calibrate_confidences(
+    confidence: np.ndarray, correct: np.ndarray, precision: float = TARGET_PRECISION, held_out: str = ""
+) -> dict:
+    """The rule of `calibrate` on readings' confidences (n,) and whether each was right (n,): the
+    lowest confidence at which those at or above it are right `precision` of the time. A line
+    model's are whole lines' (ctc.line_confidence), on validation lines."""
     order = np.argsort(-confidence)
-    correct = (probabilities.argmax(axis=1) == labels)[order]
-    kept_precision = np.cumsum(correct) / np.arange(1, len(correct) + 1)
+    ordered = np.asarray(correct)[order]
+    kept_precision = np.cumsum(ordered) / np.arange(1, len(ordered) + 1)
     meets = np.flatnonzero(kept_precision >= precision)
-    kept = meets[-1] + 1 if len(meets) else 1  # the most digits that still meet the precision
+    kept = meets[-1] + 1 if len(meets) else 1  # the most readings that still meet the precision
     threshold = float(confidence[order][kept - 1])
     return {
         "threshold": threshold,
-        "rule": f"lowest confidence keeping {precision:.1%} precision on the validation split",
+        "rule": f"lowest confidence keeping {precision:.1%} precision on the {held_out}",
         "flagged_share": float(np.mean(confidence < threshold)),
         "precision": float(kept_precision[kept - 1]),
     }

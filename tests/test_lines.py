@@ -3,12 +3,8 @@
 import numpy as np
 import pytest
 
-from data import INK_THRESHOLD, LINE_HEIGHT
+from data import BLANK, FRAME_WIDTH, INK_THRESHOLD, LINE_CLASSES, LINE_HEIGHT, MAX_LINE_SYMBOLS
 from lines import (
-    BLANK,
-    FRAME_WIDTH,
-    LINE_CLASSES,
-    MAX_LINE_SYMBOLS,
     NOT_A_DIGIT,
     PADDING,
     WIDTH_STEP,

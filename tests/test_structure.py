@@ -8,7 +8,7 @@ import pytest
 
 from conftest import PROJECT_ROOT
 
-GROUND = {"data", "model", "outputs", "trained", "quiet_tensorflow"}
+GROUND = {"data", "ctc", "model", "outputs", "trained", "quiet_tensorflow"}
 TRAINING_CORE = {"training", "settings", "augmentation", "not_digits", "lines", "multiworker"}
 TRAINER_SCRIPTS = {"train", "evaluate", "tune", "export"}
 READER_SCRIPTS = {"predict", "serve"}

@@ -274,3 +274,13 @@ def probabilities_function(model: keras.Model) -> Callable[[np.ndarray], np.ndar
 def weights_sha256(model: keras.Model) -> str:
     """A fingerprint of the weights: equal for equal training, and on every worker of a run."""
     return hashlib.sha256(b"".join(weight.tobytes() for weight in model.get_weights())).hexdigest()
+
+
+def line_probabilities_function(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
+    """float32 lines (n, LINE_HEIGHT, w) -> probabilities (n, w / FRAME_WIDTH, LINE_CLASSES) as
+    NumPy, from a line model (build_line_model) called directly: any width, no retracing."""
+
+    def read(lines: np.ndarray) -> np.ndarray:
+        return np.asarray(model(np.asarray(lines, np.float32), training=False))
+
+    return read

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from data import IMAGE_SIZE, NUM_CLASSES
+from data import FRAME_WIDTH, IMAGE_SIZE, LINE_CLASSES, LINE_HEIGHT, NUM_CLASSES
 from outputs import parse_json, read_json, sha256_of
 
 if TYPE_CHECKING:  # Keras is imported for .keras files only
@@ -42,6 +42,8 @@ OUTPUT_LAYER = "digit"
 # are 400 MB; the default MLP holds 1.3 million).
 MAX_WIDTH = 65_536
 MAX_WEIGHTS = 100_000_000
+# Where a line model goes, for the messages that refuse one given in a classifier's place.
+LINE_USE = "read numbers with it (predict.py --number --model, serve.py --line-model)"
 Probabilities = Callable[[np.ndarray], np.ndarray]  # float32 images (n, 28, 28) -> (n, 10)
 # What reading a damaged or hostile .keras file raises, from its zip archive (a damaged compressed
 # stream, an encrypted or unknown-compression entry, a cut-off file) to Keras's own checks.
@@ -161,9 +163,9 @@ def weights_problem(weights: int, archive: zipfile.ZipFile) -> str | None:
     return None
 
 
-def load_trained_model(path: str | Path) -> keras.Model:
-    """Load a model saved by train.py, refusing anything that is not a 28x28 -> 10 classifier.
-    Needs TensorFlow, which the caller has imported (quiet_tensorflow.import_tensorflow_quietly)."""
+def load_keras_file(path: str | Path) -> keras.Model:
+    """A .keras file loaded safely: refusing code stored in it, and layers past the bounds. Needs
+    TensorFlow, which the caller has imported (quiet_tensorflow.import_tensorflow_quietly)."""
     import keras
 
     path = Path(path)
@@ -175,12 +177,33 @@ def load_trained_model(path: str | Path) -> keras.Model:
         if problem:
             raise ValueError(problem)
         # safe_mode refuses lambdas and other code stored in the file: a model never runs code.
-        model = keras.models.load_model(path, safe_mode=True)
+        return keras.models.load_model(path, safe_mode=True)
     except UNREADABLE as exc:
         raise ModelError(f"cannot load {path} ({reason(exc)}): retrain it with `python train.py`") from None
+
+
+def is_line_network(model: keras.Model) -> bool:
+    """Whether `model` is a line model as train.py --arch line makes: a line of any width in,
+    LINE_CLASSES probabilities per frame out."""
+    return (
+        tuple(model.input_shape[1:]) == (LINE_HEIGHT, None)
+        and tuple(model.output_shape[1:]) == (None, LINE_CLASSES)
+        and LOGITS_LAYER in {layer.name for layer in model.layers}
+    )
+
+
+def load_trained_model(path: str | Path) -> keras.Model:
+    """Load a model saved by train.py, refusing anything that is not a 28x28 -> 10 classifier."""
+    return checked_classifier(load_keras_file(path), path)
+
+
+def checked_classifier(model: keras.Model, path: str | Path) -> keras.Model:
+    """`model`, loaded from `path`, if it is a 28x28 -> 10 classifier; else ModelError saying what."""
     shapes_fit = tuple(model.input_shape[1:]) == (IMAGE_SIZE, IMAGE_SIZE) and tuple(
         model.output_shape[1:]
     ) == (NUM_CLASSES,)
+    if is_line_network(model):
+        raise ModelError(f"{path} is a line model (train.py --arch line), not a digit classifier: {LINE_USE}")
     if not shapes_fit or LOGITS_LAYER not in {layer.name for layer in model.layers}:
         raise ModelError(
             f"{path} maps {model.input_shape} to {model.output_shape} and is not a digit "
@@ -189,8 +212,19 @@ def load_trained_model(path: str | Path) -> keras.Model:
     return model
 
 
-def onnx_probabilities(path: Path) -> Probabilities:
-    """An ONNX digit classifier's probabilities function on onnxruntime's CPU provider."""
+def load_line_model(path: str | Path) -> keras.Model:
+    """Load a line model saved by train.py --arch line, refusing anything else."""
+    model = load_keras_file(path)
+    if not is_line_network(model):
+        raise ModelError(
+            f"{path} maps {model.input_shape} to {model.output_shape} and is not a line model: "
+            "train one with `python train.py --arch line --out artifacts/line`"
+        )
+    return model
+
+
+def onnx_session(path: Path):
+    """An onnxruntime session of the file at `path` on the CPU, and its one input and one output."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -199,6 +233,14 @@ def onnx_probabilities(path: Path) -> Probabilities:
     options.intra_op_num_threads = 1
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     (entry,), (exit_,) = session.get_inputs(), session.get_outputs()
+    return session, entry, exit_
+
+
+def onnx_probabilities(path: Path) -> Probabilities:
+    """An ONNX digit classifier's probabilities function on onnxruntime's CPU provider."""
+    session, entry, exit_ = onnx_session(path)
+    if onnx_is_line(entry, exit_):
+        raise ValueError(f"it is a line model, not a digit classifier: {LINE_USE}")
     fits = (
         entry.type == exit_.type == "tensor(float)"
         and not isinstance(entry.shape[0], int)  # any number of images at once, not a fixed batch
@@ -220,6 +262,41 @@ def onnx_probabilities(path: Path) -> Probabilities:
         raise ValueError(f"it answers {answer.shape} for 2 images, not 10 probabilities each")
     if not np.isfinite(answer).all():
         raise ValueError("its answer for 2 blank images is not numbers (NaN or infinite)")
+    return probabilities_of
+
+
+def onnx_is_line(entry, exit_) -> bool:
+    """Whether an ONNX file's input and output are a line model's: lines (n, LINE_HEIGHT, w) to
+    frames (n, f, LINE_CLASSES)."""
+    return (
+        entry.type == exit_.type == "tensor(float)"
+        and len(entry.shape) == 3
+        and entry.shape[1] == LINE_HEIGHT
+        and not isinstance(entry.shape[2], int)  # any width
+        and len(exit_.shape) == 3
+        and exit_.shape[2] == LINE_CLASSES
+    )
+
+
+def onnx_line_probabilities(path: Path) -> Probabilities:
+    """An ONNX line model's function on onnxruntime's CPU provider: float32 lines (n, LINE_HEIGHT,
+    w) -> probabilities (n, w / FRAME_WIDTH, LINE_CLASSES)."""
+    session, entry, exit_ = onnx_session(path)
+    if not onnx_is_line(entry, exit_):
+        raise ValueError(
+            f"it maps {entry.shape} {entry.type} to {exit_.shape}, not lines to frames of symbols: "
+            "export a line model (`python train.py --arch line`, then export.py)"
+        )
+
+    def probabilities_of(lines: np.ndarray) -> np.ndarray:
+        return session.run([exit_.name], {entry.name: np.asarray(lines, np.float32)})[0]
+
+    # Run once now, as onnx_probabilities does: a failure is one clear error at start-up.
+    answer = probabilities_of(np.zeros((2, LINE_HEIGHT, 16 * FRAME_WIDTH), np.float32))
+    if answer.shape != (2, 16, LINE_CLASSES) or not np.isfinite(answer).all():
+        raise ValueError(
+            f"it answers {answer.shape} for 2 blank lines of 16 frames, not {LINE_CLASSES} per frame"
+        )
     return probabilities_of
 
 

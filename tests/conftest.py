@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from data import load_mnist
+from data import BLANK, FRAME_WIDTH, INK_THRESHOLD, LINE_CLASSES, load_mnist
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Small enough to train in seconds, large enough that the loss visibly falls.
@@ -161,3 +161,40 @@ def start_script(*args: str, **environment: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+# Line models for reading tests: functions of the line, not trained networks.
+SURE = 0.97
+
+
+def spelling(symbols: list[int], sure: float = SURE):
+    """A line model's function that reads `symbols` left to right, one at the middle of each run
+    of inked frames of the line it is given (blank elsewhere), with probability `sure`."""
+
+    def probabilities_of(lines: np.ndarray) -> np.ndarray:
+        frames = lines.shape[2] // FRAME_WIDTH
+        inked = (lines[0] >= INK_THRESHOLD).any(axis=0)[: frames * FRAME_WIDTH]
+        inked = inked.reshape(frames, FRAME_WIDTH).any(axis=1)
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], inked.astype(int), [0]])))
+        centres = [(start + stop - 1) // 2 for start, stop in zip(edges[::2], edges[1::2], strict=True)]
+        path = np.full(frames, BLANK)
+        for centre, symbol in zip(centres, symbols, strict=False):
+            path[centre] = symbol
+        rest = (1 - sure) / (LINE_CLASSES - 1)
+        rows = np.full((frames, LINE_CLASSES), rest, np.float32)
+        rows[np.arange(frames), path] = sure
+        return rows[None]
+
+    return probabilities_of
+
+
+def blobs(count: int, width: int = 60, gap: int = 60) -> tuple[Image.Image, list[tuple[int, int]]]:
+    """A page with `count` dark strokes on one line; and each one's columns (left, right)."""
+    page = Image.new("L", (40 + count * (width + gap), 200), 255)
+    draw = ImageDraw.Draw(page)
+    spans = []
+    for index in range(count):
+        left = 40 + index * (width + gap)
+        draw.ellipse([left, 50, left + width, 150], outline=0, width=10)
+        spans.append((left, left + width + 1))
+    return page, spans

@@ -278,9 +278,15 @@ def weights_sha256(model: keras.Model) -> str:
 
 def line_probabilities_function(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
     """float32 lines (n, LINE_HEIGHT, w) -> probabilities (n, w / FRAME_WIDTH, LINE_CLASSES) as
-    NumPy, from a line model (build_line_model) called directly: any width, no retracing."""
+    NumPy, from a line model (build_line_model), traced once for any width: called eagerly, its
+    GRU steps through the frames in Python, over a second a number."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec((None, LINE_HEIGHT, None), tf.float32)])
+    def call(lines):
+        return model(lines, training=False)
 
     def read(lines: np.ndarray) -> np.ndarray:
-        return np.asarray(model(np.asarray(lines, np.float32), training=False))
+        return np.asarray(call(np.asarray(lines, np.float32)))
 
     return read

@@ -27,7 +27,6 @@ from local_server import static_server  # noqa: E402
 from page_corpus import READ_IN_BROWSER, disagreements, parity_corpus, python_reading  # noqa: E402
 from reader.classifier import load_classifier  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
 BATCH = 50
 
 
@@ -35,7 +34,7 @@ def browser_answers(url: str, files: dict[str, bytes]) -> tuple[float, dict[str,
     """The first reading's time since navigation start (ms), and each file's answer in the page."""
     from playwright.sync_api import sync_playwright
 
-    from test_web import CHROMIUM_FLAGS
+    from conftest import CHROMIUM, CHROMIUM_FLAGS
 
     encoded = [base64.b64encode(raw).decode() for raw in files.values()]
     with sync_playwright() as playwright:

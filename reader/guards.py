@@ -267,15 +267,10 @@ def guarded_config(
     )
 
 
-def guarded_server(
-    app,
-    host: str,
-    port: int,
-    header_seconds: float = HEADER_SECONDS,
-    client_connections: int = MAX_CLIENT_CONNECTIONS,
-) -> uvicorn.Server:
-    """uvicorn serving `app` in this process, with guarded_config's limits."""
-    return uvicorn.Server(guarded_config(app, host, port, header_seconds, client_connections))
+def guarded_server(app, host: str, port: int, **limits) -> uvicorn.Server:
+    """uvicorn serving `app` in this process, with guarded_config's limits (`limits`: its
+    header_seconds and client_connections)."""
+    return uvicorn.Server(guarded_config(app, host, port, **limits))
 
 
 class LimitedRestarts(Multiprocess):

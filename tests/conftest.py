@@ -2,10 +2,12 @@
 MNIST test digits saved as a user's scans; and the helpers many tests use: encoding an image,
 a row of digits, a page of drawn strokes, running a script."""
 
+import contextlib
 import io
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -284,3 +286,59 @@ def png_inflating_past_its_pixels(side: int, extra_megabytes: int) -> bytes:
 
 # Formats Pillow opens and writes beyond the six the reader reads (PNG, JPEG, BMP, GIF, WebP, TIFF).
 OTHER_FORMATS = ["AVIF", "DDS", "ICO", "PCX", "PPM", "QOI", "SGI", "SPIDER", "TGA"]
+
+
+# Debian's Chromium, as the browser tests and bench/offline_page.py drive it: headless, and without
+# the background connections this machine's closed network refuses.
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DESKTOP = {"viewport": {"width": 900, "height": 700}}
+PHONE = {
+    "viewport": {"width": 390, "height": 844},
+    "has_touch": True,
+    "is_mobile": True,
+    "device_scale_factor": 2,
+}
+
+
+@contextlib.contextmanager
+def chromium():
+    """Debian's Chromium, headless, through Playwright (the test skips where there is none)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+def draw(page, *strokes):
+    """Mouse strokes on the pad, each a list of points as fractions of its width and height."""
+    box = page.locator("#pad").bounding_box()
+
+    def move(x, y):
+        page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"])
+
+    for stroke in strokes:
+        move(*stroke[0])
+        page.mouse.down()
+        for (x0, y0), (x1, y1) in zip(stroke[:-1], stroke[1:], strict=True):
+            for step in range(1, 11):  # in small steps, as a hand moves
+                move(x0 + (x1 - x0) * step / 10, y0 + (y1 - y0) * step / 10)
+        page.mouse.up()
+    page.wait_for_selector("body[data-state='ready']", state="attached")
+
+
+def shown_for(answer: dict) -> str:
+    """What the page shows for a digit's reading: the digit, "?" when not sure, a cross when it is
+    not a digit."""
+    return "\u2715" if answer["not_a_digit"] else "?" if answer["not_sure"] else str(answer["digit"])

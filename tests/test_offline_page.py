@@ -6,17 +6,16 @@ import base64
 import contextlib
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
 import export
+from conftest import DESKTOP, PHONE, chromium, draw, shown_for
 from local_server import static_server
 from page_corpus import READ_IN_BROWSER, disagreements, parity_corpus, python_reading
 from reader import browser
 from reader.classifier import load_classifier
-from test_web import CHROMIUM, CHROMIUM_FLAGS, DESKTOP, PHONE, draw, shown_for
 from trained import threshold_of
 
 MAX_FOLDER_BYTES = 25_000_000  # the issue's bound on the folder a phone downloads once
@@ -77,12 +76,8 @@ def static_page(web_folder):
 def exported_page(url, device=DESKTOP, init_script=None):
     """Chromium on the exported page at `url`, once it has chosen its reader: yields the page, its
     context, every URL requested, and every uncaught exception or console error."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        context = chromium.new_context(**device)
+    with chromium() as browser:
+        context = browser.new_context(**device)
         requested, problems = [], []
         context.on("request", lambda request: requested.append(request.url))
         page = context.new_page()
@@ -93,7 +88,6 @@ def exported_page(url, device=DESKTOP, init_script=None):
         page.goto(url)
         page.wait_for_selector("body[data-reader]", state="attached")
         yield page, context, requested, problems
-        chromium.close()
 
 
 def python_reading_of_the_pad(page, classifier) -> dict:

@@ -27,7 +27,10 @@ SECONDS = 1.0  # the server's header and upload time limits here
 def server(trained_run):
     port = free_ports(1)[0]
     server = guarded_server(
-        create_app(keras_classifier(trained_run.model), upload_seconds=SECONDS), "127.0.0.1", port, SECONDS
+        create_app(keras_classifier(trained_run.model), upload_seconds=SECONDS),
+        "127.0.0.1",
+        port,
+        header_seconds=SECONDS,
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -160,7 +163,9 @@ def test_a_malformed_request_line_is_answered_400_in_json_with_the_security_head
 def patient_server(trained_run):
     """A server whose header deadline outlasts the test: slow clients' connections stay open."""
     port = free_ports(1)[0]
-    server = guarded_server(create_app(keras_classifier(trained_run.model)), "127.0.0.1", port, 60.0)
+    server = guarded_server(
+        create_app(keras_classifier(trained_run.model)), "127.0.0.1", port, header_seconds=60.0
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_until(lambda: server.started or not thread.is_alive(), 30, "the server to start")

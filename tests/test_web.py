@@ -6,26 +6,14 @@ import contextlib
 import json
 import shutil
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import digit_row
+from conftest import DESKTOP, PHONE, chromium, digit_row, draw, shown_for
 from local_server import running_server
 from reader.guards import MAX_UPLOAD_BYTES
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
@@ -34,51 +22,14 @@ def live_server(trained_run):
         yield url
 
 
-DESKTOP = {"viewport": {"width": 900, "height": 700}}
-PHONE = {
-    "viewport": {"width": 390, "height": 844},
-    "has_touch": True,
-    "is_mobile": True,
-    "device_scale_factor": 2,
-}
-
-
 @contextlib.contextmanager
 def browser_page(url, device=DESKTOP):
-    """Debian's Chromium, headless, on the page at `url` (the test skips where there is none)."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+    """Chromium on the page at `url`, recording what the page sends (RECORD_SENT)."""
+    with chromium() as browser:
         page = browser.new_page(**device)
         page.add_init_script(RECORD_SENT)
         page.goto(url)
         yield page
-        browser.close()
-
-
-def draw(page, *strokes):
-    """Mouse strokes on the pad, each a list of points as fractions of its width and height."""
-    box = page.locator("#pad").bounding_box()
-
-    def move(x, y):
-        page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"])
-
-    for stroke in strokes:
-        move(*stroke[0])
-        page.mouse.down()
-        for (x0, y0), (x1, y1) in zip(stroke[:-1], stroke[1:], strict=True):
-            for step in range(1, 11):  # in small steps, as a hand moves
-                move(x0 + (x1 - x0) * step / 10, y0 + (y1 - y0) * step / 10)
-        page.mouse.up()
-    page.wait_for_selector("body[data-state='ready']", state="attached")
-
-
-def shown_for(answer: dict) -> str:
-    """What the page shows for a digit's reading: the digit, "?" when not sure, a cross when it is
-    not a digit."""
-    return "\u2715" if answer["not_a_digit"] else "?" if answer["not_sure"] else str(answer["digit"])
 
 
 def number_shown(answer: dict) -> str:

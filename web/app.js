@@ -118,17 +118,23 @@ upload.addEventListener("change", async () => {
   if (request === latestRequest) predict(prepared.image, prepared.picture ? fitted(prepared.picture) : null, request);
 });
 
-async function preparedPhoto(photo) {
+// A file larger than any phone's photo is refused before the browser decodes it.
+function refuseHuge(photo) {
   const megabytes = (bytes) => (bytes / 1e6).toFixed(1);
   if (photo.size > PHOTO.maxBytes) {
     throw new Error(`it is ${megabytes(photo.size)} MB; choose a photo under ${megabytes(PHOTO.maxBytes)} MB`);
   }
+}
+const CANNOT_OPEN = "this browser cannot open it (not an image, or HEIC?); save it as JPEG or PNG, or choose the camera's most compatible format";
+
+async function preparedPhoto(photo) {
+  refuseHuge(photo);
   let bitmap;
   try {
     bitmap = await createImageBitmap(photo, { imageOrientation: "from-image" });
   } catch {
     if (photo.size <= PHOTO.sendAsIs) return { image: photo, picture: null };  // the server reads TIFF
-    throw new Error("this browser cannot open it (HEIC?); save it as JPEG or PNG, or choose the camera's most compatible format");
+    throw new Error(CANNOT_OPEN);
   }
   const scale = Math.min(1, PHOTO.longSide / Math.max(bitmap.width, bitmap.height));
   if (scale === 1 && photo.size <= PHOTO.sendAsIs) return { image: photo, picture: bitmap };
@@ -157,17 +163,14 @@ async function readPhotoHere(photo, request) {
 }
 
 async function photoCanvas(photo) {
-  const megabytes = (bytes) => (bytes / 1e6).toFixed(1);
-  if (photo.size > PHOTO.maxBytes) {
-    throw new Error(`it is ${megabytes(photo.size)} MB; choose a photo under ${megabytes(PHOTO.maxBytes)} MB`);
-  }
+  refuseHuge(photo);
   let bitmap;
   try {
     bitmap = await createImageBitmap(photo, {
       imageOrientation: "from-image", premultiplyAlpha: "none", colorSpaceConversion: "none",
     });
   } catch {
-    throw new Error("this browser cannot open it (not an image, or HEIC?); save it as JPEG or PNG, or choose the camera's most compatible format");
+    throw new Error(CANNOT_OPEN);
   }
   const [width, height] = thumbnailSize(bitmap.width, bitmap.height, config.reader.work_side);
   const picture = document.createElement("canvas");

@@ -25,6 +25,18 @@ from PIL import Image
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
 DIGIT_BOX = 20  # MNIST fits each digit's longer side to 20 px, leaving a 4 px margin
+# The form a line model reads a number in (line_style): a fixed height, any width. 32 px leaves a
+# digit's ink 24 px tall, a little more than MNIST's 20, and four halvings of the height.
+LINE_HEIGHT = 32
+LINE_INK_HEIGHT = 24
+LINE_MARGIN = 4  # px of paper above, below and on either side of the ink
+# What a line model reads in a line: the ten digits, a mark that is not a digit, and CTC's blank
+# ("no new symbol here"), one set of probabilities per FRAME_WIDTH px of the line.
+NOT_A_DIGIT_SYMBOL = NUM_CLASSES
+BLANK = NUM_CLASSES + 1
+LINE_CLASSES = NUM_CLASSES + 2
+FRAME_WIDTH = 4  # px: the line model's convolutions halve the width twice
+MAX_LINE_SYMBOLS = 12  # in one line: the reader's longest number
 INK_THRESHOLD = 0.25  # share of full ink that counts towards the bounding box, above paper noise
 DEFAULT_DATA_PATH = Path(__file__).resolve().parent / "datasets" / "mnist.npz"
 REBUILD_HINT = "restore it with `git checkout datasets/mnist.npz` or `python -m datasets.build_mnist`"
@@ -153,6 +165,20 @@ def mnist_style(ink: np.ndarray) -> np.ndarray:
     left = int(np.clip(round(IMAGE_SIZE / 2 - center_x), 0, IMAGE_SIZE - digit.shape[1]))
     field[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
     return np.rint(field).astype(np.uint8)
+
+
+def line_style(ink: np.ndarray) -> np.ndarray:
+    """An ink map holding one line of writing -> uint8 (LINE_HEIGHT, w): cropped to its ink, scaled
+    so that the ink is LINE_INK_HEIGHT px tall, with LINE_MARGIN px of paper around it. Training's
+    composed lines and the reader's real ones both pass through here, so both look alike."""
+    crop = cropped_to_ink(ink).astype(np.float32)
+    crop[crop < INK_THRESHOLD * 255 / 2] = 0  # faint paper texture inside the box
+    scale = LINE_INK_HEIGHT / crop.shape[0]
+    size = (max(1, round(crop.shape[1] * scale)), LINE_INK_HEIGHT)
+    resized = Image.fromarray(crop, mode="F").resize(size, Image.Resampling.BILINEAR)
+    line = np.clip(np.asarray(resized), 0, None)
+    line = line * (255.0 / max(float(line.max()), 1e-6))
+    return np.rint(np.pad(line, LINE_MARGIN)).astype(np.uint8)
 
 
 def _read_npz(path: Path, hint: str) -> dict[str, np.ndarray]:

@@ -15,6 +15,11 @@ Every format takes float32 images (n, 28, 28) in [0, 1], as the reader and data.
 them, and returns the ten probabilities (the softmax of the logits). Before a file is moved
 into place it must give the Keras model's digit on all 10,000 test images, probabilities within
 1e-4, and the same answer twice. A format that fails is reported and the others still written.
+
+A line model (train.py --arch line) is exported to ONNX alone, the format the reader reads without
+TensorFlow: it takes lines float32 (n, 32, w) in data.line_style's form and returns each frame's
+probabilities (n, w / 4, 12), and must read every one of 500 lines composed from the test digits as
+the Keras model does, probabilities within 1e-4, the same answer twice.
 """
 
 from __future__ import annotations
@@ -36,14 +41,27 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import lines
 import outputs
-from data import IMAGE_SIZE, NUM_CLASSES, DataError, load_mnist, normalize_images
+from ctc import decoded_line
+from data import IMAGE_SIZE, LINE_CLASSES, LINE_HEIGHT, NUM_CLASSES, DataError, load_mnist, normalize_images
 from model import probability_model
 from reader.browser import RuntimeMissing, write_web_folder
-from trained import ModelError, load_trained_model, onnx_probabilities, reason, threshold_of
+from trained import (
+    ModelError,
+    checked_classifier,
+    is_line_network,
+    load_keras_file,
+    onnx_line_probabilities,
+    onnx_probabilities,
+    reason,
+    threshold_of,
+)
 
 TOLERANCE = 1e-4  # largest difference in any probability from the Keras model's
 BATCH = 1000  # test images per call in the checks
+TEST_LINES = 500  # composed from the test digits, to check a line model's export
+LINE_BATCH = 50
 SERVING_NAME = "mnist"  # TF Serving's model name: saved_model/mnist/<version>/
 # The converters Keras's own `model.export` uses; their known failures on Keras 3 models.
 UPSTREAM = {
@@ -127,9 +145,30 @@ def checks(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, referenc
     }
 
 
+def line_checks(run: Callable[[np.ndarray], np.ndarray], batches: list[tuple], reference: list) -> dict:
+    """How `run` agrees with the Keras line model's probabilities `reference` on the lines of
+    `batches`: the same symbols read in each line, the probabilities, the same answer twice."""
+    answers = [run(x) for x, _ in batches]
+    pairs = [
+        (a, r)
+        for answer, expected in zip(answers, reference, strict=True)
+        for a, r in zip(answer, expected, strict=True)
+    ]
+    return {
+        "test_lines": len(pairs),
+        "same_reading": sum(
+            [s.symbol for s in decoded_line(a)] == [s.symbol for s in decoded_line(r)] for a, r in pairs
+        ),
+        "largest_probability_difference": float(max(np.abs(a - r).max() for a, r in pairs)),
+        "same_answer_twice": bool(np.array_equal(run(batches[0][0]), answers[0])),
+    }
+
+
 def failure(result: dict) -> str | None:
     """Why the checks' `result` fails (None: it passes)."""
-    if result["same_digit"] != result["test_images"]:
+    if "test_lines" in result and result["same_reading"] != result["test_lines"]:
+        return f"a different reading of {result['test_lines'] - result['same_reading']} test lines"
+    if "test_images" in result and result["same_digit"] != result["test_images"]:
         return f"a different digit on {result['test_images'] - result['same_digit']} test images"
     if result["largest_probability_difference"] > TOLERANCE:
         return f"probabilities differ by up to {result['largest_probability_difference']:.2g}"
@@ -145,11 +184,16 @@ def next_version(folder: Path) -> int:
 
 
 def export_format(
-    name: str, probabilities: keras.Model, out: Path, images: np.ndarray, reference: np.ndarray
+    name: str, probabilities: keras.Model, out: Path, images, reference, line: bool = False
 ) -> tuple[Path, dict]:
-    """Write one format beside its final place, check it, then move it there; returns its path and
-    the checks' figures, or raises ExportError leaving nothing behind."""
+    """Write one format beside its final place, check it (a line model's on line batches), then
+    move it there; returns its path and the checks' figures, or raises ExportError leaving nothing
+    behind."""
     keras_format, file_name, runner = FORMATS[name]
+    if line:
+        runner, checks_of = onnx_line_probabilities, line_checks
+    else:
+        checks_of = checks
     if file_name is None:
         parent = out / "saved_model" / SERVING_NAME
         final = parent / str(next_version(parent))
@@ -160,7 +204,7 @@ def export_format(
     try:
         try:
             probabilities.export(str(partial), format=keras_format, verbose=False)
-            result = checks(runner(partial), images, reference)
+            result = checks_of(runner(partial), images, reference)
         except Exception as exc:  # a converter's or a runtime's own failure, whatever its type
             upstream = f" ({UPSTREAM[name]})" if name in UPSTREAM else ""
             raise ExportError(f"the converter or its runtime failed: {reason(exc)}{upstream}") from None
@@ -181,9 +225,12 @@ def export(model_path: Path, out: Path, data: Path | None = None) -> dict:
     on MNIST's test set (`data`: datasets/mnist.npz by default); write export.json. Returns its
     record; raises ModelError, DataError or OutputError, and ExportError when a format failed
     (after the others are written)."""
-    network = load_trained_model(model_path)
+    network = load_keras_file(model_path)
     mnist = load_mnist(data)
     outputs.check_writable(out)
+    if is_line_network(network):
+        return export_line(network, model_path, out, mnist)
+    checked_classifier(network, model_path)
     random = [layer.name for layer in network.layers if type(layer).__name__.startswith("Random")]
     if random:  # models saved before augmentation moved into training.py hold it inside
         raise ModelError(
@@ -213,6 +260,50 @@ def export(model_path: Path, out: Path, data: Path | None = None) -> dict:
     print(f"wrote {out / 'export.json'}")
     if failed:
         raise ExportError(f"{', '.join(failed)} not written: see above")
+    return record
+
+
+def export_line(network: keras.Model, model_path: Path, out: Path, mnist) -> dict:
+    """A line model's ONNX export, checked on TEST_LINES lines composed from the test digits; its
+    export.json. Returns its record; raises ExportError when the check fails."""
+    composer = lines.LineComposer.of(mnist.x_test, mnist.y_test, seed=0)
+    batches = lines.fixed_batches(composer, TEST_LINES, LINE_BATCH, seed=0)
+    reference = [np.asarray(network(x, training=False)) for x, _ in batches]
+    written, failed = {}, {}
+    try:
+        path, result = export_format("onnx", network, out, batches, reference, line=True)
+        written["onnx"] = {"path": path.name, "sha256": outputs.sha256_of(path), "checks": result}
+        print(
+            f"onnx: {path} (the same reading of {result['same_reading']:,} of {result['test_lines']:,} test "
+            f"lines, probabilities within {result['largest_probability_difference']:.1e})"
+        )
+    except ExportError as exc:
+        failed["onnx"] = str(exc)
+        print(f"error: onnx: {exc}; not written", file=sys.stderr)
+    record = outputs.run_record(
+        source={"model": str(model_path), "name": network.name, "run": outputs.record_of(model_path)},
+        input={
+            "name": "line",
+            "shape": [None, LINE_HEIGHT, None],
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+            "preprocessing": "data.line_style (the line's ink 24 px tall in 32, 4 px margins), its width "
+            "padded to a multiple of 4, then / 255",
+        },
+        output={
+            "name": "output_0",
+            "shape": [None, None, LINE_CLASSES],
+            "dtype": "float32",
+            "meaning": "per frame of 4 px, the probability of each digit 0-9, of a mark that is not a "
+            "digit (10) and of CTC's blank (11); ctc.decoded_line reads them",
+        },
+        formats=written,
+        failed=failed,
+    )
+    outputs.write_json(out / "export.json", record)
+    print(f"wrote {out / 'export.json'}")
+    if failed:
+        raise ExportError("onnx not written: see above")
     return record
 
 

@@ -5,10 +5,12 @@
     python predict.py scans/ --json
     python predict.py drawing.png --save-preprocessed artifacts/seen   # what the model saw
     python predict.py my_seven.png --model artifacts/export/model.onnx  # no TensorFlow needed
+    python predict.py zip_code.jpg --number --model artifacts/line/model.keras   # read as a line
 
 Each image is brought to MNIST's form by the reader (reader/page.py) (the paper and its printed lines taken
 away, the ink cropped, fitted into 20x20, centred by mass in 28x28); with --number it is first
-split into its digits. A reading less confident than the model's calibrated threshold (in its
+split into its digits, or, given a line model (train.py --arch line), read as a whole line by it
+(docs/line-reader.md). A reading less confident than the model's calibrated threshold (in its
 run.json, or in the export.json beside an .onnx file) is "not sure", with its two likeliest digits,
 or "not a digit" where even those two together are less likely than the threshold.
 Files that cannot be read are reported and the rest still read; the exit code is 1 if any failed.
@@ -27,7 +29,14 @@ from PIL import Image
 
 from data import cropped_to_ink, mnist_style
 from outputs import HelpFormatter, atomic_path, cannot_write
-from reader.classifier import MODEL_HELP, Classifier, load_classifier, unsure_never
+from reader.classifier import (
+    LINE_MODEL_HELP,
+    MODEL_HELP,
+    Classifier,
+    LineModel,
+    load_model_file,
+    unsure_never,
+)
 from reader.deadline import READING_SECONDS, Deadline, ReadingTimeout
 from reader.page import FORMAT_NAMES, IMAGE_SUFFIXES, ImageError, page_ink, read_image_file
 from reader.reading import read_digits, read_number
@@ -40,7 +49,12 @@ NUMBER_HINT = "much wider than tall: if it is a number, add --number"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
-    parser.add_argument("--model", type=Path, default=Path("artifacts/model.keras"), help=MODEL_HELP)
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=Path("artifacts/model.keras"),
+        help=f"{MODEL_HELP}; with --number, a line model too ({LINE_MODEL_HELP})",
+    )
     parser.add_argument(
         "--number", action="store_true", help="read each image as a number of up to 12 digits"
     )
@@ -126,17 +140,22 @@ def wide(ink) -> bool:
 
 
 def read_files(
-    model: Classifier, files: list[Path], number: bool, top: int
+    model: Classifier | LineModel, files: list[Path], number: bool, top: int
 ) -> tuple[list[dict], list[list], list[dict]]:
-    """Each file's reading (a digit, or with `number` a number), the 28x28 digits the model saw in
-    it, and the files that could not be read, each with its error."""
+    """Each file's reading (a digit, or with `number` a number: by a line model, if `model` is
+    one), the images the model saw in it (28x28 digits, or a line), and the files that could not
+    be read, each with its error."""
     results, seen, failures = [], [], []
+    line = model if isinstance(model, LineModel) else None
     for path in files:
         try:
             image = read_image_file(path)
             if number:
                 deadline = Deadline.after(READING_SECONDS)
-                reading, digits = read_number(model.probabilities_of, image, model.threshold, top, deadline)
+                probabilities_of, threshold = (
+                    (None, None) if line else (model.probabilities_of, model.threshold)
+                )
+                reading, digits = read_number(probabilities_of, image, threshold, top, deadline, line)
                 results.append({"file": str(path), **reading})
                 seen.append(digits)
             else:
@@ -235,9 +254,11 @@ def digit_line(result: dict) -> str:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     try:
-        model = load_classifier(args.model)
+        model = load_model_file(args.model)
     except ModelError as exc:
         raise SystemExit(f"error: {exc}") from None
+    if isinstance(model, LineModel) and not args.number:
+        raise SystemExit(f"error: {args.model} is a line model: it reads numbers, so add --number")
     if model.threshold is None:
         print(unsure_never(args.model), file=sys.stderr)
     files, failures = image_paths(args.images)

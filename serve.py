@@ -3,6 +3,7 @@
     python serve.py                          # http://127.0.0.1:8000, artifacts/model.keras
     python serve.py --port 8080 --model artifacts/softmax/model.keras
     python serve.py --model artifacts/export/model.onnx --workers 2   # no TensorFlow; 2 processes
+    python serve.py --line-model artifacts/line/model.keras   # numbers read as whole lines
 
 The page (web/, the same one export.py writes for static hosts) reads one digit in the browser
 when the model is an export's model.onnx and ONNX Runtime Web is installed (runtime/, `npm ci`):
@@ -11,10 +12,11 @@ drawing and photo to the API, as it does for number mode with any model.
 
 POST /api/predict takes one image (multipart field `file`, or the raw image as the body) and returns
 the digit, whether the model is sure of it, the probabilities and the 28x28 image the model saw;
-POST /api/number reads a number of up to 12 digits on one line. Interactive API docs are at /docs.
+POST /api/number reads a number of up to 12 digits on one line (with --line-model, as a whole line
+by the line model; else by dividing it into digits). Interactive API docs are at /docs.
 Uploads stay in memory and are never written to disk. The routes are FastAPI's, at module level;
-the model they read with is the app's (`app.state.classifier`), and the limits on uploads and
-clients are the reader's guards (reader/guards.py).
+the models they read with are the app's (`app.state.classifier`, `app.state.line_model`), and the
+limits on uploads and clients are the reader's guards (reader/guards.py).
 """
 
 from __future__ import annotations
@@ -50,7 +52,15 @@ from reader.browser import (
     page_config,
     runtime_installed,
 )
-from reader.classifier import MODEL_HELP, Classifier, load_classifier, unsure_never
+from reader.classifier import (
+    LINE_MODEL_HELP,
+    MODEL_HELP,
+    Classifier,
+    LineModel,
+    load_classifier,
+    load_line_model,
+    unsure_never,
+)
 from reader.deadline import READING_SECONDS, Deadline, ReadingTimeout
 from reader.guards import (
     MAX_CLIENT_CONNECTIONS,
@@ -140,9 +150,13 @@ def read_one_digit(model: Classifier, raw: bytes, deadline: Deadline) -> dict:
     }
 
 
-def read_whole_number(model: Classifier, raw: bytes, deadline: Deadline) -> dict:
-    """/api/number's answer for an image's bytes."""
-    number, digits = read_number(model.probabilities_of, read_image(raw), model.threshold, deadline=deadline)
+def read_whole_number(
+    model: Classifier, raw: bytes, deadline: Deadline, line: LineModel | None = None
+) -> dict:
+    """/api/number's answer for an image's bytes: read by the `line` model if there is one, else
+    by dividing it into digits for the classifier `model`."""
+    image = read_image(raw)
+    number, digits = read_number(model.probabilities_of, image, model.threshold, deadline=deadline, line=line)
     for item, digit in zip(number["digits"], digits, strict=True):
         item["preprocessed"] = png_data_url(digit)
     return number
@@ -200,11 +214,14 @@ async def predict(request: Request, model: Model, file: UploadFile | None = File
 @image_route(
     "/api/number",
     "Read a number of up to 12 digits written on one line",
-    "Returns `number` (the digits as a string) and each digit's box, reading and 28x28 image, left "
-    "to right; `not_sure` is true if any digit is, and a part that is `not_a_digit` says so.",
+    "Returns `number` (the digits as a string, ✕ for a mark that is not a digit) and each digit's "
+    "box, reading and image as the model saw it, left to right; `not_sure` is true if any digit is, "
+    "and a part that is `not_a_digit` says so. `reader` says what read it: `line` (the line model, "
+    "serve.py --line-model) or `division` (the classifier, digit by digit).",
 )
 async def number(request: Request, model: Model, file: UploadFile | None = File(None)) -> dict:
-    return await answer(read_whole_number, model, request, file)
+    read = functools.partial(read_whole_number, line=request.app.state.line_model)
+    return await answer(read, model, request, file)
 
 
 @router.get("/healthz", summary="Liveness check, and which server process answered")
@@ -223,8 +240,14 @@ def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/api/model", summary="The model served, what its probabilities are, when it is not sure")
-def model_info(model: Model) -> dict:
-    return {"name": model.name, "probabilities": probabilities_note(model), "not_sure_below": model.threshold}
+def model_info(request: Request, model: Model) -> dict:
+    line = request.app.state.line_model
+    return {
+        "name": model.name,
+        "probabilities": probabilities_note(model),
+        "not_sure_below": model.threshold,
+        "line_model": None if line is None else {"name": line.name, "not_sure_below": line.threshold},
+    }
 
 
 @router.get("/", include_in_schema=False)
@@ -282,11 +305,12 @@ def create_app(
     upload_seconds: float = UPLOAD_SECONDS,
     reading_seconds: float = READING_SECONDS,
     onnx_file: Path | None = None,
+    line_model: LineModel | None = None,
 ) -> FastAPIOffline:
-    """The FastAPI app serving `model` (loaded once by the caller) and the drawing page; readings
-    less confident than its threshold are "not sure", and readings past `reading_seconds` a 503.
-    With `onnx_file` (the model's own .onnx file) and the runtime installed, the page reads one
-    digit in the browser with it."""
+    """The FastAPI app serving `model` (loaded once by the caller) and the drawing page, and the
+    `line_model`, if any, for numbers; readings less confident than its threshold are "not sure",
+    and readings past `reading_seconds` a 503. With `onnx_file` (the model's own .onnx file) and
+    the runtime installed, the page reads one digit in the browser with it."""
     note = probabilities_note(model)
     app = FastAPIOffline(  # FastAPI with its docs pages' scripts served from here, not a CDN
         title="MNIST digit recognizer",
@@ -294,6 +318,7 @@ def create_app(
         exception_handlers={ImageError: bad_image, ReadingTimeout: too_long, ModelRunError: model_failed},
     )
     app.state.classifier = model
+    app.state.line_model = line_model
     app.state.decodes = anyio.CapacityLimiter(DECODES_AT_ONCE)
     app.state.reading_seconds = reading_seconds
     browser = onnx_file is not None and runtime_installed()
@@ -317,11 +342,13 @@ def onnx_file_of(path: Path) -> Path | None:
     return path if path.suffix.lower() == ".onnx" else None
 
 
-def app_of(model_path: Path) -> FastAPIOffline:
-    """The app for the model at `model_path`: what each worker process builds for itself. A model
-    that fails to load here (changed since the parent loaded it) stops the workers, not retried."""
+def app_of(model_path: Path, line_model_path: Path | None = None) -> FastAPIOffline:
+    """The app for the model at `model_path` (and the line model at `line_model_path`): what each
+    worker process builds for itself. A model that fails to load here (changed since the parent
+    loaded it) stops the workers, not retried."""
     try:
-        return create_app(load_classifier(model_path), onnx_file=onnx_file_of(model_path))
+        line = load_line_model(line_model_path) if line_model_path else None
+        return create_app(load_classifier(model_path), onnx_file=onnx_file_of(model_path), line_model=line)
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(STARTUP_FAILURE) from None
@@ -332,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
     parser.add_argument("--model", type=Path, default=Path("artifacts/model.keras"), help=MODEL_HELP)
+    parser.add_argument(
+        "--line-model",
+        type=Path,
+        help=f"{LINE_MODEL_HELP}, to read /api/number's numbers as whole lines [none: by division]",
+    )
     parser.add_argument(
         "--workers", type=int, default=1, help="server processes sharing the port, each with its own model"
     )
@@ -359,25 +391,28 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         model = load_classifier(args.model)  # in this process too, so a bad file is one clear error
+        line = load_line_model(args.line_model) if args.line_model else None
     except ModelError as exc:
         raise SystemExit(f"error: {exc}") from None
-    if model.threshold is None:
-        print(unsure_never(args.model), file=sys.stderr)
+    for path, loaded in ((args.model, model), (args.line_model, line)):
+        if loaded is not None and loaded.threshold is None:
+            print(unsure_never(path), file=sys.stderr)
     processes = f", {args.workers} processes" if args.workers > 1 else ""
-    print(f"serving {args.model} on http://{args.host}:{args.port}{processes}  (API docs at /docs)")
+    served = f"{args.model} and {args.line_model}" if args.line_model else args.model
+    print(f"serving {served} on http://{args.host}:{args.port}{processes}  (API docs at /docs)")
     if onnx_file_of(args.model) and not runtime_installed():
         print(f"note: the page reads through the API: `npm ci` in {RUNTIME_DIR} lets it read in the browser")
     if args.workers == 1:
         guarded_server(
-            create_app(model, onnx_file=onnx_file_of(args.model)),
+            create_app(model, onnx_file=onnx_file_of(args.model), line_model=line),
             args.host,
             args.port,
             client_connections=args.client_connections,
         ).run()
         return
-    del model  # each worker loads its own
+    del model, line  # each worker loads its own
     config = guarded_config(
-        functools.partial(app_of, args.model),
+        functools.partial(app_of, args.model, args.line_model),
         args.host,
         args.port,
         client_connections=args.client_connections,

@@ -54,9 +54,17 @@ DEFAULT_ARCH = "mlp"
 # time than the digits alone took: the images that are not digits add a fifth to each epoch
 # (bench/NOTES.md). bfloat16 made the CNN's convolutions 1.4-1.6x
 # faster; the MLP it made only 1.07x faster, with validation 0.05 points lower (bench/NOTES.md).
+# The line model (lines.py): small convolutions, since they cost most of a step; batches of 32
+# lines, since more steps break CTC's early "all blank" sooner; 4 epochs, near the 10-minute budget
+# (12.8 minutes on the shared 2-core machine it was tuned on; 6 read 2-8 points more numbers right
+# in 17.8, bench/NOTES.md, 2026-12-03).
 ARCH_DEFAULTS = {
     "mlp": Settings(ModelConfig(), TrainConfig()),
     "cnn": Settings(ModelConfig(arch="cnn", hidden=(256,)), TrainConfig(epochs=22, precision="auto")),
+    "line": Settings(
+        ModelConfig(arch="line", hidden=(128,), filters=(16, 32, 64), output_activation="softmax"),
+        TrainConfig(epochs=4, batch_size=32, lr=2e-3, not_digits=0.05, precision="auto"),
+    ),
 }
 
 

@@ -2,6 +2,7 @@
 
     python train.py                                   # the default: dense ReLU net, sigmoid output
     python train.py --arch cnn                        # a small convolutional network
+    python train.py --arch line --out artifacts/line  # reads a whole number's line (CTC)
     python train.py --output-activation softmax --epochs 5 --out artifacts/softmax
     python train.py --config artifacts/tuning/best_config.json   # tune.py's best settings
     python train.py --config artifacts/run.json --out artifacts/again   # the same run again
@@ -37,11 +38,12 @@ from matplotlib.ticker import MaxNLocator
 import multiworker
 import outputs
 import settings
+from ctc import decoded_line, line_confidence
 from data import MNIST_SHA256, DataError, load_mnist
 from model import probability_model, weights_sha256
 from not_digits import least_loss
 from settings import Settings
-from trained import calibrate
+from trained import calibrate, calibrate_confidences
 from training import (
     STRATEGIES,
     TrainingError,
@@ -52,6 +54,7 @@ from training import (
     stop_on_signals,
     train,
     training_split,
+    validation_lines,
 )
 
 BACKUP_NAME = ".backup"  # in --out: the state of an unfinished run, removed when it completes
@@ -165,13 +168,15 @@ def train_and_save(
             held.enter_context(outputs.folder_lock(out))
         run = TrainingRun(settings, out, strategy, distribution)
         network, history, resumed_from = run.fit(split, fresh)
-        calibration = calibrated(network, split)
+        calibration = calibrated(network, split, settings)
         record = run.record(mnist, split, network, history, resumed_from, calibration)
         report(run, record)
         if distribution.extended.should_checkpoint:  # the one process of a cluster that saves
             outputs.save_model(network, out, record)
             outputs.write_json(out / "history.json", history)
-            floor = least_loss(settings.training.not_digits)
+            # A line's marks have labels of their own: nothing keeps a line model's loss up.
+            line = settings.model.arch == "line"
+            floor = 0.0 if line else least_loss(settings.training.not_digits)
             plot_training_curves(history, out / "training_curves.png", floor)
             print(f"saved {out / outputs.MODEL_NAME}")
     return network, record
@@ -250,14 +255,28 @@ class TrainingRun:
         )
 
 
-def calibrated(network: keras.Model, split: tuple) -> dict | None:
+def calibrated(network: keras.Model, split: tuple, settings: Settings) -> dict | None:
     """The confidence below which a reading is "not sure" (trained.calibrate), from the validation
-    split; None without one."""
+    split (a line model's: from the validation lines); None without one."""
     _, _, x_val, y_val = split
     if not len(x_val):
         return None
+    if settings.model.arch == "line":
+        return calibrate_lines(network, validation_lines(settings.training, x_val, y_val))
     probabilities = probability_model(network).predict(x_val, batch_size=1000, verbose=0)
     return calibrate(probabilities, y_val.argmax(axis=1))
+
+
+def calibrate_lines(network: keras.Model, batches: list[tuple]) -> dict:
+    """`calibrate`'s rule on whole lines: each line's confidence (ctc.line_confidence), and whether
+    its symbols are its labels, all of them and no more."""
+    confidences, right = [], []
+    for x, y in batches:
+        for probabilities, labels in zip(np.asarray(network(x, training=False)), y, strict=True):
+            symbols = decoded_line(probabilities)
+            confidences.append(line_confidence(probabilities, symbols))
+            right.append([symbol.symbol for symbol in symbols] == labels[labels >= 0].tolist())
+    return calibrate_confidences(np.array(confidences), np.array(right), held_out="validation lines")
 
 
 def report(run: TrainingRun, record: dict) -> None:
@@ -280,7 +299,7 @@ def report(run: TrainingRun, record: dict) -> None:
     if calibration:
         print(
             f"not sure below {calibration['threshold']:.1%} confidence: "
-            f"{calibration['flagged_share']:.1%} of the validation digits"
+            f"{calibration['flagged_share']:.1%} of the validation {'lines' if arch == 'line' else 'digits'}"
         )
 
 

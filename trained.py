@@ -22,7 +22,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from data import DEFAULT_DATA_PATH, IMAGE_SIZE, NUM_CLASSES, REBUILD_HINT, normalize_images
+from data import (
+    DEFAULT_DATA_PATH,
+    FRAME_WIDTH,
+    IMAGE_SIZE,
+    LINE_CLASSES,
+    LINE_HEIGHT,
+    NUM_CLASSES,
+    REBUILD_HINT,
+    normalize_images,
+)
 from outputs import parse_json, read_json, sha256_of
 
 if TYPE_CHECKING:  # Keras is imported for .keras files only
@@ -52,17 +61,22 @@ KNOWN_LAYERS = {
     "InputLayer",
     "Flatten",
     "Reshape",
+    "Permute",
     "Dense",
     "Conv2D",
+    "BatchNormalization",
     "MaxPooling2D",
     "Dropout",
     "Activation",
     "ReLU",
     "Softmax",
+    "Bidirectional",
     "RandomTranslation",
     "RandomRotation",
     "Functional",
 }
+# What a line model's Bidirectional wraps, both ways.
+KNOWN_WRAPPED = {"GRU"}
 # A .keras file's weights, in HDF5: what its datasets declare, plus HDF5's own headers (train.py's
 # take tens of kB; a member expanding further is padding, a zip bomb), and at most so many groups
 # and datasets (train.py's hold under 100).
@@ -78,6 +92,8 @@ CHECK_DIGITS = 5  # real digits an ONNX model reads when it loads
 CHECK_BATCHES = (1, 2, 3, ONNX_CHUNK)  # at these batch sizes: one image, a few, and a whole run
 # A float32 softmax's rows sum to 1 within about 1e-6, a bfloat16 one's within a few thousandths.
 SUM_TOLERANCE = 0.01
+# Where a line model goes, for the messages that refuse one given in a classifier's place.
+LINE_USE = "read numbers with it (predict.py --number --model, serve.py --line-model)"
 Probabilities = Callable[[np.ndarray], np.ndarray]  # float32 images (n, 28, 28) -> (n, 10)
 # What reading a damaged or hostile .keras file raises, from its zip archive (a damaged compressed
 # stream, an encrypted or unknown-compression entry, a cut-off file) to Keras's own checks.
@@ -110,16 +126,25 @@ def reason(exc: BaseException) -> str:
 def calibrate(probabilities: np.ndarray, labels: np.ndarray, precision: float = TARGET_PRECISION) -> dict:
     """The confidence threshold for `precision` on held-out digits (probabilities (n, 10), labels (n,)),
     with the share of them it flags and the precision it keeps."""
-    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    return calibrate_confidences(probabilities.max(axis=1), correct, precision, "validation split")
+
+
+def calibrate_confidences(
+    confidence: np.ndarray, correct: np.ndarray, precision: float = TARGET_PRECISION, held_out: str = ""
+) -> dict:
+    """The rule of `calibrate` on readings' confidences (n,) and whether each was right (n,): the
+    lowest confidence at which those at or above it are right `precision` of the time. A line
+    model's are whole lines' (ctc.line_confidence), on validation lines."""
     order = np.argsort(-confidence)
-    correct = (probabilities.argmax(axis=1) == labels)[order]
-    kept_precision = np.cumsum(correct) / np.arange(1, len(correct) + 1)
+    ordered = np.asarray(correct)[order]
+    kept_precision = np.cumsum(ordered) / np.arange(1, len(ordered) + 1)
     meets = np.flatnonzero(kept_precision >= precision)
-    kept = meets[-1] + 1 if len(meets) else 1  # the most digits that still meet the precision
+    kept = meets[-1] + 1 if len(meets) else 1  # the most readings that still meet the precision
     threshold = float(confidence[order][kept - 1])
     return {
         "threshold": threshold,
-        "rule": f"lowest confidence keeping {precision:.1%} precision on the validation split",
+        "rule": f"lowest confidence keeping {precision:.1%} precision on the {held_out}",
         "flagged_share": float(np.mean(confidence < threshold)),
         "precision": float(kept_precision[kept - 1]),
     }
@@ -164,7 +189,7 @@ def config_problem(archive: zipfile.ZipFile) -> str | None:
                 if isinstance(size, int) and not isinstance(size, bool):
                     if size > MAX_WIDTH:
                         return f"a layer has {size:,} {key}, over {MAX_WIDTH:,}"
-                    weights += layer_weights(size, layer.get("kernel_size"), value.get("build_config"))
+                    weights += layer_weights(value, size)
             stack.extend(value.values())
         elif isinstance(value, list):
             stack.extend(value)
@@ -172,29 +197,41 @@ def config_problem(archive: zipfile.ZipFile) -> str | None:
 
 
 def unknown_layer(layers: object) -> str | None:
-    """The class of the first of a model config's `layers` that train.py never builds (None: all
-    are known). Only Dense and Conv2D layers hold weights among them, and config_problem counts
-    those: any other class could allocate what it likes when built (an Embedding's table, a
-    DepthwiseConv2D's kernel)."""
+    """The class of the first of a model config's `layers`, or of the layers a Bidirectional wraps,
+    that train.py never builds (None: all are known). Only Dense, Conv2D and GRU layers hold more
+    weights than their input is wide, and config_problem counts those: any other class could
+    allocate what it likes when built (an Embedding's table, a DepthwiseConv2D's kernel)."""
     for layer in layers if isinstance(layers, list) else []:
         name = layer.get("class_name") if isinstance(layer, dict) else None
         if name not in KNOWN_LAYERS:
             return str(name)
+        wrapper = layer.get("config") if name == "Bidirectional" else None
+        for key in ("layer", "backward_layer") if isinstance(wrapper, dict) else ():
+            wrapped = wrapper.get(key)
+            inner = wrapped.get("class_name") if isinstance(wrapped, dict) else None
+            if inner not in KNOWN_WRAPPED and not (key == "backward_layer" and wrapped is None):
+                return str(inner)
     return None
 
 
-def layer_weights(size: int, kernel_size: object, build_config: object) -> int:
-    """The weights of a Dense (`size` units) or convolution (`size` filters) layer, from its input's
-    width as Keras records it when it saves a built layer: the most the layer can take, where that
-    is missing, so a file cannot hide a layer's size by leaving it out."""
+def layer_weights(layer: dict, size: int) -> int:
+    """The weights of a Dense (`size` units), convolution (`size` filters) or GRU (`size` units)
+    layer's config, from its input's width as Keras records it when it saves a built layer: the
+    most the layer can take, where that is missing, so a file cannot hide a layer's size by leaving
+    it out."""
+    build_config = layer.get("build_config")
     shape = build_config.get("input_shape") if isinstance(build_config, dict) else None
     inputs = shape[-1] if isinstance(shape, list) and shape else None
     if not isinstance(inputs, int) or isinstance(inputs, bool) or inputs < 1:
         inputs = MAX_WIDTH
+    inputs = min(inputs, MAX_WIDTH)
+    if layer.get("class_name") == "GRU":  # three gates, each over the input and its own state
+        return 3 * size * (inputs + size + 2)
+    kernel_size = layer["config"].get("kernel_size")
     area = 1
     for side in kernel_size if isinstance(kernel_size, list) else [kernel_size]:
         area *= side if isinstance(side, int) and not isinstance(side, bool) and side > 0 else 1
-    return size * (min(inputs, MAX_WIDTH) * area + 1)
+    return size * (inputs * area + 1)
 
 
 def weights_problem(weights: int, archive: zipfile.ZipFile) -> str | None:
@@ -249,9 +286,9 @@ def declared_bytes(member) -> int | None:
     return None if objects > MAX_WEIGHTS_OBJECTS else total
 
 
-def load_trained_model(path: str | Path) -> keras.Model:
-    """Load a model saved by train.py, refusing anything that is not a 28x28 -> 10 classifier.
-    Needs TensorFlow, which the caller has imported (quiet_tensorflow.import_tensorflow_quietly)."""
+def load_keras_file(path: str | Path) -> keras.Model:
+    """A .keras file loaded safely: refusing code stored in it, and layers past the bounds. Needs
+    TensorFlow, which the caller has imported (quiet_tensorflow.import_tensorflow_quietly)."""
     import keras
 
     path = Path(path)
@@ -263,12 +300,33 @@ def load_trained_model(path: str | Path) -> keras.Model:
         if problem:
             raise ValueError(problem)
         # safe_mode refuses lambdas and other code stored in the file: a model never runs code.
-        model = keras.models.load_model(path, safe_mode=True)
+        return keras.models.load_model(path, safe_mode=True)
     except UNREADABLE as exc:
         raise ModelError(f"cannot load {path} ({reason(exc)}): retrain it with `python train.py`") from None
+
+
+def is_line_network(model: keras.Model) -> bool:
+    """Whether `model` is a line model as train.py --arch line makes: a line of any width in,
+    LINE_CLASSES probabilities per frame out."""
+    return (
+        tuple(model.input_shape[1:]) == (LINE_HEIGHT, None)
+        and tuple(model.output_shape[1:]) == (None, LINE_CLASSES)
+        and LOGITS_LAYER in {layer.name for layer in model.layers}
+    )
+
+
+def load_trained_model(path: str | Path) -> keras.Model:
+    """Load a model saved by train.py, refusing anything that is not a 28x28 -> 10 classifier."""
+    return checked_classifier(load_keras_file(path), path)
+
+
+def checked_classifier(model: keras.Model, path: str | Path) -> keras.Model:
+    """`model`, loaded from `path`, if it is a 28x28 -> 10 classifier; else ModelError saying what."""
     shapes_fit = tuple(model.input_shape[1:]) == (IMAGE_SIZE, IMAGE_SIZE) and tuple(
         model.output_shape[1:]
     ) == (NUM_CLASSES,)
+    if is_line_network(model):
+        raise ModelError(f"{path} is a line model (train.py --arch line), not a digit classifier: {LINE_USE}")
     if not shapes_fit or LOGITS_LAYER not in {layer.name for layer in model.layers}:
         raise ModelError(
             f"{path} maps {model.input_shape} to {model.output_shape} and is not a digit "
@@ -277,24 +335,35 @@ def load_trained_model(path: str | Path) -> keras.Model:
     return model
 
 
-def answer_problem(answer: np.ndarray, count: int) -> str | None:
-    """What makes a model's `answer` for `count` images not their probabilities (None: nothing)."""
-    if answer.shape != (count, NUM_CLASSES):
-        return f"it answered {answer.shape} for {count} image(s), not 10 probabilities each"
+def classifier_answer(images: np.ndarray) -> tuple[int, ...]:
+    """The shape of a digit classifier's answer for `images` (n, 28, 28): 10 probabilities each."""
+    return (len(images), NUM_CLASSES)
+
+
+def line_answer(lines: np.ndarray) -> tuple[int, ...]:
+    """The shape of a line model's answer for `lines` (n, LINE_HEIGHT, w): LINE_CLASSES
+    probabilities for each frame of FRAME_WIDTH px."""
+    return (len(lines), lines.shape[-1] // FRAME_WIDTH, LINE_CLASSES)
+
+
+def answer_problem(answer: np.ndarray, expected: tuple[int, ...]) -> str | None:
+    """What makes a model's `answer` not probabilities of the `expected` shape (None: nothing)."""
+    if answer.shape != expected:
+        return f"it answered {answer.shape} where {expected} probabilities were due"
     if not np.isfinite(answer).all():
         return "its answer is not numbers (NaN or infinite)"
-    if (answer < 0).any() or (np.abs(answer.sum(axis=1) - 1) > SUM_TOLERANCE).any():
-        return "its answer is not probabilities (at least 0, each image's summing to 1)"
+    if (answer < 0).any() or (np.abs(answer.sum(axis=-1) - 1) > SUM_TOLERANCE).any():
+        return "its answer is not probabilities (at least 0, each reading's summing to 1)"
     return None
 
 
-def checked(probabilities_of: Probabilities) -> Probabilities:
-    """`probabilities_of`, raising ModelRunError where an answer is not probabilities, so that a
-    broken model is that reading's error and never a sure digit."""
+def checked(probabilities_of: Probabilities, answer_shape=classifier_answer) -> Probabilities:
+    """`probabilities_of`, raising ModelRunError where an answer is not probabilities of
+    `answer_shape(inputs)`, so that a broken model is that reading's error and never a sure one."""
 
-    def checked_probabilities(images: np.ndarray) -> np.ndarray:
-        answer = np.asarray(probabilities_of(images))
-        problem = answer_problem(answer, len(images))
+    def checked_probabilities(inputs: np.ndarray) -> np.ndarray:
+        answer = np.asarray(probabilities_of(inputs))
+        problem = answer_problem(answer, answer_shape(inputs))
         if problem:
             raise ModelRunError(f"the model cannot read it: {problem}; use a model from train.py")
         return answer
@@ -313,8 +382,28 @@ def check_digits() -> np.ndarray:
         ) from None
 
 
-def onnx_session_options():
-    """onnxruntime's session options for a digit classifier: one thread, a run's memory bounded."""
+def check_line() -> np.ndarray:
+    """float32 (LINE_HEIGHT, w): the check digits side by side, a number for a line model to read
+    when it loads."""
+    digits = np.concatenate(list(check_digits()), axis=1)
+    margin = (LINE_HEIGHT - IMAGE_SIZE) // 2
+    return np.pad(digits, ((margin, LINE_HEIGHT - IMAGE_SIZE - margin), (0, -digits.shape[1] % FRAME_WIDTH)))
+
+
+def load_line_model(path: str | Path) -> keras.Model:
+    """Load a line model saved by train.py --arch line, refusing anything else."""
+    model = load_keras_file(path)
+    if not is_line_network(model):
+        raise ModelError(
+            f"{path} maps {model.input_shape} to {model.output_shape} and is not a line model: "
+            "train one with `python train.py --arch line --out artifacts/line`"
+        )
+    return model
+
+
+def onnx_session(path: Path):
+    """An onnxruntime session of the file at `path` on the CPU, and its one input and one output:
+    one thread, and a run's memory bounded."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -329,56 +418,95 @@ def onnx_session_options():
     onnxruntime.create_and_register_allocator(cpu, arena)
     options.add_session_config_entry("session.use_env_allocators", "1")
     options.log_severity_level = 4  # a failed run is raised, and said once, not logged as well
-    return options
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    (entry,), (exit_,) = session.get_inputs(), session.get_outputs()
+    return session, entry, exit_
 
 
-def onnx_probabilities(path: Path) -> Probabilities:
-    """An ONNX digit classifier's probabilities function on onnxruntime's CPU provider, each answer
-    checked (ModelRunError), and the model run on real digits, one and several at a time, first."""
-    import onnxruntime
+def onnx_runs(
+    path: Path, fits: Callable, answer_shape: Callable, check: np.ndarray, noun: str
+) -> Probabilities:
+    """The ONNX model at `path` as a probabilities function, `fits(entry, exit_)` or ValueError
+    (what it maps to what), run ONNX_CHUNK inputs at a time, each answer checked (ModelRunError);
+    its messages call an input a `noun` ("image", "line").
+    It reads `check` (real inputs, repeated to fill) in batches of CHECK_BATCHES first: a file can load and
+    still fail, answer NaN or ask for gigabytes when it runs, and that must be one clear error at
+    start-up, not a failure of every reading."""
     from onnxruntime.capi import onnxruntime_pybind11_state as failures
 
     # What a run raises: onnxruntime's error classes share no base but Exception.
     run_errors = (failures.Fail, failures.InvalidArgument, failures.RuntimeException, failures.NotImplemented)
-    session = onnxruntime.InferenceSession(
-        str(path), onnx_session_options(), providers=["CPUExecutionProvider"]
-    )
-    (entry,), (exit_,) = session.get_inputs(), session.get_outputs()
-    fits = (
-        entry.type == exit_.type == "tensor(float)"
-        and not isinstance(entry.shape[0], int)  # any number of images at once, not a fixed batch
-        and entry.shape[1:] == [IMAGE_SIZE, IMAGE_SIZE]
-        and exit_.shape[1:] == [NUM_CLASSES]
-    )
-    if not fits:
-        raise ValueError(
-            f"it maps {entry.shape} {entry.type} to {exit_.shape}, not 28x28 images to 10 digits"
-        )
+    session, entry, exit_ = onnx_session(path)
+    fits(entry, exit_)
 
-    def run(images: np.ndarray) -> np.ndarray:
+    def run(inputs: np.ndarray) -> np.ndarray:
         try:
-            answer = session.run([exit_.name], {entry.name: np.asarray(images, np.float32)})[0]
+            answer = session.run([exit_.name], {entry.name: np.asarray(inputs, np.float32)})[0]
         except run_errors as exc:
-            raise ModelRunError(f"the model failed on {len(images)} image(s) ({reason(exc)})") from None
-        if answer.shape != (len(images), NUM_CLASSES):  # checked here, before runs' answers are joined
-            raise ModelRunError(f"the model answered {answer.shape} for {len(images)} image(s), not (n, 10)")
+            raise ModelRunError(f"the model failed on {len(inputs)} {noun}(s) ({reason(exc)})") from None
+        if answer.shape != answer_shape(inputs):  # checked here, before runs' answers are joined
+            raise ModelRunError(f"the model answered {answer.shape} for {len(inputs)} {noun}(s)")
         return answer
 
-    def probabilities_of(images: np.ndarray) -> np.ndarray:
-        if not len(images):
-            return np.zeros((0, NUM_CLASSES), np.float32)
-        starts = range(0, len(images), ONNX_CHUNK)
-        return np.concatenate([run(images[start : start + ONNX_CHUNK]) for start in starts])
+    def probabilities_of(inputs: np.ndarray) -> np.ndarray:
+        if not len(inputs):
+            return np.zeros(answer_shape(inputs), np.float32)
+        starts = range(0, len(inputs), ONNX_CHUNK)
+        return np.concatenate([run(inputs[start : start + ONNX_CHUNK]) for start in starts])
 
-    # Run now: a file can load and still fail, answer NaN or ask for gigabytes when it runs, and
-    # that must be one clear error at start-up, not a failure of every reading.
-    digits = check_digits()
     for count in CHECK_BATCHES:
-        answer = probabilities_of(np.resize(digits, (count, IMAGE_SIZE, IMAGE_SIZE)))
-        problem = answer_problem(answer, count)
+        inputs = np.resize(check, (count, *check.shape[1:]))
+        problem = answer_problem(probabilities_of(inputs), answer_shape(inputs))
         if problem:
-            raise ValueError(f"on {count} real digit(s), {problem}")
-    return checked(probabilities_of)
+            raise ValueError(f"on {count} real {noun}(s), {problem}")
+    return checked(probabilities_of, answer_shape)
+
+
+def onnx_probabilities(path: Path) -> Probabilities:
+    """An ONNX digit classifier's probabilities function on onnxruntime's CPU provider, checked
+    (onnx_runs) on real digits."""
+
+    def fits(entry, exit_) -> None:
+        if onnx_is_line(entry, exit_):
+            raise ValueError(f"it is a line model, not a digit classifier: {LINE_USE}")
+        if not (
+            entry.type == exit_.type == "tensor(float)"
+            and not isinstance(entry.shape[0], int)  # any number of images at once, not a fixed batch
+            and entry.shape[1:] == [IMAGE_SIZE, IMAGE_SIZE]
+            and exit_.shape[1:] == [NUM_CLASSES]
+        ):
+            raise ValueError(
+                f"it maps {entry.shape} {entry.type} to {exit_.shape}, not 28x28 images to 10 digits"
+            )
+
+    return onnx_runs(path, fits, classifier_answer, check_digits(), "image")
+
+
+def onnx_is_line(entry, exit_) -> bool:
+    """Whether an ONNX file's input and output are a line model's: lines (n, LINE_HEIGHT, w) to
+    frames (n, f, LINE_CLASSES)."""
+    return (
+        entry.type == exit_.type == "tensor(float)"
+        and len(entry.shape) == 3
+        and entry.shape[1] == LINE_HEIGHT
+        and not isinstance(entry.shape[2], int)  # any width
+        and len(exit_.shape) == 3
+        and exit_.shape[2] == LINE_CLASSES
+    )
+
+
+def onnx_line_probabilities(path: Path) -> Probabilities:
+    """An ONNX line model's function on onnxruntime's CPU provider: float32 lines (n, LINE_HEIGHT,
+    w) -> probabilities (n, w / FRAME_WIDTH, LINE_CLASSES), checked (onnx_runs) on a real number."""
+
+    def fits(entry, exit_) -> None:
+        if not onnx_is_line(entry, exit_):
+            raise ValueError(
+                f"it maps {entry.shape} {entry.type} to {exit_.shape}, not lines to frames of symbols: "
+                "export a line model (`python train.py --arch line`, then export.py)"
+            )
+
+    return onnx_runs(path, fits, line_answer, check_line()[np.newaxis], "line")
 
 
 def export_source(path: Path) -> dict:

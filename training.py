@@ -4,10 +4,11 @@
     x_fit, y_fit, x_val, y_val = training_split(mnist, config)
     network, history = train(model_config, config, (x_fit, y_fit), (x_val, y_val))
 
-Owns compile (categorical cross-entropy, Adam on a cosine decay), the input pipeline, the
-training-only augmentation, the callbacks (epoch history, stop on a signal, backup and resume) and
-`fit`. train.py, tune.py and bench/ all train through here. Takes configs and arrays, returns the
-network and its history, raises exceptions; printing results is the caller's job.
+Owns compile (categorical cross-entropy, or CTC for the line model; Adam on a cosine decay), the
+input pipeline (the digits, or lines composed from them, lines.py), the training-only
+augmentation, the callbacks (epoch history, stop on a signal, backup and resume) and `fit`.
+train.py, tune.py and bench/ all train through here. Takes configs and arrays, returns the network
+and its history, raises exceptions; printing results is the caller's job.
 """
 
 from __future__ import annotations
@@ -28,8 +29,17 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+import lines
 from augmentation import augmentation_layers, with_continental_marks
-from data import EXPECTED_SHAPES, IMAGE_SIZE, NUM_CLASSES, Mnist, normalize_images, split_validation
+from data import (
+    EXPECTED_SHAPES,
+    IMAGE_SIZE,
+    LINE_HEIGHT,
+    NUM_CLASSES,
+    Mnist,
+    normalize_images,
+    split_validation,
+)
 from model import ModelConfig, build_model, shown
 from not_digits import not_digits
 from outputs import read_json, write_json
@@ -167,6 +177,10 @@ def training_model(
     random transforms, so every export of it gives the same answer twice. The network computes in
     `precision`; the augmentation always in float32.
     """
+    if model_config.arch == "line":  # lines are varied as they are composed (lines.py)
+        inputs = keras.Input(shape=(LINE_HEIGHT, None), name="line")
+        network = build_model(model_config, "mixed_bfloat16" if precision == "bfloat16" else "float32")
+        return keras.Model(inputs, network(inputs), name=f"{network.name}_training")
     inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE), name="image")
     x = inputs
     if augment:
@@ -202,13 +216,66 @@ def build_for_training(
     """
     strategy = strategy or tf.distribute.get_strategy()
     keras.utils.set_random_seed(config.seed)
-    images = train_images + not_digit_count(train_images, config)
-    steps = config.epochs * steps_per_epoch(images, config.batch_size * strategy.num_replicas_in_sync)
+    line = model_config.arch == "line"
+    examples = examples_per_epoch(line, train_images, config)
+    steps = config.epochs * steps_per_epoch(examples, config.batch_size * strategy.num_replicas_in_sync)
     with strategy.scope():
         model = training_model(model_config, config.augment, training_precision(config), config.pose)
         optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(config.lr, steps))
-        model.compile(optimizer=optimizer, loss=LOSS, metrics=[DigitAccuracy()])
+        if line:
+            model.compile(optimizer=optimizer, loss=lines.ctc_loss, metrics=[lines.LineAccuracy()])
+        else:
+            model.compile(optimizer=optimizer, loss=LOSS, metrics=[DigitAccuracy()])
     return model
+
+
+def examples_per_epoch(line: bool, train_images: int, config: TrainConfig) -> int:
+    """What an epoch over `train_images` digits trains on: lines holding about as many digits, or
+    the digits and the images that are not digits added to them."""
+    if line:
+        return lines.lines_per_epoch(train_images)
+    return train_images + not_digit_count(train_images, config)
+
+
+def is_line_model(model: keras.Model) -> bool:
+    """Whether `model` reads lines: a sequence of frames out, not one row of scores an image."""
+    return len(model.output_shape) == 3
+
+
+def line_data(
+    model: keras.Model,
+    config: TrainConfig,
+    x_fit: np.ndarray,
+    y_fit: np.ndarray,
+    validation: tuple[np.ndarray, np.ndarray] | None,
+    first_epoch: int,
+) -> tuple[tf.data.Dataset, int, tf.data.Dataset | None]:
+    """A line model's training batches from epoch `first_epoch` on, its steps per epoch and its
+    validation lines (`validation_lines`), composed from the normalized, one-hot digits of each
+    split."""
+    batch_size = config.batch_size * model.distribute_strategy.num_replicas_in_sync
+    steps = steps_per_epoch(lines.lines_per_epoch(len(x_fit)), batch_size)
+    composer = line_composer(x_fit, y_fit, config.seed, config)
+    batches = lines.endless_batches(composer, batch_size, config.seed, first_epoch * steps)
+    if validation is None:
+        return batches, steps, None
+    return batches, steps, lines.as_dataset(validation_lines(config, *validation))
+
+
+def line_composer(x: np.ndarray, y: np.ndarray, seed: int, config: TrainConfig) -> lines.LineComposer:
+    """Lines of normalized digits `x`, one-hot `y`. The images that are not digits (`not_digits`)
+    become that share of a line's marks; `augment` off, and `pose`, make lines plainer or more varied."""
+    digits = np.rint(x * 255).astype(np.uint8)  # normalize_images undone, exactly
+    mark_share = config.not_digits / (1 + config.not_digits)
+    variation = config.pose if config.augment else 0.0
+    return lines.LineComposer.of(digits, y.argmax(axis=1), seed, mark_share, variation)
+
+
+def validation_lines(config: TrainConfig, x_val: np.ndarray, y_val: np.ndarray) -> list[tuple]:
+    """The validation lines, in batches: composed once from the validation digits (normalized,
+    one-hot), as many digits as they hold, the same for a seed. Calibration reads these too."""
+    composer = line_composer(x_val, y_val, config.seed + 1, config)
+    return lines.fixed_batches(composer, lines.lines_per_epoch(len(x_val)), config.batch_size, config.seed)
 
 
 def training_images(
@@ -428,9 +495,15 @@ def fit(
     Returns the metrics per epoch, the resumed run's included.
     """
     batch_size = config.batch_size * model.distribute_strategy.num_replicas_in_sync
-    x_fit, y_fit = training_images(x_fit, y_fit, config)
     verbose = progress_mode() if verbose is None else verbose
     epochs = epochs or config.epochs
+    if is_line_model(model):
+        done = completed_epochs(backup) if backup is not None else initial_epoch
+        batches, steps, validation = line_data(model, config, x_fit, y_fit, validation, done)
+    else:
+        x_fit, y_fit = training_images(x_fit, y_fit, config)
+        batches = training_batches(x_fit, y_fit, batch_size, config.seed)
+        steps = steps_per_epoch(len(x_fit), batch_size)
     # Raising at the first NaN loss, before the epoch's end would back up the NaN weights.
     callbacks = [keras.callbacks.TerminateOnNaN(raise_error=True), *callbacks]
     if verbose:
@@ -442,8 +515,8 @@ def fit(
         callbacks = [epoch_history, restore, *callbacks]  # history first: restore deletes the folder
     try:
         history = model.fit(
-            training_batches(x_fit, y_fit, batch_size, config.seed),
-            steps_per_epoch=steps_per_epoch(len(x_fit), batch_size),
+            batches,
+            steps_per_epoch=steps,
             shuffle=False,  # training_batches shuffles
             epochs=epochs,
             initial_epoch=initial_epoch,

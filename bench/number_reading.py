@@ -2,6 +2,7 @@
 
     python bench/number_reading.py artifacts/model.keras artifacts/cnn/model.keras            # the report
     python bench/number_reading.py artifacts/model.keras --split validation --count 100      # developing
+    python bench/number_reading.py artifacts/model.keras --line-model artifacts/line/model.keras
 
 Numbers: 2, 5 and 10 MNIST digits (--split: the test set for the report, the validation split
 while developing) written on one line with random spacing (some touching), sizes and a wobbling
@@ -14,6 +15,13 @@ symbols in 12 of Debian's DejaVu fonts (fonts-dejavu; training draws in others),
 scribbles, and two digits in single-digit mode; in
 brackets, the share said to be "not a digit". And the share of printed digits in those fonts read
 right: a network that had learnt "printed" for "not a digit" would fail them.
+
+With --line-model, the line reader (docs/line-reader.md) and division with the first model are
+compared side by side instead, on numbers written as a person writes them (digits 60-90 px tall,
+a wobbling baseline): 5 digits with 2-30 px gaps; 5 digits some with a pen lift (a small gap cut
+across a stroke); 5 digits that touch or overlap; 10 digits; and 5 digits printed in the DejaVu
+Sans fonts. For each: read right, read wrong without a flag, seconds per number
+(bench/line_vs_division.md and .json).
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))  # bench/ imports the project; nothing imports bench/
 
 from data import load_mnist, split_validation  # noqa: E402
-from reader.classifier import load_classifier  # noqa: E402
+from reader.classifier import load_classifier, load_line_model  # noqa: E402
 from reader.page import ImageError, mnist_style_digit  # noqa: E402
 from reader.reading import read_digits, read_number  # noqa: E402
 from trained import ModelError  # noqa: E402
@@ -183,6 +191,134 @@ def measured_fonts() -> list[Path]:
     return [FONT_FOLDER / name for name in MEASURED_FONTS]
 
 
+def handwritten_number(digits: list[np.ndarray], rng: np.random.Generator, kind: str) -> Image.Image:
+    """MNIST digits written dark on light as a person writes a number: each 60-90 px tall, the
+    baseline wobbling; gaps of 2-30 px, or (kind "touching") touching and overlapping by up to a
+    sixth of a digit; with kind "pen lift", half the digits have a 3 px gap cut across a stroke."""
+    pieces = []
+    for digit in digits:
+        rows, columns = np.nonzero(digit > 30)
+        crop = digit[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
+        scale = rng.uniform(60, 90) / crop.shape[0]
+        size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+        piece = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BICUBIC)).copy()
+        if kind == "pen lift" and rng.random() < 0.5:
+            at = int(rng.uniform(0.3, 0.7) * piece.shape[rng.integers(2)])
+            if rng.random() < 0.5:
+                piece[at : at + 3] = 0
+            else:
+                piece[:, at : at + 3] = 0
+        pieces.append(piece)
+    if kind == "touching":
+        gaps = [
+            -rng.uniform(0, 1 / 6) * min(a.shape[1], b.shape[1])
+            for a, b in zip(pieces[:-1], pieces[1:], strict=True)
+        ]
+    else:
+        gaps = [rng.uniform(2, 30) for _ in pieces[1:]]
+    width = int(sum(piece.shape[1] for piece in pieces) + sum(max(gap, 0) for gap in gaps) + 80)
+    page = np.zeros((160, width), np.uint8)
+    left = 40.0
+    for index, piece in enumerate(pieces):
+        top = int(np.clip(120 - piece.shape[0] + rng.uniform(-8, 8), 0, 160 - piece.shape[0]))
+        region = page[top : top + piece.shape[0], int(left) : int(left) + piece.shape[1]]
+        np.maximum(region, piece[: region.shape[0], : region.shape[1]], out=region)
+        left += piece.shape[1] + (gaps[index] if index < len(gaps) else 0)
+    return Image.fromarray(255 - page)
+
+
+def font_number(rng: np.random.Generator) -> tuple[Image.Image, str]:
+    """Five random digits printed in one of the DejaVu Sans fonts (training draws in none)."""
+    text = "".join(str(d) for d in rng.integers(0, 10, 5))
+    fonts = measured_fonts()
+    font = ImageFont.truetype(str(fonts[rng.integers(len(fonts))]), int(rng.integers(60, 90)))
+    page = Image.new("L", (600, 160), 255)
+    ImageDraw.Draw(page).text((300, 80), text, fill=0, font=font, anchor="mm")
+    return page, text
+
+
+NUMBER_SETS = {
+    "5 digits": (5, "plain"),
+    "pen lift": (5, "pen lift"),
+    "touching": (5, "touching"),
+    "10 digits": (10, "plain"),
+    "font": (5, "font"),
+}
+
+
+def number_set(
+    name: str, digits: np.ndarray, labels: np.ndarray, count: int
+) -> list[tuple[Image.Image, str]]:
+    """`count` numbers of one of NUMBER_SETS with their true digits, the same for every reader."""
+    length, kind = NUMBER_SETS[name]
+    rng = np.random.default_rng(list(NUMBER_SETS).index(name))
+    if kind == "font":
+        return [font_number(rng) for _ in range(count)]
+    numbers = []
+    for _ in range(count):
+        chosen = rng.choice(len(digits), length, replace=False)
+        truth = "".join(str(labels[i]) for i in chosen)
+        numbers.append((handwritten_number([digits[i] for i in chosen], rng, kind), truth))
+    return numbers
+
+
+def scored(read, numbers: list[tuple[Image.Image, str]]) -> dict:
+    """Read right, read wrong without a flag ("not sure"), and seconds per number. A number the
+    reader refuses (an ImageError) is neither: it is flagged."""
+    right = wrong_unflagged = 0
+    started = time.perf_counter()
+    for image, truth in numbers:
+        try:
+            number, _ = read(image)
+        except ImageError:
+            continue
+        right += number["number"] == truth
+        wrong_unflagged += number["number"] != truth and not number["not_sure"]
+    return {
+        "read_right": right / len(numbers),
+        "wrong_unflagged": wrong_unflagged / len(numbers),
+        "seconds_per_number": (time.perf_counter() - started) / len(numbers),
+    }
+
+
+def side_by_side(classifier_path: Path, line_path: Path, split: str, count: int) -> dict:
+    """Division (with the classifier at `classifier_path`) and the line model at `line_path` on
+    each of NUMBER_SETS: {set: {reader: scores}}."""
+    try:
+        classifier, line = load_classifier(classifier_path), load_line_model(line_path)
+    except ModelError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    readers = {
+        "division": lambda image: read_number(classifier.probabilities_of, image, classifier.threshold),
+        "line": lambda image: read_number(None, image, None, line=line),
+    }
+    digits, labels = digits_of(split)
+    results = {}
+    for name in NUMBER_SETS:
+        numbers = number_set(name, digits, labels, count)
+        results[name] = {reader: scored(read, numbers) for reader, read in readers.items()}
+        print(name, results[name], flush=True)
+    return results
+
+
+def side_by_side_table(results: dict, args) -> str:
+    lines = [
+        f"Line reader and division side by side, {time.strftime('%Y-%m-%d')}: {args.count} numbers a set "
+        f"from MNIST {args.split} digits (font: printed); division with {args.models[0]}, the line "
+        f"reader with {args.line_model}. Read right / read wrong without a flag / seconds per number.",
+        "",
+        "| numbers | division | line reader |",
+        "|---|---|---|",
+    ]
+    for name, readers in results.items():
+        cells = [
+            f"{s['read_right']:.1%} / {s['wrong_unflagged']:.1%} / {s['seconds_per_number']:.3f} s"
+            for s in (readers["division"], readers["line"])
+        ]
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -198,7 +334,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--out", type=Path, default=PROJECT_ROOT / "bench", help="folder for number_reading.*"
     )
+    parser.add_argument(
+        "--line-model", type=Path, help="compare this line model with division by the first model instead"
+    )
     args = parser.parse_args(argv)
+    if args.line_model:
+        results = side_by_side(args.models[0], args.line_model, args.split, args.count)
+        table = side_by_side_table(results, args)
+        print(table)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "line_vs_division.md").write_text(table)
+        (args.out / "line_vs_division.json").write_text(json.dumps(results, indent=2) + "\n")
+        return results
     digits, labels = digits_of(args.split)
     validation, _ = digits_of("validation")
     results = {}

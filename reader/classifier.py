@@ -19,18 +19,26 @@ from pathlib import Path
 
 from outputs import record_of
 from trained import (
+    LINE_USE,
     ModelError,
     Probabilities,
     checked,
+    checked_classifier,
     export_source,
-    load_trained_model,
+    is_line_network,
+    line_answer,
+    load_keras_file,
+    onnx_is_line,
+    onnx_line_probabilities,
     onnx_probabilities,
+    onnx_session,
     reason,
     recorded,
     threshold_of,
 )
 
 MODEL_HELP = "a .keras file from train.py, or a model.onnx from export.py (read without TensorFlow)"
+LINE_MODEL_HELP = "a line model: train.py --arch line's .keras file, or its model.onnx from export.py"
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,13 @@ class Classifier:
     output_activation: str | None  # the network's own output layer ("sigmoid", "softmax"), if known
 
 
+@dataclass(frozen=True)
+class LineModel:
+    name: str
+    probabilities_of: Probabilities  # float32 lines (n, 32, w) -> probabilities (n, w / 4, 12)
+    threshold: float | None  # the line confidence below which a number is "not sure"
+
+
 def unsure_never(path: Path) -> str:
     """The notice for a model without a calibrated threshold: none of its readings is "not sure"."""
     beside = "an export.json listing it" if path.suffix.lower() == ".onnx" else "its run.json"
@@ -50,13 +65,49 @@ def unsure_never(path: Path) -> str:
 
 
 def load_classifier(path: str | Path) -> Classifier:
-    """The classifier saved at `path`: an .onnx file read by onnxruntime, anything else by Keras."""
+    """The classifier saved at `path`: an .onnx file read by onnxruntime, anything else by Keras;
+    a ModelError for anything else, a line model included."""
     path = Path(path)
-    return onnx_classifier(path) if path.suffix.lower() == ".onnx" else keras_file_classifier(path)
+    model = load_model_file(path)
+    if isinstance(model, LineModel):
+        raise ModelError(f"{path} is a line model (train.py --arch line), not a digit classifier: {LINE_USE}")
+    return model
 
 
-def keras_file_classifier(path: Path) -> Classifier:
-    """A .keras file saved by train.py, with the threshold from its run.json."""
+def load_line_model(path: str | Path) -> LineModel:
+    """The line model saved at `path` (train.py --arch line's .keras, or its export's .onnx); a
+    ModelError for anything else, a digit classifier included."""
+    path = Path(path)
+    model = load_model_file(path)
+    if not isinstance(model, LineModel):
+        raise ModelError(
+            f"{path} is a digit classifier, not a line model: train one with "
+            "`python train.py --arch line --out artifacts/line`"
+        )
+    return model
+
+
+def load_model_file(path: str | Path) -> Classifier | LineModel:
+    """Whatever train.py or export.py saved at `path`: a digit classifier or a line model."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        try:
+            line = path.is_file() and onnx_is_line(*onnx_session(path)[1:])
+        except Exception:  # onnxruntime's errors share no base: onnx_classifier says what is wrong
+            line = False
+        return onnx_line_model(path) if line else onnx_classifier(path)
+    import_tensorflow(path)
+    network = load_keras_file(path)
+    threshold = threshold_of(record_of(path))
+    if is_line_network(network):
+        from model import line_probabilities_function
+
+        return LineModel(network.name, checked(line_probabilities_function(network), line_answer), threshold)
+    return keras_classifier(checked_classifier(network, path), threshold)
+
+
+def import_tensorflow(path: Path) -> None:
+    """TensorFlow imported quietly, or a ModelError saying how to read `path` without it."""
     try:
         from quiet_tensorflow import import_tensorflow_quietly
 
@@ -66,7 +117,6 @@ def keras_file_classifier(path: Path) -> Classifier:
             f"{path} needs TensorFlow, which this environment lacks: install requirements.txt, or "
             "read an export of it (`python export.py` writes model.onnx) here"
         ) from None
-    return keras_classifier(load_trained_model(path), threshold_of(record_of(path)))
 
 
 def keras_classifier(network, threshold: float | None = None) -> Classifier:
@@ -95,4 +145,19 @@ def onnx_classifier(path: Path) -> Classifier:
         probabilities_of,
         threshold_of(run),
         activation if isinstance(activation, str) else None,
+    )
+
+
+def onnx_line_model(path: Path) -> LineModel:
+    """An .onnx line model written by export.py, with the source run's threshold from export.json."""
+    try:
+        probabilities_of = onnx_line_probabilities(path)
+    except Exception as exc:  # onnxruntime's own error classes share no base
+        raise ModelError(
+            f"cannot load {path} ({reason(exc)}): export it again with `python export.py`"
+        ) from None
+    source = export_source(path)
+    name = source.get("name")
+    return LineModel(
+        name if isinstance(name, str) else path.stem, probabilities_of, threshold_of(source.get("run"))
     )

@@ -17,9 +17,11 @@ import numpy as np
 from PIL import Image
 
 from data import mnist_style, normalize_images
+from reader.classifier import LineModel
 from reader.deadline import NO_DEADLINE, Deadline
 from reader.division import MAX_DIGITS, Part, number_layouts, too_many
 from reader.page import SOURCE_SIZE, page_ink
+from reader.sequence import read_line
 from trained import Probabilities
 
 
@@ -60,10 +62,13 @@ def read_number(
     threshold: float | None,
     top: int = 3,
     deadline: Deadline = NO_DEADLINE,
+    line: LineModel | None = None,
 ) -> tuple[dict, list[np.ndarray]]:
     """The number written on one line in `image`: its digits left to right, each with its box
     (left, top, right, bottom, in the pixels of the image as sent) and reading, not sure if any
-    digit is; and the MNIST-style digits the model saw.
+    digit is, and which reader read it ("reader"); and the images the model saw.
+
+    With a `line` model the whole line is read by it (reader.sequence.read_line): no division.
 
     Where the ink alone does not say where one digit ends (digits that touch or run into each
     other, a digit in pieces), every plausible division is read and the one whose digits the
@@ -71,6 +76,8 @@ def read_number(
     ImageError, as more than MAX_DIGITS separate marks are; a reading past `deadline` a
     ReadingTimeout.
     """
+    if line is not None:
+        return read_line(line, image, top, deadline)
     layouts = number_layouts(page_ink(image), deadline)
     parts = dict.fromkeys(part for group in layouts.groups for layout in group for part in layout)
     digits = {}
@@ -94,5 +101,6 @@ def read_number(
     return {
         "number": "".join(str(item["digit"]) for item in readings),
         "not_sure": any(item["not_sure"] for item in readings),
+        "reader": "division",
         "digits": [{"box": box, **item} for box, item in zip(boxes, readings, strict=True)],
     }, [digits[part] for part in chosen]

@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import time
+import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from data import load_mnist
+from data import BLANK, FRAME_WIDTH, INK_THRESHOLD, LINE_CLASSES, load_mnist
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Small enough to train in seconds, large enough that the loss visibly falls.
@@ -176,17 +177,36 @@ def start_script(*args: str, **environment: str) -> subprocess.Popen:
     )
 
 
-def onnx_digit_model(path: Path, nodes: list, initializers: dict[str, np.ndarray]) -> Path:
-    """An ONNX file declaring what export.py's do (float images (n, 28, 28) "images" in, (n, 10)
-    "probabilities" out) whose graph is `nodes`: a hand-made model, hostile or broken as a test needs."""
+def with_config(saved, path, change):
+    """A copy of the .keras file `saved` at `path`, its config.json text rewritten by `change`."""
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(path, "w") as copy:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "config.json":
+                data = change(json.loads(data)).encode()
+            copy.writestr(item, data)
+    return path
+
+
+DIGIT_MODEL_SHAPES = (["n", 28, 28], ["n", 10])  # images in, 10 probabilities each out
+LINE_MODEL_SHAPES = (["n", 32, "w"], ["n", "frames", 12])  # lines in, 12 per frame out
+
+
+def onnx_digit_model(
+    path: Path, nodes: list, initializers: dict[str, np.ndarray], shapes=DIGIT_MODEL_SHAPES
+) -> Path:
+    """An ONNX file declaring what export.py's do (float "images" of shapes[0] in, "probabilities"
+    of shapes[1] out; LINE_MODEL_SHAPES for a line model) whose graph is `nodes`: a hand-made model,
+    hostile or broken as a test needs."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    entry, exit_ = shapes
     graph = helper.make_graph(
         nodes,
         "digits",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["n", 28, 28])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", 10])],
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, entry)],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, exit_)],
         initializer=[numpy_helper.from_array(array, name) for name, array in initializers.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
@@ -342,3 +362,52 @@ def shown_for(answer: dict) -> str:
     """What the page shows for a digit's reading: the digit, "?" when not sure, a cross when it is
     not a digit."""
     return "\u2715" if answer["not_a_digit"] else "?" if answer["not_sure"] else str(answer["digit"])
+
+
+# Line models for reading tests: functions of the line, not trained networks.
+SURE = 0.97
+
+
+@pytest.fixture(scope="session")
+def line_model_file(tmp_path_factory) -> Path:
+    """A small untrained line model saved as train.py saves one: for what needs a line model's file,
+    not its readings."""
+    from model import ModelConfig, build_model
+
+    config = ModelConfig(arch="line", filters=(8, 8), hidden=(8,), output_activation="softmax")
+    path = tmp_path_factory.mktemp("line") / "model.keras"
+    build_model(config).save(path)
+    return path
+
+
+def spelling(symbols: list[int], sure: float = SURE):
+    """A line model's function that reads `symbols` left to right, one at the middle of each run
+    of inked frames of the line it is given (blank elsewhere), with probability `sure`."""
+
+    def probabilities_of(lines: np.ndarray) -> np.ndarray:
+        frames = lines.shape[2] // FRAME_WIDTH
+        inked = (lines[0] >= INK_THRESHOLD).any(axis=0)[: frames * FRAME_WIDTH]
+        inked = inked.reshape(frames, FRAME_WIDTH).any(axis=1)
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], inked.astype(int), [0]])))
+        centres = [(start + stop - 1) // 2 for start, stop in zip(edges[::2], edges[1::2], strict=True)]
+        path = np.full(frames, BLANK)
+        for centre, symbol in zip(centres, symbols, strict=False):
+            path[centre] = symbol
+        rest = (1 - sure) / (LINE_CLASSES - 1)
+        rows = np.full((frames, LINE_CLASSES), rest, np.float32)
+        rows[np.arange(frames), path] = sure
+        return rows[None]
+
+    return probabilities_of
+
+
+def blobs(count: int, width: int = 60, gap: int = 60) -> tuple[Image.Image, list[tuple[int, int]]]:
+    """A page with `count` dark strokes on one line; and each one's columns (left, right)."""
+    page = Image.new("L", (40 + count * (width + gap), 200), 255)
+    pen = ImageDraw.Draw(page)
+    spans = []
+    for index in range(count):
+        left = 40 + index * (width + gap)
+        pen.ellipse([left, 50, left + width, 150], outline=0, width=10)
+        spans.append((left, left + width + 1))
+    return page, spans

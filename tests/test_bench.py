@@ -121,3 +121,43 @@ def test_our_test_accuracy_is_read_as_predict_py_reads_it_not_from_the_sigmoid_o
 def test_every_bench_script_starts_and_explains_itself(script):
     result = run_script(f"bench/{script}", "--help")
     assert result.returncode == 0 and "usage:" in result.stdout, result.stderr[-2000:]
+
+
+def test_number_sets_hold_the_digits_they_claim_in_the_way_they_claim(mnist):
+    sys.path.insert(0, str(PROJECT_ROOT / "bench"))
+    import number_reading
+
+    digits, labels = mnist.x_test[:200], mnist.y_test[:200]
+    for name, (length, _) in number_reading.NUMBER_SETS.items():
+        numbers = number_reading.number_set(name, digits, labels, 5)
+        assert len(numbers) == 5 and all(len(truth) == length and truth.isdigit() for _, truth in numbers)
+        assert numbers == number_reading.number_set(name, digits, labels, 5)  # the same for every reader
+    # Touching digits leave no column of paper between some of them; apart, nearly all have paper around.
+    for name, apart in (("touching", False), ("5 digits", True)):
+        for image, _ in number_reading.number_set(name, digits, labels, 5):
+            columns = np.flatnonzero(((255 - np.asarray(image)) > 60).any(axis=0))
+            runs = 1 + np.count_nonzero(np.diff(columns) > 1)
+            assert runs >= 4 if apart else runs < 5
+
+
+def test_the_line_reader_and_division_are_compared_on_every_set(trained_run, line_model_file, tmp_path):
+    classifier = str(trained_run.folder / "model.keras")
+    result = run_script(
+        "bench/number_reading.py",
+        classifier,
+        "--line-model",
+        str(line_model_file),
+        "--count",
+        "3",
+        "--split",
+        "validation",
+        "--out",
+        str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((tmp_path / "line_vs_division.json").read_text())
+    assert set(results) == {"5 digits", "pen lift", "touching", "10 digits", "font"}
+    for readers in results.values():
+        assert set(readers) == {"division", "line"}
+        assert all(0 <= scores["read_right"] + scores["wrong_unflagged"] <= 1 for scores in readers.values())
+    assert "| touching |" in (tmp_path / "line_vs_division.md").read_text()

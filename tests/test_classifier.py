@@ -23,7 +23,7 @@ import onnxruntime
 import pytest
 
 import outputs
-from conftest import PROJECT_ROOT, nan_past_ink, onnx_digit_model, run_script, wait_until
+from conftest import PROJECT_ROOT, nan_past_ink, onnx_digit_model, run_script, wait_until, with_config
 from data import normalize_images
 from local_server import local_server, running_server
 from reader.classifier import load_classifier
@@ -67,17 +67,6 @@ def damaged_inside(saved: Path, path: Path) -> Path:
     start = entry.header_offset + 30 + len(entry.filename) + len(entry.extra)
     raw[start : start + 16] = bytes(16)  # zeros where the deflate stream's first block was
     path.write_bytes(bytes(raw))
-    return path
-
-
-def with_config(saved, path, change):
-    """A copy of the .keras file `saved` at `path`, its config.json text rewritten by `change`."""
-    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(path, "w") as copy:
-        for item in source.infolist():
-            data = source.read(item)
-            if item.filename == "config.json":
-                data = change(json.loads(data)).encode()
-            copy.writestr(item, data)
     return path
 
 
@@ -347,7 +336,7 @@ def test_an_onnx_digit_model_taking_a_fixed_number_of_images_is_refused(exported
 def test_an_onnx_model_answering_nan_for_real_digits_is_refused_at_load(tmp_path):
     # Blank images, the old check, are read (ten 0.1s); a digit's ink is NaN.
     model = nan_past_ink(tmp_path / "nan.onnx", most_ink=0.0)
-    with pytest.raises(ModelError, match=r"on 1 real digit\(s\), its answer is not numbers"):
+    with pytest.raises(ModelError, match=r"on 1 real image\(s\), its answer is not numbers"):
         load_classifier(model)
 
 

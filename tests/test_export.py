@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import export
 import outputs
+from conftest import run_script
 from data import normalize_images
 
 
@@ -75,3 +76,32 @@ def test_a_model_holding_training_augmentation_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="holds training-time augmentation"):
         export.main(["--model", str(path), "--out", str(tmp_path / "export")])
     assert not (tmp_path / "export").exists() or not any((tmp_path / "export").iterdir())
+
+
+@pytest.fixture(scope="module")
+def line_export(line_model_file, tmp_path_factory):
+    """export.py's ONNX of an (untrained) line model."""
+    folder = tmp_path_factory.mktemp("line-export")
+    record = export.main(["--model", str(line_model_file), "--out", str(folder)])
+    return record, folder
+
+
+def test_a_line_model_is_exported_to_onnx_reading_every_test_line_as_keras_does(line_export):
+    record, folder = line_export
+    assert set(record["formats"]) == {"onnx"} and record["failed"] == {}
+    checks = record["formats"]["onnx"]["checks"]
+    assert checks["same_reading"] == checks["test_lines"] == export.TEST_LINES
+    assert checks["largest_probability_difference"] <= 1e-4 and checks["same_answer_twice"]
+    assert record["input"]["shape"] == [None, 32, None] and record["output"]["shape"] == [None, None, 12]
+
+
+def test_the_exported_line_model_reads_without_tensorflow(line_export):
+    _, folder = line_export
+    script = (
+        "import sys; from reader.classifier import load_model_file; "
+        f"model = load_model_file({str(folder / 'model.onnx')!r}); "
+        "print(type(model).__name__, 'tensorflow' in sys.modules)"
+    )
+    result = run_script("-c", script)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["LineModel", "False"]

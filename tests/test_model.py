@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from data import normalize_images
+from data import FRAME_WIDTH, LINE_CLASSES, LINE_HEIGHT, normalize_images
 from model import PREDICTION_CHUNK, ModelConfig, build_model, probabilities_function, probability_model
 from settings import ARCH_DEFAULTS
 
@@ -44,7 +44,7 @@ def test_cnn_has_blocks_of_convolutions_then_pooling_and_no_random_layers(convol
 @pytest.mark.parametrize(
     "bad, message",
     [
-        ({"arch": "rnn"}, "arch must be one of mlp, cnn, got 'rnn'"),
+        ({"arch": "rnn"}, "arch must be one of mlp, cnn, line, got 'rnn'"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
         ({"dropout": float("nan")}, r"dropout must be in \[0, 1\), got nan"),
         ({"hidden": (0,)}, r"hidden must be 1 to 16 sizes of 1 to 65,536, got \(0,\)"),
@@ -72,6 +72,8 @@ def test_invalid_configs_are_refused_with_the_reason(bad, message):
         ModelConfig(arch="cnn", hidden=(128,)),
         ModelConfig(arch="cnn", filters=(8, 16, 32, 64), kernel_size=5),
         ModelConfig(arch="cnn", filters=(8, 16, 32), convolutions=3),
+        ModelConfig(arch="line", filters=(8, 16, 32), hidden=(24, 16), output_activation="softmax"),
+        ModelConfig(arch="line", filters=(8, 8, 8, 8), convolutions=2, output_activation="softmax"),
     ],
 )
 def test_the_weights_a_config_describes_are_the_weights_its_network_holds(config):
@@ -106,3 +108,25 @@ def test_the_probabilities_function_reads_any_number_of_images_as_predict_does(m
     if count:
         expected = probability_model(model).predict(images, batch_size=256, verbose=0)
         np.testing.assert_allclose(read, expected, atol=1e-6)
+
+
+def test_the_line_model_reads_any_width_into_a_frame_per_4_px_of_12_probabilities():
+    model = build_model(ModelConfig(arch="line", filters=(8, 16), hidden=(16,), output_activation="softmax"))
+    for width in (64, 200, 1024):
+        probabilities = np.asarray(
+            model(np.random.default_rng(0).random((2, LINE_HEIGHT, width)), training=False)
+        )
+        assert probabilities.shape == (2, width // FRAME_WIDTH, LINE_CLASSES)
+        np.testing.assert_allclose(probabilities.sum(axis=-1), 1, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"output_activation": "sigmoid"}, "the line model reads with softmax"),
+        ({"filters": (16,)}, "the line model needs 2 to 4 convolution blocks"),
+    ],
+)
+def test_line_settings_that_cannot_read_a_line_are_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**{"arch": "line", "output_activation": "softmax", **bad})

@@ -10,12 +10,13 @@ from fastapi import Request
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import digit_row, encoded, nan_past_ink, wait_until
+from conftest import blobs, digit_row, encoded, nan_past_ink, spelling, wait_until
 from model import ModelConfig, build_model
-from reader.classifier import keras_classifier, load_classifier
+from reader.classifier import LineModel, keras_classifier, load_classifier
 from reader.deadline import ReadingAbandoned, ReadingTimeout
 from reader.guards import MAX_UPLOAD_BYTES, delivering
 from serve import DECODES_AT_ONCE, STARTUP_FAILURE, answer, app_of, create_app, parse_args
+from serve import main as serve_main
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,23 @@ def test_a_number_is_read_digit_by_digit(client, mnist):
     ]
     assert body["number"] == "".join(map(str, singles)) and len(body["digits"]) == 4
     assert all(item["preprocessed"].startswith("data:image/png;base64,") for item in body["digits"])
+    assert body["reader"] == "division"
     assert client.post("/api/number", content=b"not an image").status_code == 400
+
+
+def test_with_a_line_model_numbers_are_read_as_whole_lines_by_it(trained_run):
+    line = LineModel("spelling", spelling([4, 0, 2]), 0.5)
+    with TestClient(create_app(keras_classifier(trained_run.model), line_model=line)) as client:
+        body = client.post("/api/number", content=encoded(blobs(3)[0])).json()
+        assert body["number"] == "402" and body["reader"] == "line" and not body["not_sure"]
+        assert all(item["preprocessed"].startswith("data:image/png;base64,") for item in body["digits"])
+        assert client.get("/api/model").json()["line_model"] == {"name": "spelling", "not_sure_below": 0.5}
+
+
+def test_a_classifier_given_as_the_line_model_stops_the_server_with_one_line(trained_run):
+    classifier = str(trained_run.folder / "model.keras")
+    with pytest.raises(SystemExit, match="is a digit classifier, not a line model"):
+        serve_main(["--model", classifier, "--line-model", classifier, "--port", "0"])
 
 
 def test_multipart_upload_gives_the_same_answer(client, mnist):

@@ -20,6 +20,8 @@ def test_nothing_given_is_the_users_design():
 def test_naming_an_architecture_brings_all_its_defaults():
     cnn = resolve({"model": {"arch": "cnn"}})
     assert cnn.model.hidden == (256,) and cnn.training.epochs == 22
+    line = resolve({"model": {"arch": "line"}})
+    assert line.model.output_activation == "softmax" and line.training == ARCH_DEFAULTS["line"].training
 
 
 def test_given_values_override_the_architectures_defaults():
@@ -42,7 +44,7 @@ def test_settings_round_trip_through_their_json_shape():
     [
         ({"model": {"depth": 3}}, "'depth' is not a model setting"),
         ({"training": {"dropout": 0.1}}, "'dropout' is not a training setting"),
-        ({"model": {"arch": "rnn"}}, "arch must be one of mlp, cnn, got 'rnn'"),
+        ({"model": {"arch": "rnn"}}, "arch must be one of mlp, cnn, line, got 'rnn'"),
         ({"model": {"arch": ["mlp"]}}, "arch must be a string, got ['mlp']"),
         ({"model": {"hidden": "wide"}}, "hidden must be a list of integers, got 'wide'"),
         ({"model": {"hidden": []}}, "hidden must be a list of integers, got []"),
@@ -110,8 +112,8 @@ def test_every_field_is_a_flag_and_only_given_flags_override():
 
 def test_help_shows_each_architectures_default():
     helps = {action.dest: action.help for action in parser_with_flags()._actions}
-    assert helps["model.hidden"].endswith("[mlp: 1024,512; cnn: 256]")
-    assert helps["training.epochs"].endswith("[mlp: 25; cnn: 22]") and helps["training.lr"].endswith(
+    assert helps["model.hidden"].endswith("[mlp: 1024,512; cnn: 256; line: 128]")
+    assert helps["training.epochs"].endswith("[mlp: 25; cnn: 22; line: 4]") and helps["training.lr"].endswith(
         "[0.002]"
     )
     assert helps["model.dropout"].endswith("[0.1]")

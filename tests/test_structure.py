@@ -8,8 +8,8 @@ import pytest
 
 from conftest import PROJECT_ROOT
 
-GROUND = {"data", "model", "outputs", "trained", "quiet_tensorflow"}
-TRAINING_CORE = {"training", "settings", "augmentation", "not_digits", "multiworker"}
+GROUND = {"data", "ctc", "model", "outputs", "trained", "quiet_tensorflow"}
+TRAINING_CORE = {"training", "settings", "augmentation", "not_digits", "lines", "multiworker"}
 TRAINER_SCRIPTS = {"train", "evaluate", "tune", "export"}
 READER_SCRIPTS = {"predict", "serve"}
 # What each part may import of the project, besides itself.

@@ -334,3 +334,57 @@ def test_gpu_requirements_resolve_to_tensorflow_with_cuda_and_not_the_cpu_wheel(
     assert installs["tensorflow"].get("requested_extras") == ["and-cuda"]
     assert "tensorflow-cpu" not in installs and any(name.startswith("nvidia-cudnn") for name in installs)
     assert ("pytest" in installs) == (target == "test")
+
+
+# A line model small enough to train in seconds on 1,500 digits.
+TINY_LINE = ["--arch", "line", "--limit", "1500", "--epochs", "2", "--filters", "8,16", "--hidden", "16"]
+
+
+@pytest.fixture(scope="module")
+def line_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("line")
+    model, record = train.main(TINY_LINE + ["--out", str(folder)])
+    return model, record, folder
+
+
+@pytest.mark.slow
+def test_a_line_model_trains_with_ctc_and_is_saved_with_its_record(line_run):
+    model, record, folder = line_run
+    history = json.loads((folder / "history.json").read_text())
+    assert history["loss"][-1] < history["loss"][0] and "val_accuracy" in history
+    assert record["model"]["arch"] == "line" and record["training"]["not_digits"] == 0.05
+    assert record["data"]["sha256"] == MNIST_SHA256 and record["weights_sha256"]
+    assert record["calibration"]["rule"].endswith("on the validation lines")
+    assert len(model.output_shape) == 3 and (folder / "model.keras").is_file()
+
+
+@pytest.mark.slow
+def test_a_line_runs_json_as_config_reproduces_its_weights(line_run, tmp_path):
+    _, record, folder = line_run
+    _, again = train.main(["--config", str(folder / "run.json"), "--out", str(tmp_path)])
+    assert again["weights_sha256"] == record["weights_sha256"]
+
+
+@pytest.mark.slow
+def test_stopped_line_training_resumes_and_ends_with_all_epochs(tmp_path):
+    argv = [*TINY_LINE, "--epochs", "3", "--out", str(tmp_path)]
+    start_and_stop_after_first_epoch(argv, signal.SIGKILL)
+    result = run_script("train.py", *argv)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["epochs_run"] == 3 and 1 <= record["resumed_from_epoch"] < 3
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--output-activation", "sigmoid"], "the line model reads with softmax"),
+        (["--filters", "16"], "the line model needs 2 to 4 convolution blocks"),
+        (["--batch-size", "60000"], "computes"),
+    ],
+)
+def test_line_settings_it_cannot_train_are_usage_errors(capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--arch", "line", *flags])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -14,6 +14,8 @@ RUNTIME := runtime/node_modules/.package-lock.json
 run: $(VENV)/.installed-run$(if $(GPU),-gpu)
 	$(BIN)/python train.py
 	$(BIN)/python evaluate.py
+	@echo "numbers written fast (pen lifts, touching digits): train a line reader too, with"
+	@echo "  $(BIN)/python train.py --arch line --out artifacts/line   (docs/line-reader.md)"
 
 test: $(VENV)/.installed-dev $(RUNTIME)
 	$(BIN)/python -m pytest

@@ -24,7 +24,7 @@ the Keras model does, probabilities within 1e-4, the same answer twice.
 
 from __future__ import annotations
 
-from quiet_tensorflow import import_tensorflow_quietly
+from ground.quiet_tensorflow import import_tensorflow_quietly
 
 import_tensorflow_quietly()
 
@@ -41,22 +41,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import lines
-import outputs
-from ctc import decoded_line
 from data import IMAGE_SIZE, LINE_CLASSES, LINE_HEIGHT, NUM_CLASSES, DataError, load_mnist, normalize_images
-from model import probability_model
-from reader.browser import RuntimeMissing, write_web_folder
-from trained import (
+from ground import outputs
+from ground.ctc import decoded_line
+from ground.onnx_network import onnx_line_probabilities, onnx_probabilities
+from ground.saved_network import (
     ModelError,
     checked_classifier,
     is_line_network,
     load_keras_file,
-    onnx_line_probabilities,
-    onnx_probabilities,
     reason,
     threshold_of,
 )
+from model import probability_model
+from reader.browser import RuntimeMissing, write_web_folder
+from recipe import lines
 
 TOLERANCE = 1e-4  # largest difference in any probability from the Keras model's
 BATCH = 1000  # test images per call in the checks
@@ -232,7 +231,7 @@ def export(model_path: Path, out: Path, data: Path | None = None) -> dict:
         return export_line(network, model_path, out, mnist)
     checked_classifier(network, model_path)
     random = [layer.name for layer in network.layers if type(layer).__name__.startswith("Random")]
-    if random:  # models saved before augmentation moved into training.py hold it inside
+    if random:  # models saved before augmentation moved into recipe/fit.py hold it inside
         raise ModelError(
             f"{model_path} holds training-time augmentation ({', '.join(random)}), which an "
             "export would apply at inference: retrain it with `python train.py`"

@@ -26,29 +26,23 @@ import tempfile
 import time
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))  # bench/ imports the project; nothing imports bench/
-
-from quiet_tensorflow import import_tensorflow_quietly  # noqa: E402
+from ground.quiet_tensorflow import import_tensorflow_quietly
 
 import_tensorflow_quietly()
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import keras
+import numpy as np
+from matplotlib.figure import Figure
 
-import settings  # noqa: E402
-from data import NUM_CLASSES, load_mnist, normalize_images  # noqa: E402
-from model import ModelConfig, probabilities_function  # noqa: E402
-from outputs import library_versions, save_figure  # noqa: E402
-from training import (  # noqa: E402
-    network_of,
-    not_digit_count,
-    steps_per_epoch,
-    train,
-    training_precision,
-    training_split,
-)
+from data import NUM_CLASSES, load_mnist, normalize_images
+from ground.outputs import library_versions, save_figure
+from model import ModelConfig, probabilities_function
+from recipe import settings
+from recipe.config import steps_per_epoch, training_split
+from recipe.devices import training_precision
+from recipe.fit import network_of, not_digit_count, train
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 QUICK = {"training": {"limit": 2000, "epochs": 1}}
 CEILING_DTYPES = ("float32", "bfloat16")  # the peers train in float32

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,18 +30,17 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFilter
 from scipy import ndimage
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))  # bench/ imports the project; nothing imports bench/
-
-from quiet_tensorflow import import_tensorflow_quietly  # noqa: E402
+from ground.quiet_tensorflow import import_tensorflow_quietly
 
 import_tensorflow_quietly()
 
-from data import IMAGE_SIZE, load_mnist, normalize_images, split_validation  # noqa: E402
-from model import probability_model  # noqa: E402
-from outputs import save_figure  # noqa: E402
-from reader.page import ImageError, mnist_style_digit  # noqa: E402
-from trained import ModelError, load_trained_model  # noqa: E402
+from data import IMAGE_SIZE, load_mnist, normalize_images, split_validation
+from ground.outputs import save_figure
+from ground.saved_network import ModelError, load_trained_model
+from model import probability_model
+from reader.page import ImageError, mnist_style_digit
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 Ink = np.ndarray  # float32 (h, w) in [0, 1]: how much ink each pixel holds, at any resolution
 

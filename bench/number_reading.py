@@ -29,25 +29,23 @@ from __future__ import annotations
 import argparse
 import json
 import string
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))  # bench/ imports the project; nothing imports bench/
+from data import load_mnist, split_validation
+from ground.saved_network import ModelError
+from reader.classifier import load_classifier, load_line_model
+from reader.page import ImageError, mnist_style_digit
+from reader.reading import read_digits, read_number
 
-from data import load_mnist, split_validation  # noqa: E402
-from reader.classifier import load_classifier, load_line_model  # noqa: E402
-from reader.page import ImageError, mnist_style_digit  # noqa: E402
-from reader.reading import read_digits, read_number  # noqa: E402
-from trained import ModelError  # noqa: E402
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 LENGTHS = (2, 5, 10)
 FONT_FOLDER = Path("/usr/share/fonts/truetype/dejavu")  # Debian's fonts-dejavu
-MEASURED_FONTS = (  # Sans and its variants: not_digits.py draws in none of them
+MEASURED_FONTS = (  # Sans and its variants: recipe/not_digits.py draws in none of them
     "DejaVuMathTeXGyre.ttf",
     "DejaVuSans-Bold.ttf",
     "DejaVuSans-BoldOblique.ttf",

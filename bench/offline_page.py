@@ -1,6 +1,6 @@
 """The page export.py writes, measured in headless Chromium: milliseconds per reading in the
 browser, time to the first reading after the page is opened, the folder's size, and its parity
-with the Python reader on the corpus of tests/page_corpus.py.
+with the Python reader on the corpus of harness/page_corpus.py.
 
     python export.py --model artifacts/model.keras --out artifacts/export
     python bench/offline_page.py --web artifacts/export/web        # prints one table
@@ -15,17 +15,14 @@ from __future__ import annotations
 import argparse
 import base64
 import statistics
-import sys
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))  # bench/ imports the project; nothing imports bench/
-sys.path.insert(0, str(PROJECT_ROOT / "tests"))  # and the tests' harness, corpus and browser flags
+from data import load_mnist
+from harness.local_server import static_server
+from harness.page_corpus import READ_IN_BROWSER, disagreements, parity_corpus, python_reading
+from reader.classifier import load_classifier
 
-from data import load_mnist  # noqa: E402
-from local_server import static_server  # noqa: E402
-from page_corpus import READ_IN_BROWSER, disagreements, parity_corpus, python_reading  # noqa: E402
-from reader.classifier import load_classifier  # noqa: E402
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 BATCH = 50
 
@@ -34,7 +31,7 @@ def browser_answers(url: str, files: dict[str, bytes]) -> tuple[float, dict[str,
     """The first reading's time since navigation start (ms), and each file's answer in the page."""
     from playwright.sync_api import sync_playwright
 
-    from conftest import CHROMIUM, CHROMIUM_FLAGS
+    from harness.chromium import CHROMIUM, CHROMIUM_FLAGS
 
     encoded = [base64.b64encode(raw).decode() for raw in files.values()]
     with sync_playwright() as playwright:

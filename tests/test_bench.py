@@ -6,7 +6,7 @@ import pytest
 
 from conftest import PROJECT_ROOT, run_script
 from model import LOGITS_LAYER, ModelConfig
-from training import network_of, training_model
+from recipe.fit import network_of, training_model
 
 pytestmark = [pytest.mark.slow]
 

@@ -11,12 +11,13 @@ import pytest
 from PIL import Image
 
 import export
-from conftest import DESKTOP, PHONE, chromium, draw, shown_for
-from local_server import static_server
-from page_corpus import READ_IN_BROWSER, disagreements, parity_corpus, python_reading
+from conftest import chromium, draw, shown_for
+from ground.saved_network import threshold_of
+from harness.chromium import DESKTOP, PHONE
+from harness.local_server import static_server
+from harness.page_corpus import READ_IN_BROWSER, disagreements, parity_corpus, python_reading
 from reader import browser
 from reader.classifier import load_classifier
-from trained import threshold_of
 
 MAX_FOLDER_BYTES = 25_000_000  # the bound on the folder a phone downloads once
 SEVEN = [(0.25, 0.2), (0.75, 0.2), (0.4, 0.9)]  # the bar, then the diagonal

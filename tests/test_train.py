@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import outputs
 import train
 from conftest import PROJECT_ROOT, TINY_TRAINING, assert_tensorboard_logs, run_script
 from data import MNIST_SHA256, normalize_images
-from trained import load_trained_model
-from training import completed_epochs
+from ground import outputs
+from ground.saved_network import load_trained_model
+from recipe.callbacks import completed_epochs
 
 
 def test_training_lowers_loss_on_a_real_slice(trained_run):

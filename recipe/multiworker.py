@@ -18,16 +18,13 @@ import numpy as np
 import tensorflow as tf
 
 from model import ModelConfig
-from training import (
+from recipe.callbacks import RunProgress, StopOnSignal, progress_mode
+from recipe.config import TrainConfig, steps_per_epoch
+from recipe.fit import (
     LOSS,
-    RunProgress,
-    StopOnSignal,
-    TrainConfig,
     build_for_training,
     digits_read_right,
     network_of,
-    progress_mode,
-    steps_per_epoch,
     training_batches,
     training_images,
 )

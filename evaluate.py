@@ -23,7 +23,15 @@ from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix
 
 from data import NUM_CLASSES, DataError, Mnist, load_mnist, normalize_images
-from ground.outputs import HelpFormatter, OutputError, check_writable, folder_lock, save_figure, write_json
+from ground.outputs import (
+    HelpFormatter,
+    OutputError,
+    add_folder_flags,
+    check_writable,
+    folder_lock,
+    save_figure,
+    write_json,
+)
 from ground.saved_network import ModelError, load_trained_model
 from model import probabilities_function
 
@@ -36,8 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model", type=Path, default=Path("artifacts/model.keras"), help="the .keras file train.py saved"
     )
-    parser.add_argument("--data", type=Path, help="mnist.npz or a folder of IDX files [datasets/mnist.npz]")
-    parser.add_argument("--out", type=Path, help="output folder [the model's folder]")
+    add_folder_flags(parser, "the model's folder")
     parser.add_argument("--top-pairs", type=int, default=5, help="confused pairs to list")
     return parser
 

@@ -92,10 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model", type=Path, default=Path("artifacts/model.keras"), help="the .keras file train.py saved"
     )
-    parser.add_argument("--out", type=Path, default=Path("artifacts/export"), help="output folder")
-    parser.add_argument(
-        "--data", type=Path, help="mnist.npz or a folder of IDX files for the checks [datasets/mnist.npz]"
-    )
+    outputs.add_folder_flags(parser, Path("artifacts/export"), data_use=" for the checks")
     return parser
 
 

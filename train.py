@@ -59,9 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="JSON settings: a run.json or tune.py's best_config.json; flags win [none]",
     )
-    run.add_argument("--data", type=Path, help="mnist.npz or a folder of IDX files [datasets/mnist.npz]")
-    run.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder")
-    run.add_argument("--fresh", action="store_true", help="discard an interrupted run's backup in --out")
+    outputs.add_folder_flags(run, Path("artifacts"), fresh="an interrupted run's backup")
     return parser
 
 

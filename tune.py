@@ -68,9 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="epochs of a fully trained trial, and of best_config.json [train.py's --epochs]",
     )
-    search.add_argument("--data", type=Path, help="mnist.npz or a folder of IDX files [datasets/mnist.npz]")
-    search.add_argument("--out", type=Path, default=Path("artifacts/tuning"), help="output folder")
-    search.add_argument("--fresh", action="store_true", help="discard an interrupted search in --out")
+    outputs.add_folder_flags(search, Path("artifacts/tuning"), fresh="an interrupted search")
     return parser
 
 

@@ -24,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ground.quiet_tensorflow import import_tensorflow_quietly
@@ -46,20 +48,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 QUICK = {"training": {"limit": 2000, "epochs": 1}}
 CEILING_DTYPES = ("float32", "bfloat16")  # the peers train in float32
-# Our contenders as settings over the defaults, as train.py's flags would give them.
-OURS = {
-    "ours-mlp": {},
-    "ours-mlp-softmax": {"model": {"output_activation": "softmax"}},
-    "ours-cnn": {"model": {"arch": "cnn"}},
-    "ours-cnn-2-epochs": {"model": {"arch": "cnn"}, "training": {"epochs": 2}},
-    "ours-mlp-5-epochs": {"training": {"epochs": 5}},
-    "ours-mlp-10-epochs": {"training": {"epochs": 10}},
-    "ours-cnn-1-epoch": {"model": {"arch": "cnn"}, "training": {"epochs": 1}},
-    "ours-cnn-5-epochs": {"model": {"arch": "cnn"}, "training": {"epochs": 5}},
-    "ours-cnn-10-epochs": {"model": {"arch": "cnn"}, "training": {"epochs": 10}},
-    # What the short run's front costs: augmentation is what reads real writing (bench/NOTES.md).
-    "ours-cnn-2-epochs-no-augment": {"model": {"arch": "cnn"}, "training": {"epochs": 2, "augment": False}},
-}
 # Each of our networks at several run lengths, shortest first: a line each on the front's figure.
 RUN_LENGTHS = {
     "our MLP": ("ours-mlp-5-epochs", "ours-mlp-10-epochs", "ours-mlp"),
@@ -68,27 +56,6 @@ RUN_LENGTHS = {
         "ours-cnn-2-epochs",
         "ours-cnn-5-epochs",
         "ours-cnn-10-epochs",
-        "ours-cnn",
-    ),
-}
-# name -> (what it is, which of ours it is compared with); ours first.
-CONTENDERS = {
-    "ours-mlp": ("train.py defaults: MLP 1024-512, sigmoid output", None),
-    "ours-mlp-softmax": ("train.py --output-activation softmax", None),
-    "ours-cnn": ("train.py --arch cnn", None),
-    "ours-cnn-2-epochs": ("train.py --arch cnn --epochs 2", None),
-    "ours-mlp-5-epochs": ("train.py --epochs 5", None),
-    "ours-mlp-10-epochs": ("train.py --epochs 10", None),
-    "ours-cnn-1-epoch": ("train.py --arch cnn --epochs 1", None),
-    "ours-cnn-5-epochs": ("train.py --arch cnn --epochs 5", None),
-    "ours-cnn-10-epochs": ("train.py --arch cnn --epochs 10", None),
-    "ours-cnn-2-epochs-no-augment": ("train.py --arch cnn --epochs 2 --no-augment", None),
-    "seed-mlp": ("peer: Dense(128, ReLU) -> Dense(10, sigmoid), Adam, batch 32, 5 epochs", "ours-mlp"),
-    "sklearn-mlp": ("peer: scikit-learn MLPClassifier((128,)), 10 epochs", "ours-mlp"),
-    "keras-convnet": ("peer: Keras example mnist_convnet, batch 128, 15 epochs", "ours-cnn"),
-    "tuomaso-cnn": (
-        "peer: tuomaso/train_mnist_fast, conv 24 5x5 - pool - conv 32 3x3 - pool - dense 256, "
-        "Adam (0.7, 0.9) one-cycle to 0.01, batch 256, 1 epoch",
         "ours-cnn",
     ),
 }
@@ -176,7 +143,9 @@ def as_saved(model_config: ModelConfig):
 
 
 def run_ours(name: str, quick: bool, seed: int, data: dict, workdir: Path) -> dict:
-    run = settings.resolve(settings.merged(OURS[name], QUICK if quick else {}, {"training": {"seed": seed}}))
+    run = settings.resolve(
+        settings.merged(CONTENDERS[name].settings, QUICK if quick else {}, {"training": {"seed": seed}})
+    )
     x_fit, y_fit, x_val, y_val = data["split"](run.training)
     clock = TestAccuracyClock(data["x_test"], data["y_test"], as_saved(run.model))
     clock.start()  # making the images that are not digits is part of our training time
@@ -211,7 +180,7 @@ def run_peer(name: str, quick: bool, seed: int, data: dict) -> dict:
     if name == "sklearn-mlp":
         return run_sklearn_mlp(x_fit, y_fit, quick, seed, data)
     keras.utils.set_random_seed(seed)
-    model, batch_size, epochs, optimizer = KERAS_PEERS[name](len(x_fit))
+    model, batch_size, epochs, optimizer = CONTENDERS[name].peer(len(x_fit))
     epochs = 1 if quick else epochs
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
     clock = TestAccuracyClock(data["x_test"], data["y_test"])
@@ -306,7 +275,58 @@ def keras_convnet(train_images: int) -> tuple:
     return model, 128, 15, "adam"
 
 
-KERAS_PEERS = {"seed-mlp": seed_mlp, "tuomaso-cnn": tuomaso_cnn, "keras-convnet": keras_convnet}
+@dataclass(frozen=True)
+class Contender:
+    """One contender: ours, as settings over the defaults (what train.py's flags give), or a peer's
+    recipe run on our split, with which of ours it is compared with."""
+
+    what: str
+    settings: dict | None = None  # ours
+    peer: Callable[[int], tuple] | None = None  # a Keras peer: (model, batch, epochs, optimizer)
+    compared_with: str | None = None
+
+
+def our_run(**settings_given: dict) -> Contender:
+    """Our contender with these settings, described as the train.py command that trains it."""
+    flags = [
+        f"--{name.replace('_', '-')} {value}" if value is not False else f"--no-{name.replace('_', '-')}"
+        for section in settings_given.values()
+        for name, value in section.items()
+    ]
+    return Contender(" ".join(["train.py", *flags]) if flags else "train.py, its defaults", settings_given)
+
+
+CNN = {"arch": "cnn"}
+CONTENDERS = {  # ours first
+    "ours-mlp": our_run(),
+    "ours-mlp-softmax": our_run(model={"output_activation": "softmax"}),
+    "ours-cnn": our_run(model=CNN),
+    "ours-cnn-2-epochs": our_run(model=CNN, training={"epochs": 2}),
+    "ours-mlp-5-epochs": our_run(training={"epochs": 5}),
+    "ours-mlp-10-epochs": our_run(training={"epochs": 10}),
+    "ours-cnn-1-epoch": our_run(model=CNN, training={"epochs": 1}),
+    "ours-cnn-5-epochs": our_run(model=CNN, training={"epochs": 5}),
+    "ours-cnn-10-epochs": our_run(model=CNN, training={"epochs": 10}),
+    # What the short run's front costs: augmentation is what reads real writing (bench/NOTES.md).
+    "ours-cnn-2-epochs-no-augment": our_run(model=CNN, training={"epochs": 2, "augment": False}),
+    "seed-mlp": Contender(
+        "peer: Dense(128, ReLU) -> Dense(10, sigmoid), Adam, batch 32, 5 epochs",
+        peer=seed_mlp,
+        compared_with="ours-mlp",
+    ),
+    "sklearn-mlp": Contender("peer: scikit-learn MLPClassifier((128,)), 10 epochs", compared_with="ours-mlp"),
+    "keras-convnet": Contender(
+        "peer: Keras example mnist_convnet, batch 128, 15 epochs",
+        peer=keras_convnet,
+        compared_with="ours-cnn",
+    ),
+    "tuomaso-cnn": Contender(
+        "peer: tuomaso/train_mnist_fast, conv 24 5x5 - pool - conv 32 3x3 - pool - dense 256, "
+        "Adam (0.7, 0.9) one-cycle to 0.01, batch 256, 1 epoch",
+        peer=tuomaso_cnn,
+        compared_with="ours-cnn",
+    ),
+}
 
 
 def matmul_ceiling(size: int, dtype: str) -> float:
@@ -335,7 +355,7 @@ def worker(name: str, quick: bool, seed: int, result_path: Path) -> None:
             "split": lambda config: training_split(mnist, config),
         }
         with tempfile.TemporaryDirectory() as workdir:
-            if name.startswith("ours"):
+            if CONTENDERS[name].settings is not None:
                 result = run_ours(name, quick, seed, data, Path(workdir))
             else:
                 result = run_peer(name, quick, seed, data)
@@ -406,7 +426,8 @@ def markdown(results: dict, ceilings: dict, info: dict, quick: bool) -> str:
             f"{result['samples_per_second']:,.0f} | {gflops:.1f} | {result['ceiling_fraction']:.2f} |"
         )
     lines += ["", "| ours vs peer | accuracy gain | training time ratio |", "|---|---|---|"]
-    for name, (_, ours) in CONTENDERS.items():
+    for name, contender in CONTENDERS.items():
+        ours = contender.compared_with
         if ours and name in results and ours in results:
             gain = results[ours]["test_accuracy"] - results[name]["test_accuracy"]
             ratio = results[ours]["train_seconds"] / results[name]["train_seconds"]

@@ -34,11 +34,12 @@ from ground.quiet_tensorflow import import_tensorflow_quietly
 
 import_tensorflow_quietly()
 
-from data import IMAGE_SIZE, load_mnist, normalize_images, split_validation
+from data import IMAGE_SIZE, load_mnist, normalize_images
 from ground.outputs import save_figure
 from ground.saved_network import ModelError, load_trained_model
 from model import probability_model
 from reader.page import ImageError, mnist_style_digit
+from recipe.config import validation_digits
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -223,8 +224,7 @@ CONDITIONS: dict[str, Callable] = {
 
 def development_set(count: int) -> tuple[np.ndarray, np.ndarray]:
     """The first `count` MNIST validation digits of seed 0's split (uint8 images, labels)."""
-    mnist = load_mnist()
-    _, _, x_val, y_val = split_validation(mnist.x_train, mnist.y_train, 0.1, seed=0)
+    x_val, y_val = validation_digits(load_mnist())
     return x_val[:count], y_val[:count]
 
 

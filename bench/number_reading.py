@@ -35,11 +35,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from data import load_mnist, split_validation
+from data import load_mnist
 from ground.saved_network import ModelError
 from reader.classifier import load_classifier, load_line_model
 from reader.page import ImageError, mnist_style_digit
 from reader.reading import read_digits, read_number
+from recipe.config import validation_digits
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,8 +66,7 @@ def digits_of(split: str) -> tuple[np.ndarray, np.ndarray]:
     mnist = load_mnist()
     if split == "test":
         return mnist.x_test, mnist.y_test
-    _, _, x_val, y_val = split_validation(mnist.x_train, mnist.y_train, 0.1, seed=0)
-    return x_val, y_val
+    return validation_digits(mnist)
 
 
 def written_number(digits: list[np.ndarray], rng: np.random.Generator) -> Image.Image:

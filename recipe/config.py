@@ -113,6 +113,15 @@ def training_split(mnist: Mnist, config: TrainConfig) -> tuple[np.ndarray, ...]:
     return split_validation(x, y, config.val_split, config.seed)
 
 
+def validation_digits(mnist: Mnist, config: TrainConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The digits train.py holds out for validation with `config` (None: the defaults, seed 0's),
+    as MNIST stores them: uint8 images and their labels. The benchmarks develop on these."""
+    config = config or TrainConfig()
+    x, y = mnist.x_train[: config.limit], mnist.y_train[: config.limit]
+    _, _, x_val, y_val = split_validation(x, y, config.val_split, config.seed)
+    return x_val, y_val
+
+
 def steps_per_epoch(train_images: int, batch_size: int) -> int:
     """Batches in one pass over the training images, the last one partial."""
     return math.ceil(train_images / batch_size)

@@ -49,6 +49,7 @@ from reader.deadline import READING_SECONDS, Deadline, ReadingTimeout
 from reader.page import FORMAT_NAMES, ImageError, mnist_style_digit, read_image
 from reader.reading import read_number, reading
 from server.guards import (
+    MAX_UPLOAD_BYTES,
     UPLOAD_SECONDS,
     GuardedRequests,
 )
@@ -58,6 +59,7 @@ DECODES_AT_ONCE = 2  # images read at once (one per core); each may take up to ~
 RETRY_SECONDS = "5"  # Retry-After of a reading past its deadline
 DISCONNECT_POLL_SECONDS = 0.1  # how often a reading's client is looked for while it is read
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")  # FastAPI parses these
+UPLOAD_LIMIT = f"{MAX_UPLOAD_BYTES / 1e6:g} MB"  # as the API's description says it
 OUTPUT_LAYERS = {
     "sigmoid": "This model's output layer is 10 sigmoid units, whose own scores are independent and "
     "do not sum to 1, so they are not shown raw.",
@@ -66,11 +68,14 @@ OUTPUT_LAYERS = {
 UPLOAD = {  # the OpenAPI description of both image routes
     "responses": {
         400: {"description": "not an image, or no digit in it"},
-        408: {"description": "the upload took over 20 s"},
+        408: {"description": f"the upload took over {UPLOAD_SECONDS:g} s"},
         411: {"description": "no Content-Length"},
-        413: {"description": "upload over 1 MB"},
+        413: {"description": f"upload over {UPLOAD_LIMIT}"},
         500: {"description": "the model failed on the image, or answered it with no probabilities"},
-        503: {"description": "the reading took over 10 s, or the server is at its connection limit"},
+        503: {
+            "description": f"the reading took over {READING_SECONDS:g} s, "
+            "or the server is at its connection limit"
+        },
     },
     "openapi_extra": {
         "requestBody": {
@@ -87,7 +92,7 @@ UPLOAD = {  # the OpenAPI description of both image routes
     },
 }
 IMAGE_ROUTES = ("/api/predict", "/api/number")
-SENT = f"Send a {FORMAT_NAMES} image (at most 1 MB) as multipart field `file` or as the raw body. "
+SENT = f"Send a {FORMAT_NAMES} image (at most {UPLOAD_LIMIT}) as multipart field `file` or as the raw body. "
 router = APIRouter()
 
 
@@ -267,14 +272,13 @@ async def model_failed(request: Request, exc: ModelRunError) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=500)
 
 
-def openapi_with_note(app: FastAPIOffline, openapi: Callable[[], dict], note: str) -> dict:
-    """FastAPI's OpenAPI schema of `app`, its image routes saying what the probabilities of the
-    model served are (the routes are shared by every app; the model is this app's)."""
-    if app.openapi_schema is None:
-        schema = openapi()  # cached by FastAPI in app.openapi_schema
-        for path in IMAGE_ROUTES:
-            schema["paths"][path]["post"]["description"] += " " + note
-    return app.openapi_schema
+def note_probabilities(app: FastAPIOffline, note: str) -> None:
+    """Have the image routes of `app`'s OpenAPI schema say what the probabilities of the model
+    served are (`note`): the routes are shared by every app, the model is this app's. FastAPI
+    caches the schema it makes, so the note is added to it once, here."""
+    schema = app.openapi()
+    for path in IMAGE_ROUTES:
+        schema["paths"][path]["post"]["description"] += " " + note
 
 
 def create_app(
@@ -306,7 +310,7 @@ def create_app(
     app.state.process = secrets.token_hex(4)  # which of --workers' processes answers: each has its app
     app.add_middleware(GuardedRequests, upload_seconds=upload_seconds)
     app.include_router(router)
-    app.openapi = functools.partial(openapi_with_note, app, app.openapi, note)
+    note_probabilities(app, note)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     if browser:
         app.mount(f"/{RUNTIME_FOLDER}", StaticFiles(directory=RUNTIME_DIST), name="runtime")

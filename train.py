@@ -129,15 +129,15 @@ def train_and_save(
     mnist = load_mnist(data)
     split = training_split(mnist, settings.training)
     distribution = distribution_strategy(strategy)  # before TensorFlow does anything else
+    run = TrainingRun(settings, out, strategy, distribution)
     with contextlib.ExitStack() as held:
-        if distribution.extended.should_checkpoint:  # the one process of a cluster that writes `out`
+        if run.writes:
             held.enter_context(outputs.folder_lock(out))
-        run = TrainingRun(settings, out, strategy, distribution)
         network, history, resumed_from = run.fit(split, fresh)
         calibration = calibrated(network, split, settings)
         record = run.record(mnist, split, network, history, resumed_from, calibration)
         report(run, record)
-        if distribution.extended.should_checkpoint:  # the one process of a cluster that saves
+        if run.writes:
             outputs.save_model(network, out, record)
             outputs.write_json(out / "history.json", history)
             # A line's marks have labels of their own: nothing keeps a line model's loss up.

@@ -279,14 +279,15 @@ def fit(
 
 def train(
     model_config: ModelConfig,
-    config: TrainConfig,
-    training: tuple[np.ndarray, np.ndarray],
-    validation: tuple[np.ndarray, np.ndarray] | None,
+    train_config: TrainConfig,
+    train_data: tuple[np.ndarray, np.ndarray],
+    validation_data: tuple[np.ndarray, np.ndarray] | None,
     callbacks: list[keras.callbacks.Callback] = (),
     backup: Path | None = None,
     strategy: tf.distribute.Strategy | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
-    """Build and fit the network the configs describe; returns it (inference only) and its history."""
-    model = build_for_training(model_config, config, len(training[0]), strategy)
-    history = fit(model, config, *training, validation, callbacks, backup)
+    """Build and fit the network the configs describe; returns it (inference only) and its history.
+    recipe.multiworker.train takes the same arguments."""
+    model = build_for_training(model_config, train_config, len(train_data[0]), strategy)
+    history = fit(model, train_config, *train_data, validation_data, callbacks, backup)
     return network_of(model, model_config), history

@@ -52,10 +52,12 @@ class TrainingRun:
     strategy: str
     distribution: tf.distribute.Strategy
     hardware: dict = field(init=False)  # devices(): what it trains on, in which arithmetic
+    writes: bool = field(init=False)  # whether this process writes `out` (one of a cluster does)
     wall_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         self.hardware = devices(self.settings.training)
+        self.writes = self.distribution.extended.should_checkpoint
 
     @property
     def multiworker(self) -> bool:
@@ -63,26 +65,24 @@ class TrainingRun:
 
     def fit(self, split: tuple, fresh: bool) -> tuple[keras.Model, dict, int]:
         """The trained network, its history and the epoch it resumed from."""
-        model, training = self.settings.model, self.settings.training
         x_fit, y_fit, x_val, y_val = split
-        validation = (x_val, y_val) if len(x_val) else None
-        backup = self.out / BACKUP_NAME
+        validation_data = (x_val, y_val) if len(x_val) else None
         resumed_from = 0 if self.multiworker else resume_or_start(self.settings, self.out, fresh, self.lock())
         print(f"training on {described_devices(self.hardware)}")
+        trains, backup = (multiworker.train, None) if self.multiworker else (train, self.out / BACKUP_NAME)
+        # Per-epoch loss, accuracy and learning rate: `tensorboard --logdir artifacts`.
+        logs = [keras.callbacks.TensorBoard(str(self.out / outputs.LOGS_NAME))] if self.writes else []
         started = time.perf_counter()
         with stop_on_signals() as stopper:
-            # Per-epoch loss, accuracy and learning rate: `tensorboard --logdir artifacts`; written
-            # by the one process of a cluster that writes `out`.
-            writes = self.distribution.extended.should_checkpoint
-            logs = [keras.callbacks.TensorBoard(str(self.out / outputs.LOGS_NAME))] if writes else []
-            if self.multiworker:
-                network, history = multiworker.train(
-                    model, training, (x_fit, y_fit), validation, self.distribution, stopper, logs
-                )
-            else:
-                network, history = train(
-                    model, training, (x_fit, y_fit), validation, [stopper, *logs], backup, self.distribution
-                )
+            network, history = trains(
+                self.settings.model,
+                self.settings.training,
+                (x_fit, y_fit),
+                validation_data,
+                [stopper, *logs],
+                backup,
+                self.distribution,
+            )
         self.wall_seconds = time.perf_counter() - started
         return network, history, resumed_from
 

@@ -51,36 +51,36 @@ class DigitHyperModel(keras_tuner.HyperModel):
 
     def settings(self, hp: keras_tuner.HyperParameters) -> Settings:
         """The settings that the point `hp` stands for."""
-        model, training = self.base.model, self.base.training
-        if model.arch == "cnn":
+        model_config, train_config = self.base.model, self.base.training
+        if model_config.arch == "cnn":
             chosen = {
                 "filters": (
-                    hp.Choice("filters_1", [16, 32, 64], default=model.filters[0]),
-                    hp.Choice("filters_2", [32, 64, 128], default=model.filters[1]),
+                    hp.Choice("filters_1", [16, 32, 64], default=model_config.filters[0]),
+                    hp.Choice("filters_2", [32, 64, 128], default=model_config.filters[1]),
                 ),
-                "kernel_size": hp.Choice("kernel_size", [3, 5], default=model.kernel_size),
-                "convolutions": hp.Int("convolutions", 1, 2, default=model.convolutions),
-                "hidden": (hp.Choice("width_1", [64, 128, 256], default=model.hidden[0]),),
+                "kernel_size": hp.Choice("kernel_size", [3, 5], default=model_config.kernel_size),
+                "convolutions": hp.Int("convolutions", 1, 2, default=model_config.convolutions),
+                "hidden": (hp.Choice("width_1", [64, 128, 256], default=model_config.hidden[0]),),
             }
         else:
-            layers = hp.Int("layers", 1, 3, default=len(model.hidden))
+            layers = hp.Int("layers", 1, 3, default=len(model_config.hidden))
             chosen = {
                 "hidden": tuple(
                     hp.Choice(
                         f"width_{i}",
                         [256, 512, 1024, 2048],
-                        default=model.hidden[min(i, len(model.hidden)) - 1],
+                        default=model_config.hidden[min(i, len(model_config.hidden)) - 1],
                     )
                     for i in range(1, layers + 1)
                 )
             }
-        dropout = hp.Float("dropout", 0.0, 0.5, step=0.1, default=model.dropout)
+        dropout = hp.Float("dropout", 0.0, 0.5, step=0.1, default=model_config.dropout)
         return Settings(
-            dataclasses.replace(model, **chosen, dropout=round(dropout, 2)),
+            dataclasses.replace(model_config, **chosen, dropout=round(dropout, 2)),
             dataclasses.replace(
-                training,
-                batch_size=hp.Choice("batch_size", [64, 128, 256, 512], default=training.batch_size),
-                lr=float(f"{hp.Float('lr', 3e-4, 1e-2, sampling='log', default=training.lr):.3g}"),
+                train_config,
+                batch_size=hp.Choice("batch_size", [64, 128, 256, 512], default=train_config.batch_size),
+                lr=float(f"{hp.Float('lr', 3e-4, 1e-2, sampling='log', default=train_config.lr):.3g}"),
             ),
         )
 

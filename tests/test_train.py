@@ -319,7 +319,8 @@ def test_gpu_requirements_resolve_to_tensorflow_with_cuda_and_not_the_cpu_wheel(
         capture_output=True,
         text=True,
     )
-    [install] = [line.split() for line in planned.stdout.splitlines() if " pip install " in line]
+    requirements = [line for line in planned.stdout.splitlines() if " -r " in line]
+    [install] = [line.split() for line in requirements]
     report = tmp_path / "report.json"
     resolved = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--report", str(report)]

@@ -30,9 +30,8 @@ def folder_of(module: str) -> str | None:
 
 def project_modules() -> dict[str, Path]:
     """Every module of the project but its tests and benchmarks, by dotted name."""
-    files = [*PROJECT_ROOT.glob("*.py"), *PROJECT_ROOT.glob("*/__init__.py")]
-    packages = [path.parent for path in files if path.name == "__init__.py"]
-    files += [path for package in packages for path in package.glob("*.py")]
+    packages = [path.parent for path in PROJECT_ROOT.glob("*/__init__.py") if path.parent.name != "bench"]
+    files = [*PROJECT_ROOT.glob("*.py"), *(path for package in packages for path in package.glob("*.py"))]
     return {
         ".".join(path.relative_to(PROJECT_ROOT).with_suffix("").parts).removesuffix(".__init__"): path
         for path in set(files)

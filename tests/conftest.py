@@ -41,10 +41,10 @@ TINY_TRAINING = [
 ]
 
 
-class TrainedRun(NamedTuple):
-    model: keras.Model  # the network train.py returned and saved
+class SavedRun(NamedTuple):
+    model: keras.Model  # the network saved, as train.py returns it
     record: dict  # its run.json
-    folder: Path  # train.py's --out
+    folder: Path  # where both are, as train.py's --out
 
 
 @pytest.fixture(scope="session")
@@ -53,13 +53,33 @@ def mnist():
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory) -> TrainedRun:
+def trained_run(tmp_path_factory) -> SavedRun:
     """A tiny real run of train.py on the first 3,000 digits."""
     import train
 
     folder = tmp_path_factory.mktemp("run")
     model, record = train.main(TINY_TRAINING + ["--out", str(folder)])
-    return TrainedRun(model, record, folder)
+    return SavedRun(model, record, folder)
+
+
+@pytest.fixture(scope="session")
+def untrained_run(tmp_path_factory, mnist) -> SavedRun:
+    """The tiny run's network as train.py builds it but never trained, saved as train.py saves it,
+    with a run record whose "not sure" threshold is calibrated on its validation split: for tests
+    that need a model that loads and reads, not one that reads right (its answers are near chance)."""
+    import outputs
+    import train
+    from model import build_model
+    from training import training_split
+
+    folder = tmp_path_factory.mktemp("untrained")
+    settings = train.parse_args(TINY_TRAINING + ["--out", str(folder)]).settings
+    keras.utils.set_random_seed(settings.training.seed)  # the same weights every session
+    network = build_model(settings.model)
+    calibration = train.calibrated(network, training_split(mnist, settings.training))
+    record = outputs.run_record(**settings.as_dict(), calibration=calibration)
+    outputs.save_model(network, folder, record)
+    return SavedRun(network, record, folder)
 
 
 @pytest.fixture(scope="session")
@@ -215,6 +235,12 @@ def nan_past_ink(path: Path, most_ink: float) -> Path:
         "zeros": np.zeros((1, 10), np.float32),
     }
     return onnx_digit_model(path, nodes, constants)
+
+
+def even_odds(path: Path) -> Path:
+    """An ONNX digit model answering ten 0.1s for any image (none holds more than 28x28 of ink):
+    for tests of how an .onnx file is found, checked and read, not of export.py's answers."""
+    return nan_past_ink(path, most_ink=28 * 28)
 
 
 def jpeg_scans(raw: bytes) -> tuple[list[tuple[int, int]], int, int]:

@@ -23,7 +23,7 @@ import onnxruntime
 import pytest
 
 import outputs
-from conftest import PROJECT_ROOT, nan_past_ink, onnx_digit_model, run_script, wait_until
+from conftest import PROJECT_ROOT, even_odds, nan_past_ink, onnx_digit_model, run_script, wait_until
 from data import normalize_images
 from local_server import local_server, running_server
 from reader.classifier import load_classifier
@@ -41,18 +41,18 @@ def test_missing_model_says_to_train_first(tmp_path):
         load_trained_model(tmp_path / "model.keras")
 
 
-def test_garbage_and_truncated_models_are_model_errors(tmp_path, trained_run):
+def test_garbage_and_truncated_models_are_model_errors(tmp_path, untrained_run):
     garbage = tmp_path / "garbage.keras"
     garbage.write_bytes(b"not a model at all")
     with pytest.raises(ModelError, match="cannot load"):
         load_trained_model(garbage)
     truncated = tmp_path / "truncated.keras"
-    saved = (trained_run.folder / "model.keras").read_bytes()
+    saved = (untrained_run.folder / "model.keras").read_bytes()
     truncated.write_bytes(saved[: len(saved) // 2])
     with pytest.raises(ModelError, match="cannot load"):
         load_trained_model(truncated)
     with pytest.raises(ModelError, match="cannot load"):
-        load_trained_model(damaged_inside(trained_run.folder / "model.keras", tmp_path / "damaged.keras"))
+        load_trained_model(damaged_inside(untrained_run.folder / "model.keras", tmp_path / "damaged.keras"))
 
 
 def damaged_inside(saved: Path, path: Path) -> Path:
@@ -125,8 +125,8 @@ def fairly_nested(config):
         (fairly_nested, "nests over 40"),
     ],
 )
-def test_a_model_file_too_wide_or_too_deep_to_build_is_refused_unbuilt(tmp_path, trained_run, change, says):
-    path = with_config(trained_run.folder / "model.keras", tmp_path / "bad.keras", change)
+def test_a_model_file_too_wide_or_too_deep_to_build_is_refused_unbuilt(tmp_path, untrained_run, change, says):
+    path = with_config(untrained_run.folder / "model.keras", tmp_path / "bad.keras", change)
     with pytest.raises(ModelError, match=f"cannot load .*{says}"):
         load_trained_model(path)
 
@@ -152,10 +152,10 @@ def with_unconnected(layer, input_shape):
     ids=["embedding", "depthwise-convolution"],
 )
 def test_a_model_file_with_a_layer_train_py_never_builds_is_refused_unbuilt(
-    tmp_path, trained_run, layer, input_shape
+    tmp_path, untrained_run, layer, input_shape
 ):
     change = with_unconnected(layer, input_shape)
-    path = with_config(trained_run.folder / "model.keras", tmp_path / "bad.keras", change)
+    path = with_config(untrained_run.folder / "model.keras", tmp_path / "bad.keras", change)
     assert path.stat().st_size < 1_000_000
     with pytest.raises(ModelError, match=f"cannot load .*a layer of class '{layer.__class__.__name__}'"):
         load_trained_model(path)
@@ -189,16 +189,18 @@ def with_undeclared_dataset(weights):
     ids=["zip-bomb", "declared-dataset"],
 )
 def test_a_weights_file_expanding_past_its_weights_is_refused_unextracted(
-    tmp_path, trained_run, change, says
+    tmp_path, untrained_run, change, says
 ):
-    path = with_weights(trained_run.folder / "model.keras", tmp_path / "bomb.keras", change)
+    path = with_weights(untrained_run.folder / "model.keras", tmp_path / "bomb.keras", change)
     assert path.stat().st_size < 1_000_000
     with pytest.raises(ModelError, match=f"cannot load .*{says}"):
         load_trained_model(path)
 
 
-def test_a_model_file_with_a_member_expanding_past_its_bound_is_refused_unextracted(tmp_path, trained_run):
-    path = with_weights(trained_run.folder / "model.keras", tmp_path / "bomb.keras", lambda weights: weights)
+def test_a_model_file_with_a_member_expanding_past_its_bound_is_refused_unextracted(tmp_path, untrained_run):
+    path = with_weights(
+        untrained_run.folder / "model.keras", tmp_path / "bomb.keras", lambda weights: weights
+    )
     with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("assets/padding.bin", bytes(50_000_000))
     with pytest.raises(ModelError, match="member assets/padding.bin expands to 50,000,000 bytes, over"):
@@ -241,6 +243,7 @@ def test_a_model_saved_with_augmentation_inside_is_read_with_it_off(tmp_path, mn
     np.testing.assert_allclose(first.sum(axis=1), 1, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_an_onnx_export_reads_like_its_keras_model_with_the_same_threshold(exported, trained_run, mnist):
     keras_model = load_classifier(trained_run.folder / "model.keras")
     onnx_model = load_classifier(onnx_path(exported))
@@ -255,6 +258,7 @@ def test_an_onnx_export_reads_like_its_keras_model_with_the_same_threshold(expor
     )
 
 
+@pytest.mark.slow
 def test_an_onnx_file_that_export_json_does_not_list_has_no_threshold(exported, tmp_path):
     alone = tmp_path / "model.onnx"
     shutil.copy(onnx_path(exported), alone)
@@ -296,11 +300,8 @@ def test_an_onnx_file_that_export_json_does_not_list_has_no_threshold(exported, 
         },
     ],
 )
-def test_an_export_json_that_says_nothing_usable_leaves_the_model_readable_and_never_unsure(
-    exported, tmp_path, record
-):
-    model = tmp_path / "model.onnx"
-    shutil.copy(onnx_path(exported), model)
+def test_an_export_json_that_says_nothing_usable_leaves_the_model_readable_and_never_unsure(tmp_path, record):
+    model = even_odds(tmp_path / "model.onnx")
     text = record if isinstance(record, str) else json.dumps(record)
     (tmp_path / "export.json").write_text(text.replace("LISTED", outputs.sha256_of(model)))
     loaded = load_classifier(model)
@@ -322,6 +323,7 @@ def test_onnx_files_that_are_missing_damaged_or_not_digit_classifiers_are_refuse
         load_classifier(tmp_path / "other.onnx")
 
 
+@pytest.mark.slow
 def test_an_onnx_model_that_loads_but_fails_when_run_is_refused_at_load(exported, tmp_path):
     failing = onnx.load(onnx_path(exported))
     # Its first operation asks for a shape no image has: loading succeeds, the first run fails.
@@ -336,8 +338,8 @@ def test_an_onnx_model_that_loads_but_fails_when_run_is_refused_at_load(exported
         load_classifier(tmp_path / "failing.onnx")
 
 
-def test_an_onnx_digit_model_taking_a_fixed_number_of_images_is_refused(exported, tmp_path):
-    fixed = onnx.load(onnx_path(exported))
+def test_an_onnx_digit_model_taking_a_fixed_number_of_images_is_refused(tmp_path):
+    fixed = onnx.load(even_odds(tmp_path / "model.onnx"))
     fixed.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1  # one image per call, no more
     onnx.save(fixed, tmp_path / "fixed.onnx")
     with pytest.raises(ModelError, match=r"maps \[1, 28, 28\].*not 28x28 images to 10 digits"):
@@ -442,11 +444,16 @@ def test_predict_reads_with_an_onnx_export_as_with_its_keras_model(
                 assert onnx_digit["confidence"] == pytest.approx(keras_digit["confidence"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_a_keras_model_where_tensorflow_is_missing_is_one_clear_error(
-    serving_python, trained_run, written_number
+    serving_python, untrained_run, written_number
 ):
     result = run_with(
-        serving_python, "predict.py", str(written_number), "--model", str(trained_run.folder / "model.keras")
+        serving_python,
+        "predict.py",
+        str(written_number),
+        "--model",
+        str(untrained_run.folder / "model.keras"),
     )
     assert result.returncode == 1
     assert "needs TensorFlow" in result.stderr and "python export.py" in result.stderr

@@ -31,6 +31,7 @@ def web_folder(exported):
     return folder / "web"
 
 
+@pytest.mark.slow
 def test_the_web_folder_holds_the_page_the_plain_wasm_runtime_and_the_model_and_lists_them(
     web_folder, exported
 ):
@@ -44,6 +45,7 @@ def test_the_web_folder_holds_the_page_the_plain_wasm_runtime_and_the_model_and_
     assert size <= MAX_FOLDER_BYTES, f"{size:,} bytes"
 
 
+@pytest.mark.slow
 def test_the_page_config_holds_the_python_readers_constants_and_the_calibrated_threshold(
     web_folder, exported
 ):

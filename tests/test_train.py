@@ -19,6 +19,7 @@ from trained import load_trained_model
 from training import completed_epochs
 
 
+@pytest.mark.slow
 def test_training_lowers_loss_on_a_real_slice(trained_run):
     history = json.loads((trained_run.folder / "history.json").read_text())
     assert len(history["loss"]) == 2
@@ -26,6 +27,7 @@ def test_training_lowers_loss_on_a_real_slice(trained_run):
     assert history["val_accuracy"][-1] > 0.8  # chance is 0.1
 
 
+@pytest.mark.slow
 def test_saved_model_reloads_and_predicts_the_same(trained_run, mnist):
     images = normalize_images(mnist.x_test[:200])
     reloaded = load_trained_model(trained_run.folder / "model.keras")
@@ -33,6 +35,7 @@ def test_saved_model_reloads_and_predicts_the_same(trained_run, mnist):
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_run_record_holds_settings_seed_checksums_and_versions(trained_run):
     saved = json.loads((trained_run.folder / "run.json").read_text())
     assert saved == json.loads(json.dumps(trained_run.record))
@@ -49,6 +52,7 @@ def test_run_record_holds_settings_seed_checksums_and_versions(trained_run):
     assert saved["epochs_run"] == 2
 
 
+@pytest.mark.slow
 def test_training_curves_are_a_png(trained_run):
     image = matplotlib.image.imread(trained_run.folder / "training_curves.png")
     assert image.shape[0] > 200 and image.shape[1] > 500
@@ -72,12 +76,14 @@ def test_run_json_as_config_reproduces_the_weights(augmented_run, tmp_path):
     assert again["weights_sha256"] == record["weights_sha256"]
 
 
+@pytest.mark.slow
 def test_another_seed_gives_other_weights(augmented_run, tmp_path):
     record, folder = augmented_run
     _, other = train.main(["--config", str(folder / "run.json"), "--seed", "1", "--out", str(tmp_path)])
     assert other["weights_sha256"] != record["weights_sha256"]
 
 
+@pytest.mark.slow
 def test_saved_network_holds_no_augmentation_and_its_export_answers_the_same_twice(
     augmented_run, mnist, tmp_path
 ):
@@ -298,10 +304,12 @@ def test_a_second_run_on_the_same_folder_says_it_is_in_use_and_touches_nothing(t
     assert "resuming" not in second.stdout
 
 
+@pytest.mark.slow
 def test_tensorboard_logs_hold_each_epochs_loss_accuracy_and_learning_rate(trained_run):
     assert_tensorboard_logs(trained_run.folder / "logs", epochs=trained_run.record["epochs_run"])
 
 
+@pytest.mark.slow
 def test_the_devices_trained_on_are_in_the_record(trained_run):
     import tensorflow as tf
 

@@ -53,6 +53,7 @@ def test_search_writes_its_best_trial_as_a_train_config(search):
     )
 
 
+@pytest.mark.slow
 def test_search_writes_a_markdown_table_and_a_plot(search):
     _, folder = search
     table = (folder / "trials.md").read_text().splitlines()
@@ -85,6 +86,7 @@ def test_train_takes_the_best_config_and_flags_override_it(search, tmp_path):
     assert "test accuracy" in evaluation.stdout
 
 
+@pytest.mark.slow
 def test_other_search_settings_are_refused_in_the_same_folder(search):
     _, folder = search
     with pytest.raises(SystemExit, match="holds work done with other settings.*--fresh"):
@@ -154,6 +156,7 @@ def test_fixed_settings_are_flags_and_searched_ones_are_not(capsys):
     assert "unrecognized arguments: --lr" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_each_trial_writes_its_own_tensorboard_logs(search):
     _, folder = search
     trials = [row["trial"] for row in read_trials(folder)]

@@ -364,6 +364,14 @@ def draw(page, *strokes):
     page.wait_for_selector("body[data-state='ready']", state="attached")
 
 
+def oversized_photo(folder: Path) -> Path:
+    """A 50 MB "photo" (huge.jpg), past the page's 30 MB bound, as a file: Playwright hands Chromium
+    a file's path, where it would send a buffer this size through its driver (most of a minute)."""
+    path = folder / "huge.jpg"
+    path.write_bytes(b"\xff" * 50_000_000)
+    return path
+
+
 def shown_for(answer: dict) -> str:
     """What the page shows for a digit's reading: the digit, "?" when not sure, a cross when it is
     not a digit."""

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import export
-from conftest import DESKTOP, PHONE, chromium, draw, shown_for
+from conftest import DESKTOP, PHONE, chromium, draw, oversized_photo, shown_for
 from local_server import static_server
 from page_corpus import READ_IN_BROWSER, disagreements, parity_corpus, python_reading
 from reader import browser
@@ -169,7 +169,7 @@ def test_bad_input_gets_the_server_pages_messages_and_no_uncaught_exception(stat
             "cannot open it",
             {"name": "notes.png", "mimeType": "image/png", "buffer": b"shopping: milk, eggs\n"},
         ),
-        ("under 30.0 MB", {"name": "huge.jpg", "mimeType": "image/jpeg", "buffer": b"\xff" * 50_000_000}),
+        ("under 30.0 MB", str(oversized_photo(tmp_path))),
         ("cannot open it", {"name": "photo.heic", "mimeType": "image/heic", "buffer": b"\0" * 2_000_000}),
         (python_message(blank.read_bytes()), str(blank)),
         (python_message(specks.read_bytes()), str(specks)),  # "" where the reader reads a digit

@@ -1,4 +1,5 @@
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -227,6 +228,21 @@ def start_and_stop_after_first_epoch(argv, stop_signal, epochs=1):
 RESUMABLE = ["--limit", "3000", "--epochs", "6", "--hidden", "64", "--no-augment", "--batch-size", "32"]
 
 
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory):
+    """What a RESUMABLE run leaves in its folder when it is killed after two epochs: a backup of each
+    (the last and the one before). Killed once; each test that resumes it works on a copy."""
+    folder = tmp_path_factory.mktemp("killed")
+    start_and_stop_after_first_epoch(RESUMABLE + ["--out", str(folder)], signal.SIGKILL, epochs=2)
+    return folder
+
+
+def resumable_copy(killed_run, folder):
+    """`killed_run` copied into `folder`: the flags that resume it there."""
+    shutil.copytree(killed_run, folder, dirs_exist_ok=True)
+    return RESUMABLE + ["--out", str(folder)]
+
+
 @pytest.mark.parametrize(
     "stop_signal", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["kill", "term", "ctrl-c"]
 )
@@ -249,9 +265,8 @@ def test_stopped_training_resumes_and_ends_with_all_epochs(tmp_path, stop_signal
 
 
 @pytest.mark.slow
-def test_other_settings_refuse_to_resume_until_fresh(tmp_path):
-    argv = RESUMABLE + ["--out", str(tmp_path)]
-    start_and_stop_after_first_epoch(argv, signal.SIGKILL)
+def test_other_settings_refuse_to_resume_until_fresh(killed_run, tmp_path):
+    argv = resumable_copy(killed_run, tmp_path)
     other = run_script("train.py", *argv, "--lr", "0.01")
     assert other.returncode == 1 and "holds work done with other settings" in other.stderr
     fresh = run_script("train.py", *argv, "--epochs", "1", "--fresh")
@@ -260,9 +275,8 @@ def test_other_settings_refuse_to_resume_until_fresh(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_damaged_backup_without_an_earlier_one_says_to_start_afresh(tmp_path):
-    argv = RESUMABLE + ["--out", str(tmp_path)]
-    start_and_stop_after_first_epoch(argv, signal.SIGKILL)
+def test_a_damaged_backup_without_an_earlier_one_says_to_start_afresh(killed_run, tmp_path):
+    argv = resumable_copy(killed_run, tmp_path)
     (tmp_path / ".backup" / "training_metadata.json").write_text("")  # as a full disk leaves it
     (tmp_path / ".backup" / "training_metadata.json.bkp").unlink(missing_ok=True)
     damaged = run_script("train.py", *argv)
@@ -273,9 +287,8 @@ def test_a_damaged_backup_without_an_earlier_one_says_to_start_afresh(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_damaged_last_backup_gives_way_to_the_epoch_before(tmp_path):
-    argv = RESUMABLE + ["--out", str(tmp_path)]
-    start_and_stop_after_first_epoch(argv, signal.SIGKILL, epochs=2)
+def test_a_damaged_last_backup_gives_way_to_the_epoch_before(killed_run, tmp_path):
+    argv = resumable_copy(killed_run, tmp_path)
     weights = tmp_path / ".backup" / "latest.weights.h5"
     h5py.File(weights, "w").close()  # the disk filled up before any layer's weights were written
     result = run_script("train.py", *argv)

@@ -1,6 +1,7 @@
-"""Shared fixtures: the real MNIST loaded once, one tiny real training run and its exports, and
-MNIST test digits saved as a user's scans; and the helpers many tests use: encoding an image,
-a row of digits, a page of drawn strokes, running a script."""
+"""Shared fixtures: the real MNIST loaded once, one tiny real training run and its exports, its
+network saved untrained (for tests that need a model file, not a good one), and MNIST test digits
+saved as a user's scans; and the helpers many tests use: encoding an image, a row of digits, a
+page of drawn strokes, running a script."""
 
 import contextlib
 import io

@@ -1,6 +1,7 @@
-"""Shared fixtures: the real MNIST loaded once, one tiny real training run and its exports, and
-MNIST test digits saved as a user's scans; and the helpers many tests use: encoding an image,
-a row of digits, a page of drawn strokes, running a script."""
+"""Shared fixtures: the real MNIST loaded once, one tiny real training run and its exports, its
+network saved untrained (for tests that need a model file, not a good one), and MNIST test digits
+saved as a user's scans; and the helpers many tests use: encoding an image, a row of digits, a
+page of drawn strokes, running a script."""
 
 import contextlib
 import io
@@ -42,10 +43,10 @@ TINY_TRAINING = [
 ]
 
 
-class TrainedRun(NamedTuple):
-    model: keras.Model  # the network train.py returned and saved
+class SavedRun(NamedTuple):
+    model: keras.Model  # the network saved, as train.py returns it
     record: dict  # its run.json
-    folder: Path  # train.py's --out
+    folder: Path  # where both are, as train.py's --out
 
 
 @pytest.fixture(scope="session")
@@ -54,13 +55,33 @@ def mnist():
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory) -> TrainedRun:
+def trained_run(tmp_path_factory) -> SavedRun:
     """A tiny real run of train.py on the first 3,000 digits."""
     import train
 
     folder = tmp_path_factory.mktemp("run")
     model, record = train.main(TINY_TRAINING + ["--out", str(folder)])
-    return TrainedRun(model, record, folder)
+    return SavedRun(model, record, folder)
+
+
+@pytest.fixture(scope="session")
+def untrained_run(tmp_path_factory, mnist) -> SavedRun:
+    """The tiny run's network as train.py builds it but never trained, saved as train.py saves it,
+    with a run record whose "not sure" threshold is calibrated on its validation split: for tests
+    that need a model that loads and reads, not one that reads right (its answers are near chance)."""
+    import train
+    from ground import outputs
+    from model import build_model
+    from recipe.config import training_split
+
+    folder = tmp_path_factory.mktemp("untrained")
+    settings = train.parse_args(TINY_TRAINING + ["--out", str(folder)]).settings
+    keras.utils.set_random_seed(settings.training.seed)  # the same weights every session
+    network = build_model(settings.model)
+    calibration = train.calibrated(network, training_split(mnist, settings.training))
+    record = outputs.run_record(**settings.as_dict(), calibration=calibration)
+    outputs.save_model(network, folder, record)
+    return SavedRun(network, record, folder)
 
 
 @pytest.fixture(scope="session")
@@ -237,6 +258,12 @@ def nan_past_ink(path: Path, most_ink: float) -> Path:
     return onnx_digit_model(path, nodes, constants)
 
 
+def even_odds(path: Path) -> Path:
+    """An ONNX digit model answering ten 0.1s for any image (none holds more than 28x28 of ink):
+    for tests of how an .onnx file is found, checked and read, not of export.py's answers."""
+    return nan_past_ink(path, most_ink=28 * 28)
+
+
 def jpeg_scans(raw: bytes) -> tuple[list[tuple[int, int]], int, int]:
     """Where a JPEG's scans lie (each scan's start and end: its header and coded data), where its
     frame header's height and width are, and where its end-of-image marker is."""
@@ -335,6 +362,14 @@ def draw(page, *strokes):
                 move(x0 + (x1 - x0) * step / 10, y0 + (y1 - y0) * step / 10)
         page.mouse.up()
     page.wait_for_selector("body[data-state='ready']", state="attached")
+
+
+def oversized_photo(folder: Path) -> Path:
+    """A 50 MB "photo" (huge.jpg), past the page's 30 MB bound, as a file: Playwright hands Chromium
+    a file's path, where it would send a buffer this size through its driver (most of a minute)."""
+    path = folder / "huge.jpg"
+    path.write_bytes(b"\xff" * 50_000_000)
+    return path
 
 
 def shown_for(answer: dict) -> str:

@@ -12,10 +12,10 @@ from ground.outputs import folder_lock
 
 
 @pytest.fixture(scope="module")
-def evaluation(trained_run, tmp_path_factory):
-    """evaluate.py on a copy of the tiny run's model: its outputs go beside the model by default."""
+def evaluation(untrained_run, tmp_path_factory):
+    """evaluate.py on a copy of an untrained model: its outputs go beside the model by default."""
     folder = tmp_path_factory.mktemp("evaluated")
-    shutil.copy(trained_run.folder / "model.keras", folder / "model.keras")
+    shutil.copy(untrained_run.folder / "model.keras", folder / "model.keras")
     return evaluate.main(["--model", str(folder / "model.keras")]), folder
 
 
@@ -31,7 +31,7 @@ def test_metrics_json_agrees_with_its_confusion_matrix(evaluation):
     matrix = np.array(metrics["confusion_matrix"])
     assert metrics["accuracy"] == pytest.approx(np.trace(matrix) / 10000)
     assert metrics["per_class"]["4"]["recall"] == pytest.approx(matrix[4, 4] / matrix[4].sum())
-    assert 0.8 < metrics["accuracy"] < 1 and metrics["loss"] > 0
+    assert metrics["loss"] > 0
     top = metrics["most_confused_pairs"][0]
     a, b = top["digits"]
     assert (
@@ -48,8 +48,10 @@ def test_plots_are_png_images(evaluation):
         assert image.ndim == 3 and min(image.shape[:2]) > 300, name
 
 
-def test_accuracy_is_printed(trained_run, capsys, tmp_path):
+@pytest.mark.slow
+def test_a_trained_models_accuracy_is_printed(trained_run, capsys, tmp_path):
     metrics = evaluate.main(["--model", str(trained_run.folder / "model.keras"), "--out", str(tmp_path)])
+    assert 0.8 < metrics["accuracy"] < 1
     out = capsys.readouterr().out
     assert f"test accuracy {metrics['accuracy']:.4f} ({round(metrics['accuracy'] * 10000)}/10000)" in out
     assert "most confused pairs: " in out and "precision" in out
@@ -66,8 +68,8 @@ def test_missing_model_prints_one_line_and_exits_nonzero(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_folder_a_run_is_writing_into_is_not_evaluated_into(trained_run, tmp_path):
-    shutil.copy(trained_run.folder / "model.keras", tmp_path / "model.keras")
+def test_a_folder_a_run_is_writing_into_is_not_evaluated_into(untrained_run, tmp_path):
+    shutil.copy(untrained_run.folder / "model.keras", tmp_path / "model.keras")
     with folder_lock(tmp_path):  # as train.py holds its --out while it trains
         result = run_script("evaluate.py", "--model", str(tmp_path / "model.keras"))
     assert result.returncode == 1 and "Traceback" not in result.stderr

@@ -15,6 +15,7 @@ from data import normalize_images
 from ground import outputs
 
 
+@pytest.mark.slow
 def test_every_format_answers_like_the_keras_model_on_all_test_digits(exported):
     record, folder = exported
     assert set(record["formats"]) == {"saved_model", "onnx", "litert"} and record["failed"] == {}
@@ -28,6 +29,7 @@ def test_every_format_answers_like_the_keras_model_on_all_test_digits(exported):
     assert record["source"]["run"]["weights_sha256"] and record["input"]["range"] == [0.0, 1.0]
 
 
+@pytest.mark.slow
 def test_the_saved_model_serves_probabilities_through_tf_servings_signature(exported, mnist):
     record, folder = exported
     assert record["formats"]["saved_model"]["path"] == "saved_model/mnist/1"
@@ -39,6 +41,7 @@ def test_the_saved_model_serves_probabilities_through_tf_servings_signature(expo
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_new_export_is_the_next_saved_model_version_and_leaves_the_last_untouched(exported, trained_run):
     record, folder = exported
     again = export.main(["--model", str(trained_run.folder / "model.keras"), "--out", str(folder)])
@@ -46,7 +49,8 @@ def test_a_new_export_is_the_next_saved_model_version_and_leaves_the_last_untouc
     assert outputs.sha256_of(folder / "saved_model/mnist/1") == record["formats"]["saved_model"]["sha256"]
 
 
-def test_a_format_failing_its_check_is_not_written_and_the_others_are(trained_run, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_a_format_failing_its_check_is_not_written_and_the_others_are(untrained_run, tmp_path, monkeypatch):
     keras_format, name, runner = export.FORMATS["onnx"]
 
     def reversed_digits(path):  # onnxruntime's answers with the digits in reverse order
@@ -56,7 +60,7 @@ def test_a_format_failing_its_check_is_not_written_and_the_others_are(trained_ru
     monkeypatch.setitem(export.FORMATS, "onnx", (keras_format, name, reversed_digits))
     (tmp_path / "model.onnx").write_bytes(b"an earlier export, perhaps of another model")
     with pytest.raises(SystemExit) as exit_info:
-        export.main(["--model", str(trained_run.folder / "model.keras"), "--out", str(tmp_path)])
+        export.main(["--model", str(untrained_run.folder / "model.keras"), "--out", str(tmp_path)])
     assert exit_info.value.code == 1
     record = json.loads((tmp_path / "export.json").read_text())
     assert "a different digit" in record["failed"]["onnx"] and set(record["formats"]) == {

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import export
-from conftest import chromium, draw, shown_for
+from conftest import chromium, draw, oversized_photo, shown_for
 from ground.saved_network import threshold_of
 from harness.chromium import DESKTOP, PHONE
 from harness.local_server import static_server
@@ -32,6 +32,7 @@ def web_folder(exported):
     return folder / "web"
 
 
+@pytest.mark.slow
 def test_the_web_folder_holds_the_page_the_plain_wasm_runtime_and_the_model_and_lists_them(
     web_folder, exported
 ):
@@ -45,6 +46,7 @@ def test_the_web_folder_holds_the_page_the_plain_wasm_runtime_and_the_model_and_
     assert size <= MAX_FOLDER_BYTES, f"{size:,} bytes"
 
 
+@pytest.mark.slow
 def test_the_page_config_holds_the_python_readers_constants_and_the_calibrated_threshold(
     web_folder, exported
 ):
@@ -168,7 +170,7 @@ def test_bad_input_gets_the_server_pages_messages_and_no_uncaught_exception(stat
             "cannot open it",
             {"name": "notes.png", "mimeType": "image/png", "buffer": b"shopping: milk, eggs\n"},
         ),
-        ("under 30.0 MB", {"name": "huge.jpg", "mimeType": "image/jpeg", "buffer": b"\xff" * 50_000_000}),
+        ("under 30.0 MB", str(oversized_photo(tmp_path))),
         ("cannot open it", {"name": "photo.heic", "mimeType": "image/heic", "buffer": b"\0" * 2_000_000}),
         (python_message(blank.read_bytes()), str(blank)),
         (python_message(specks.read_bytes()), str(specks)),  # "" where the reader reads a digit

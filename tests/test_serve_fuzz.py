@@ -24,8 +24,10 @@ FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 
 
 @pytest.fixture(scope="module")
-def client(trained_run):
-    with TestClient(create_app(keras_classifier(trained_run.model)), raise_server_exceptions=False) as client:
+def client(untrained_run):
+    with TestClient(
+        create_app(keras_classifier(untrained_run.model)), raise_server_exceptions=False
+    ) as client:
         yield client
 
 
@@ -127,8 +129,8 @@ def many_marks(draw):
 
 
 @pytest.fixture(scope="module")
-def hurried_client(trained_run):
-    app = create_app(keras_classifier(trained_run.model), reading_seconds=2.0)
+def hurried_client(untrained_run):
+    app = create_app(keras_classifier(untrained_run.model), reading_seconds=2.0)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 

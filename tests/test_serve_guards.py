@@ -24,10 +24,10 @@ SECONDS = 1.0  # the server's header and upload time limits here
 
 
 @pytest.fixture(scope="module")
-def server(trained_run):
+def server(untrained_run):
     port = free_ports(1)[0]
     server = guarded_server(
-        create_app(keras_classifier(trained_run.model), upload_seconds=SECONDS),
+        create_app(keras_classifier(untrained_run.model), upload_seconds=SECONDS),
         "127.0.0.1",
         port,
         header_seconds=SECONDS,
@@ -160,11 +160,11 @@ def test_a_malformed_request_line_is_answered_400_in_json_with_the_security_head
 
 
 @pytest.fixture
-def patient_server(trained_run):
+def patient_server(untrained_run):
     """A server whose header deadline outlasts the test: slow clients' connections stay open."""
     port = free_ports(1)[0]
     server = guarded_server(
-        create_app(keras_classifier(trained_run.model)), "127.0.0.1", port, header_seconds=60.0
+        create_app(keras_classifier(untrained_run.model)), "127.0.0.1", port, header_seconds=60.0
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

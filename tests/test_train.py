@@ -1,4 +1,5 @@
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from ground.saved_network import load_trained_model
 from recipe.callbacks import completed_epochs
 
 
+@pytest.mark.slow
 def test_training_lowers_loss_on_a_real_slice(trained_run):
     history = json.loads((trained_run.folder / "history.json").read_text())
     assert len(history["loss"]) == 2
@@ -26,6 +28,7 @@ def test_training_lowers_loss_on_a_real_slice(trained_run):
     assert history["val_accuracy"][-1] > 0.8  # chance is 0.1
 
 
+@pytest.mark.slow
 def test_saved_model_reloads_and_predicts_the_same(trained_run, mnist):
     images = normalize_images(mnist.x_test[:200])
     reloaded = load_trained_model(trained_run.folder / "model.keras")
@@ -33,6 +36,7 @@ def test_saved_model_reloads_and_predicts_the_same(trained_run, mnist):
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_run_record_holds_settings_seed_checksums_and_versions(trained_run):
     saved = json.loads((trained_run.folder / "run.json").read_text())
     assert saved == json.loads(json.dumps(trained_run.record))
@@ -49,6 +53,7 @@ def test_run_record_holds_settings_seed_checksums_and_versions(trained_run):
     assert saved["epochs_run"] == 2
 
 
+@pytest.mark.slow
 def test_training_curves_are_a_png(trained_run):
     image = matplotlib.image.imread(trained_run.folder / "training_curves.png")
     assert image.shape[0] > 200 and image.shape[1] > 500
@@ -72,12 +77,14 @@ def test_run_json_as_config_reproduces_the_weights(augmented_run, tmp_path):
     assert again["weights_sha256"] == record["weights_sha256"]
 
 
+@pytest.mark.slow
 def test_another_seed_gives_other_weights(augmented_run, tmp_path):
     record, folder = augmented_run
     _, other = train.main(["--config", str(folder / "run.json"), "--seed", "1", "--out", str(tmp_path)])
     assert other["weights_sha256"] != record["weights_sha256"]
 
 
+@pytest.mark.slow
 def test_saved_network_holds_no_augmentation_and_its_export_answers_the_same_twice(
     augmented_run, mnist, tmp_path
 ):
@@ -221,6 +228,21 @@ def start_and_stop_after_first_epoch(argv, stop_signal, epochs=1):
 RESUMABLE = ["--limit", "3000", "--epochs", "6", "--hidden", "64", "--no-augment", "--batch-size", "32"]
 
 
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory):
+    """What a RESUMABLE run leaves in its folder when it is killed after two epochs: a backup of each
+    (the last and the one before). Killed once; each test that resumes it works on a copy."""
+    folder = tmp_path_factory.mktemp("killed")
+    start_and_stop_after_first_epoch(RESUMABLE + ["--out", str(folder)], signal.SIGKILL, epochs=2)
+    return folder
+
+
+def resumable_copy(killed_run, folder):
+    """`killed_run` copied into `folder`: the flags that resume it there."""
+    shutil.copytree(killed_run, folder, dirs_exist_ok=True)
+    return RESUMABLE + ["--out", str(folder)]
+
+
 @pytest.mark.parametrize(
     "stop_signal", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["kill", "term", "ctrl-c"]
 )
@@ -243,9 +265,8 @@ def test_stopped_training_resumes_and_ends_with_all_epochs(tmp_path, stop_signal
 
 
 @pytest.mark.slow
-def test_other_settings_refuse_to_resume_until_fresh(tmp_path):
-    argv = RESUMABLE + ["--out", str(tmp_path)]
-    start_and_stop_after_first_epoch(argv, signal.SIGKILL)
+def test_other_settings_refuse_to_resume_until_fresh(killed_run, tmp_path):
+    argv = resumable_copy(killed_run, tmp_path)
     other = run_script("train.py", *argv, "--lr", "0.01")
     assert other.returncode == 1 and "holds work done with other settings" in other.stderr
     fresh = run_script("train.py", *argv, "--epochs", "1", "--fresh")
@@ -254,9 +275,8 @@ def test_other_settings_refuse_to_resume_until_fresh(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_damaged_backup_without_an_earlier_one_says_to_start_afresh(tmp_path):
-    argv = RESUMABLE + ["--out", str(tmp_path)]
-    start_and_stop_after_first_epoch(argv, signal.SIGKILL)
+def test_a_damaged_backup_without_an_earlier_one_says_to_start_afresh(killed_run, tmp_path):
+    argv = resumable_copy(killed_run, tmp_path)
     (tmp_path / ".backup" / "training_metadata.json").write_text("")  # as a full disk leaves it
     (tmp_path / ".backup" / "training_metadata.json.bkp").unlink(missing_ok=True)
     damaged = run_script("train.py", *argv)
@@ -267,9 +287,8 @@ def test_a_damaged_backup_without_an_earlier_one_says_to_start_afresh(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_damaged_last_backup_gives_way_to_the_epoch_before(tmp_path):
-    argv = RESUMABLE + ["--out", str(tmp_path)]
-    start_and_stop_after_first_epoch(argv, signal.SIGKILL, epochs=2)
+def test_a_damaged_last_backup_gives_way_to_the_epoch_before(killed_run, tmp_path):
+    argv = resumable_copy(killed_run, tmp_path)
     weights = tmp_path / ".backup" / "latest.weights.h5"
     h5py.File(weights, "w").close()  # the disk filled up before any layer's weights were written
     result = run_script("train.py", *argv)
@@ -298,10 +317,12 @@ def test_a_second_run_on_the_same_folder_says_it_is_in_use_and_touches_nothing(t
     assert "resuming" not in second.stdout
 
 
+@pytest.mark.slow
 def test_tensorboard_logs_hold_each_epochs_loss_accuracy_and_learning_rate(trained_run):
     assert_tensorboard_logs(trained_run.folder / "logs", epochs=trained_run.record["epochs_run"])
 
 
+@pytest.mark.slow
 def test_the_devices_trained_on_are_in_the_record(trained_run):
     import tensorflow as tf
 

@@ -10,6 +10,7 @@ import keras_tuner
 import matplotlib.image
 import pytest
 
+import evaluate
 import train
 import tune
 from conftest import run_script, start_script
@@ -53,6 +54,7 @@ def test_search_writes_its_best_trial_as_a_train_config(search):
     )
 
 
+@pytest.mark.slow
 def test_search_writes_a_markdown_table_and_a_plot(search):
     _, folder = search
     table = (folder / "trials.md").read_text().splitlines()
@@ -63,7 +65,7 @@ def test_search_writes_a_markdown_table_and_a_plot(search):
 
 
 @pytest.mark.slow
-def test_train_takes_the_best_config_and_flags_override_it(search, tmp_path):
+def test_train_takes_the_best_config_and_flags_override_it(search, tmp_path, capsys):
     best, folder = search
     _, record = train.main(
         [
@@ -80,11 +82,11 @@ def test_train_takes_the_best_config_and_flags_override_it(search, tmp_path):
     assert record["model"] == best["model"]
     assert record["training"] == {**best["training"], "epochs": 1, "limit": 1000}
     assert record["epochs_run"] == 1  # the flag, not the config's 3
-    evaluation = run_script("evaluate.py", "--model", str(tmp_path / "model.keras"))
-    assert evaluation.returncode == 0, evaluation.stderr[-2000:]
-    assert "test accuracy" in evaluation.stdout
+    evaluate.main(["--model", str(tmp_path / "model.keras")])  # in this process: TensorFlow is up
+    assert "test accuracy" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_other_search_settings_are_refused_in_the_same_folder(search):
     _, folder = search
     with pytest.raises(SystemExit, match="holds work done with other settings.*--fresh"):
@@ -154,6 +156,7 @@ def test_fixed_settings_are_flags_and_searched_ones_are_not(capsys):
     assert "unrecognized arguments: --lr" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_each_trial_writes_its_own_tensorboard_logs(search):
     _, folder = search
     trials = [row["trial"] for row in read_trials(folder)]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import chromium, digit_row, draw, shown_for
+from conftest import chromium, digit_row, draw, oversized_photo, shown_for
 from harness.chromium import DESKTOP, PHONE
 from harness.local_server import running_server
 from server.guards import MAX_UPLOAD_BYTES
@@ -314,7 +314,7 @@ def test_on_a_phone_a_photo_of_a_three_digit_number_is_read_in_number_mode(live_
 def test_on_a_phone_what_cannot_be_read_says_why_on_screen_and_the_page_reads_on(live_server, tmp_path):
     files = {
         "not an image": {"name": "notes.png", "mimeType": "image/png", "buffer": b"shopping: milk, eggs\n"},
-        "under 30.0 MB": {"name": "huge.jpg", "mimeType": "image/jpeg", "buffer": b"\xff" * 50_000_000},
+        "under 30.0 MB": str(oversized_photo(tmp_path)),
         "cannot open it": {"name": "photo.heic", "mimeType": "image/heic", "buffer": b"\0" * 2_000_000},
     }
     said = {}

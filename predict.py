@@ -7,8 +7,8 @@
     python predict.py my_seven.png --model artifacts/export/model.onnx  # no TensorFlow needed
     python predict.py zip_code.jpg --number --model artifacts/line/model.keras   # read as a line
 
-Each image is brought to MNIST's form by the reader (reader/page.py) (the paper and its printed lines taken
-away, the ink cropped, fitted into 20x20, centred by mass in 28x28); with --number it is first
+Each image is brought to MNIST's form by the reader (reader/page.py: the paper and its printed
+lines taken away, the ink cropped, fitted into 20x20, centred by mass in 28x28); with --number it is first
 split into its digits, or, given a line model (train.py --arch line), read as a whole line by it
 (docs/line-reader.md). A reading less confident than the model's calibrated threshold (in its
 run.json, or in the export.json beside an .onnx file) is "not sure", with its two likeliest digits,

@@ -5,10 +5,10 @@
     number, seen = read_number(probabilities_of, image, threshold)  # number["number"]: "02139"
 
 `probabilities_of` maps float images (n, 28, 28) to probabilities (n, 10), e.g.
-model.probability_model(network).predict. Below a confidence threshold a reading is "not sure",
-with its likeliest digits, and "not a digit" if no two digits explain it: the threshold is
-calibrated on the validation split when a model is trained (trained.calibrate) and saved in its
-run.json. predict.py and serve.py read through here.
+model.probabilities_function(network) or a loaded classifier's. Below a confidence threshold a
+reading is "not sure", with its likeliest digits, and "not a digit" if no two digits explain it:
+the threshold is calibrated on the validation split when a model is trained
+(ground.saved_network.calibrate) and saved in its run.json. predict.py and serve.py read through here.
 """
 
 from __future__ import annotations

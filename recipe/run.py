@@ -117,8 +117,8 @@ class TrainingRun:
 
 
 def calibrated(network: keras.Model, split: tuple, settings: Settings) -> dict | None:
-    """The confidence below which a reading is "not sure" (trained.calibrate), from the validation
-    split (a line model's: from the validation lines); None without one."""
+    """The confidence below which a reading is "not sure" (ground.saved_network.calibrate), from
+    the validation split (a line model's: from the validation lines); None without one."""
     _, _, x_val, y_val = split
     if not len(x_val):
         return None

@@ -73,12 +73,13 @@ def untrained_run(tmp_path_factory, mnist) -> SavedRun:
     from ground import outputs
     from model import build_model
     from recipe.config import training_split
+    from recipe.run import calibrated
 
     folder = tmp_path_factory.mktemp("untrained")
     settings = train.parse_args(TINY_TRAINING + ["--out", str(folder)]).settings
     keras.utils.set_random_seed(settings.training.seed)  # the same weights every session
     network = build_model(settings.model)
-    calibration = train.calibrated(network, training_split(mnist, settings.training))
+    calibration = calibrated(network, training_split(mnist, settings.training), settings)
     record = outputs.run_record(**settings.as_dict(), calibration=calibration)
     outputs.save_model(network, folder, record)
     return SavedRun(network, record, folder)

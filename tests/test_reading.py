@@ -1,4 +1,5 @@
-"""reader/reading.py and trained.calibrate: the "not sure" threshold and how a reading is reported."""
+"""reader/reading.py and ground.saved_network.calibrate: the "not sure" threshold and how a reading
+is reported."""
 
 import numpy as np
 import pytest

@@ -32,6 +32,7 @@ from quiet_tensorflow import import_tensorflow_quietly
 import_tensorflow_quietly()
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -49,8 +50,7 @@ import outputs
 from ctc import decoded_line
 from data import IMAGE_SIZE, LINE_CLASSES, LINE_HEIGHT, NUM_CLASSES, DataError, load_mnist, normalize_images
 from model import probability_model
-from reader.browser import PageModel, RuntimeMissing, write_web_folder
-from reader.classifier import LINE_MODEL_HELP, LineModel, load_line_model, unsure_never
+from reader.browser import PageModel, RuntimeMissing, line_page_model, write_web_folder
 from trained import (
     ModelError,
     checked_classifier,
@@ -104,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", type=Path, help="mnist.npz or a folder of IDX files for the checks [datasets/mnist.npz]"
     )
     parser.add_argument(
-        "--line-model", type=Path, help=f"{LINE_MODEL_HELP}, for the page in web/ to read numbers with [none]"
+        "--line-model",
+        type=Path,
+        help="a line model (train.py --arch line's .keras file, or its model.onnx from export.py), "
+        "for the page in web/ to read numbers with [none: digits only]",
     )
     return parser
 
@@ -237,7 +240,7 @@ def export(model_path: Path, out: Path, data: Path | None = None, line_path: Pat
     network = load_keras_file(model_path)
     if line_path and is_line_network(network):
         raise ModelError(f"{model_path} is a line model: --line-model goes with a digit classifier")
-    line = load_line_model(line_path) if line_path else None  # before the long checks: is it one?
+    line = line_page_model(line_path) if line_path else None  # before the long checks: is it one?
     mnist = load_mnist(data)
     outputs.check_writable(out)
     if is_line_network(network):
@@ -253,7 +256,7 @@ def export(model_path: Path, out: Path, data: Path | None = None, line_path: Pat
     images = normalize_images(mnist.x_test)
     reference = probabilities.predict(images, batch_size=BATCH, verbose=0)
     written, failed = export_all(probabilities, out, images, reference)
-    line_page, line_failure = page_line_model(line_path, line, out, mnist)
+    line_page, line_failure = line_model_for_page(line, out, mnist)
     if line_failure:
         failed["line_model"] = line_failure
     threshold = threshold_of(outputs.record_of(model_path))
@@ -353,23 +356,21 @@ def export_all(
     return written, failed
 
 
-def page_line_model(
-    path: Path | None, line: LineModel | None, out: Path, mnist
-) -> tuple[PageModel | None, str | None]:
-    """The line model at `path` (loaded: `line`) as the page reads it, from an .onnx file: its own,
-    or its export into out/line/ (checked by export_line) if it is a .keras file; and why it is
-    not there, if that export failed."""
-    if path is None:
+def line_model_for_page(line: PageModel | None, out: Path, mnist) -> tuple[PageModel | None, str | None]:
+    """The `line` model as the page reads it, from an .onnx file: its own, or its export into
+    out/line/ (checked by export_line) if it is a .keras file; and why it is not there, if that
+    export failed."""
+    if line is None:
         return None, None
     if line.threshold is None:
-        print(unsure_never(path))
-    if path.suffix.lower() != ".onnx":
-        try:
-            export_line(load_keras_file(path), path, out / LINE_FOLDER, mnist)
-        except ExportError:
-            return None, f"{path} could not be exported to ONNX (see above), so the page reads no numbers"
-        path = out / LINE_FOLDER / FORMATS["onnx"][1]
-    return PageModel(path, line.threshold, line.name), None
+        print(f"note: {line.path} has no calibrated threshold, so the page says no number is not sure")
+    if line.path.suffix.lower() == ".onnx":
+        return line, None
+    try:
+        export_line(load_keras_file(line.path), line.path, out / LINE_FOLDER, mnist)
+    except ExportError:
+        return None, f"{line.path} could not be exported to ONNX (see above), so the page reads no numbers"
+    return dataclasses.replace(line, path=out / LINE_FOLDER / FORMATS["onnx"][1]), None
 
 
 def without_line(model_path: Path, out: Path) -> str:

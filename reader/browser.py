@@ -37,6 +37,7 @@ from data import (
     NUM_CLASSES,
 )
 from reader import division, page, sequence
+from reader.classifier import load_line_model
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WEB_DIR = PROJECT_ROOT / "web"
@@ -74,6 +75,14 @@ class PageModel:
     path: Path
     threshold: float | None
     name: str
+
+
+def line_page_model(path: Path) -> PageModel:
+    """The line model saved at `path` (train.py --arch line's .keras file, or its export's .onnx)
+    as the page names it, with the threshold calibrated in its own record; a ModelError where it
+    is not a line model."""
+    line = load_line_model(path)
+    return PageModel(path, line.threshold, line.name)
 
 
 def reader_constants() -> dict:

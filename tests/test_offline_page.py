@@ -285,6 +285,8 @@ def test_an_export_with_a_line_model_holds_its_checked_onnx_and_its_calibrated_t
         "name": source.name,
     }
     assert (line_web_folder / browser.LINE_MODEL).read_bytes() == (line_export / "model.onnx").read_bytes()
+    onnx = line_export / "model.onnx"  # given as --line-model itself, its record is its export.json
+    assert browser.line_page_model(onnx) == browser.PageModel(onnx, source.threshold, source.name)
     assert checks["same_reading"] == checks["test_lines"] and browser.LINE_MODEL in config["files"]
     assert "no_line_model" not in config["messages"]
     line_constants = {"line_height": data.LINE_HEIGHT, "frame_width": data.FRAME_WIDTH, "blank": data.BLANK}

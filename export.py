@@ -2,6 +2,7 @@
 
     python export.py                                       # artifacts/model.keras -> artifacts/export
     python export.py --model artifacts/cnn/model.keras --out artifacts/cnn-export
+    python export.py --line-model artifacts/line/model.keras    # the page reads numbers too
 
 Writes into --out:
 - saved_model/mnist/<version>/: a SavedModel in TF Serving's layout (versions count up from 1,
@@ -11,6 +12,8 @@ Writes into --out:
   the model they came from;
 - web/: the page that reads in the browser with model.onnx, offline once visited, on any static
   host (docs/offline-page.md); its runtime comes from npm (`npm ci` in runtime/, run here if needed).
+  With --line-model it reads numbers in the browser too: an .onnx line model is taken as it is, a
+  .keras one is exported first into line/ (model.onnx and its export.json, checked as below).
 Every format takes float32 images (n, 28, 28) in [0, 1], as the reader and data.normalize_images make
 them, and returns the ten probabilities (the softmax of the logits). Before a file is moved
 into place it must give the Keras model's digit on all 10,000 test images, probabilities within
@@ -29,6 +32,7 @@ from ground.quiet_tensorflow import import_tensorflow_quietly
 import_tensorflow_quietly()
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -54,7 +58,7 @@ from ground.saved_network import (
     threshold_of,
 )
 from model import probability_model
-from reader.browser import RuntimeMissing, write_web_folder
+from reader.browser import PageModel, RuntimeMissing, line_page_model, write_web_folder
 from recipe import lines
 
 TOLERANCE = 1e-4  # largest difference in any probability from the Keras model's
@@ -62,6 +66,8 @@ BATCH = 1000  # test images per call in the checks
 TEST_LINES = 500  # composed from the test digits, to check a line model's export
 LINE_BATCH = 50
 SERVING_NAME = "mnist"  # TF Serving's model name: saved_model/mnist/<version>/
+LINE_FOLDER = "line"  # where --line-model's .keras file is exported, beside the digit model's formats
+TRAINED_LINE_MODEL = Path("artifacts/line/model.keras")  # where docs/line-reader.md's command saves one
 # The converters Keras's own `model.export` uses; their known failures on Keras 3 models.
 UPSTREAM = {
     "onnx": "tf2onnx via keras export; see onnx/tensorflow-onnx#2329",
@@ -93,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", type=Path, default=Path("artifacts/model.keras"), help="the .keras file train.py saved"
     )
     outputs.add_folder_flags(parser, Path("artifacts/export"), data_use=" for the checks")
+    parser.add_argument(
+        "--line-model",
+        type=Path,
+        help="a line model (train.py --arch line's .keras file, or its model.onnx from export.py), "
+        "for the page in web/ to read numbers with [none: digits only]",
+    )
     return parser
 
 
@@ -216,12 +228,15 @@ def export_format(
     return final, result
 
 
-def export(model_path: Path, out: Path, data: Path | None = None) -> dict:
+def export(model_path: Path, out: Path, data: Path | None = None, line_path: Path | None = None) -> dict:
     """Export the model saved at `model_path` into `out` in every format, each checked against it
-    on MNIST's test set (`data`: datasets/mnist.npz by default); write export.json. Returns its
-    record; raises ModelError, DataError or OutputError, and ExportError when a format failed
-    (after the others are written)."""
+    on MNIST's test set (`data`: datasets/mnist.npz by default), and its page with the line model
+    at `line_path`, if any; write export.json. Returns its record; raises ModelError, DataError or
+    OutputError, and ExportError when a format failed (after the others are written)."""
     network = load_keras_file(model_path)
+    if line_path and is_line_network(network):
+        raise ModelError(f"{model_path} is a line model: --line-model goes with a digit classifier")
+    line = line_page_model(line_path) if line_path else None  # before the long checks: is it one?
     mnist = load_mnist(data)
     outputs.check_writable(out)
     if is_line_network(network):
@@ -237,11 +252,16 @@ def export(model_path: Path, out: Path, data: Path | None = None) -> dict:
     images = normalize_images(mnist.x_test)
     reference = probabilities.predict(images, batch_size=BATCH, verbose=0)
     written, failed = export_all(probabilities, out, images, reference)
-    web = web_folder(out, written, threshold_of(outputs.record_of(model_path)), network.name)
+    line_page, line_failure = line_model_for_page(line, out, mnist)
+    if line_failure:
+        failed["line_model"] = line_failure
+    threshold = threshold_of(outputs.record_of(model_path))
+    web = web_folder(out, written, threshold, network.name, line_page, without_line(model_path, out))
     if web:
         failed["web"] = web
     record = outputs.run_record(
         source={"model": str(model_path), "name": network.name, "run": outputs.record_of(model_path)},
+        line_model=line_page and {"model": str(line_path), "onnx": str(line_page.path), "name": line.name},
         input=INPUT_CONTRACT,
         output={
             "name": "output_0",
@@ -332,14 +352,50 @@ def export_all(
     return written, failed
 
 
-def web_folder(out: Path, written: dict, threshold: float | None, name: str) -> str | None:
-    """Write out/web/, the page reading model.onnx in the browser; why it was not written, if not."""
+def line_model_for_page(line: PageModel | None, out: Path, mnist) -> tuple[PageModel | None, str | None]:
+    """The `line` model as the page reads it, from an .onnx file: its own, or its export into
+    out/line/ (checked by export_line) if it is a .keras file; and why it is not there, if that
+    export failed."""
+    if line is None:
+        return None, None
+    if line.threshold is None:
+        print(f"note: {line.path} has no calibrated threshold, so the page says no number is not sure")
+    if line.path.suffix.lower() == ".onnx":
+        return line, None
+    try:
+        export_line(load_keras_file(line.path), line.path, out / LINE_FOLDER, mnist)
+    except ExportError:
+        return None, f"{line.path} could not be exported to ONNX (see above), so the page reads no numbers"
+    return dataclasses.replace(line, path=out / LINE_FOLDER / FORMATS["onnx"][1]), None
+
+
+def without_line(model_path: Path, out: Path) -> str:
+    """What the page says in place of number mode when it has no line model: how to give it one."""
+    return (
+        "Numbers need a line model, which this export does not have: train one with "
+        f"`python train.py --arch line --out {TRAINED_LINE_MODEL.parent}`, then export with it: "
+        f"`python export.py --model {model_path} --out {out} --line-model {TRAINED_LINE_MODEL}`."
+    )
+
+
+def web_folder(
+    out: Path,
+    written: dict,
+    threshold: float | None,
+    name: str,
+    line: PageModel | None = None,
+    without: str = "",
+) -> str | None:
+    """Write out/web/, the page reading model.onnx in the browser, and numbers with the `line`
+    model if any (else it says `without`); why it was not written, if not."""
     if "onnx" not in written:
         problem = "it reads model.onnx, which was not written"
     else:
         try:
-            write_web_folder(out / "web", out / written["onnx"]["path"], threshold, name)
-            print(f"web: {out / 'web'} (the page, reading in the browser: docs/offline-page.md)")
+            digits = PageModel(out / written["onnx"]["path"], threshold, name)
+            write_web_folder(out / "web", digits, line, without)
+            reads = "digits and numbers" if line else "digits"
+            print(f"web: {out / 'web'} (the page, reading {reads} in the browser: docs/offline-page.md)")
             return None
         except RuntimeMissing as exc:
             problem = str(exc)
@@ -350,7 +406,7 @@ def web_folder(out: Path, written: dict, threshold: float | None, name: str) -> 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     try:
-        return export(args.model, args.out, args.data)
+        return export(args.model, args.out, args.data, args.line_model)
     except ExportError:
         raise SystemExit(1) from None  # each failure is reported above
     except (ModelError, DataError, outputs.OutputError) as exc:

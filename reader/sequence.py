@@ -27,6 +27,18 @@ from reader.page import SOURCE_SIZE, WORK_SIDE, ImageError, page_ink
 # wider holds more than a number, or is a rule or a scribble, and would cost a long reading.
 MAX_LINE_ASPECT = 40
 NOT_A_DIGIT_MARK = "✕"  # in the number, where the line holds a symbol that is not a digit
+# What a refused line is told, filled in here and by the page's reader in the browser (reader/browser.py
+# writes them into its config): one wording for both.
+TOO_THIN = (
+    "the number is {height} px tall as read (images are read at most {work_side} px across): "
+    "crop the image closer to it, or write it larger"
+)
+TOO_WIDE = (
+    "the line is {aspect} times as wide as tall, more than a number of {max_digits} digits: "
+    "crop the image closer to the number"
+)
+NO_SYMBOL = "no digit found: the line model reads no symbol in the ink"
+TOO_MANY = str(too_many("{count} symbols"))
 
 
 def read_line(
@@ -39,16 +51,10 @@ def read_line(
     rows = np.flatnonzero((ink >= INK_THRESHOLD * 255).any(axis=1))
     columns = np.flatnonzero((ink >= INK_THRESHOLD * 255).any(axis=0))
     if rows[-1] + 1 - rows[0] < MIN_NUMBER_HEIGHT:
-        raise ImageError(
-            f"the number is {rows[-1] + 1 - rows[0]} px tall as read (images are read at most "
-            f"{WORK_SIDE} px across): crop the image closer to it, or write it larger"
-        )
+        raise ImageError(TOO_THIN.format(height=rows[-1] + 1 - rows[0], work_side=WORK_SIDE))
     aspect = (columns[-1] + 1 - columns[0]) / (rows[-1] + 1 - rows[0])
     if aspect > MAX_LINE_ASPECT:
-        raise ImageError(
-            f"the line is {aspect:.0f} times as wide as tall, more than a number of {MAX_DIGITS} digits: "
-            "crop the image closer to the number"
-        )
+        raise ImageError(TOO_WIDE.format(aspect=f"{aspect:.0f}", max_digits=MAX_DIGITS))
     line = line_style(ink)
     line = np.pad(line, ((0, 0), (0, -line.shape[1] % FRAME_WIDTH)))  # whole frames
     deadline.check()
@@ -56,9 +62,9 @@ def read_line(
     deadline.check()
     symbols = decoded_line(probabilities)
     if not symbols:
-        raise ImageError("no digit found: the line model reads no symbol in the ink")
+        raise ImageError(NO_SYMBOL)
     if len(symbols) > MAX_DIGITS:
-        raise too_many(f"{len(symbols)} symbols")
+        raise ImageError(TOO_MANY.format(count=len(symbols)))
     confidence = line_confidence(probabilities, symbols)
     unsure = model.threshold is not None and confidence < model.threshold
     # Line pixels back to the page's: line_style cropped the ink, scaled it and added a margin.

@@ -1,23 +1,41 @@
 """The page export.py writes into DIR/web/: the folder itself, and the page in headless Chromium
-served by `python -m http.server` alone, reading in the browser, offline, and as the Python reader
-reads (the parity test)."""
+served by `python -m http.server` alone, reading digits (and numbers, exported with a line model)
+in the browser, offline, and as the Python reader reads them (the parity tests)."""
 
 import base64
 import contextlib
 import json
 import shutil
 
+import keras
+import numpy as np
 import pytest
 from PIL import Image
 
+import data
 import export
 from conftest import chromium, draw, oversized_photo, shown_for
+from ground import outputs
 from ground.saved_network import threshold_of
 from harness.chromium import DESKTOP, PHONE
 from harness.local_server import static_server
-from harness.page_corpus import READ_IN_BROWSER, disagreements, parity_corpus, python_reading
+from harness.page_corpus import (
+    READ_IN_BROWSER,
+    READ_NUMBER_IN_BROWSER,
+    answers_in,
+    disagreements,
+    number_corpus,
+    number_disagreements,
+    number_flag,
+    parity_corpus,
+    python_number,
+    python_reading,
+    refused_lines,
+    said,
+)
+from model import LOGITS_LAYER
 from reader import browser
-from reader.classifier import load_classifier
+from reader.classifier import load_classifier, load_line_model
 
 MAX_FOLDER_BYTES = 25_000_000  # the issue's bound on the folder a phone downloads once
 SEVEN = [(0.25, 0.2), (0.75, 0.2), (0.4, 0.9)]  # the bar, then the diagonal
@@ -56,6 +74,14 @@ def test_the_page_config_holds_the_python_readers_constants_and_the_calibrated_t
     assert config["reader"]["digit_box"] == 20 and config["reader"]["work_side"] == 1024
     assert config["digit_model"]["threshold"] == threshold_of(record["source"]["run"]) is not None
     assert config["api"] is False and config["offline"] is True
+
+
+def test_an_export_without_a_line_model_names_none_and_tells_how_to_add_one(web_folder, trained_run):
+    config = json.loads((web_folder / "config.json").read_text())
+    model, out = trained_run.folder / "model.keras", web_folder.parent
+    assert config["line_model"] is None and not (web_folder / browser.LINE_MODEL).exists()
+    assert config["messages"]["no_line_model"] == export.without_line(model, out)
+    assert f"python export.py --model {model} --out {out} --line-model " in export.without_line(model, out)
 
 
 def test_where_npm_is_missing_the_web_folder_is_reported_in_one_line_and_not_written(
@@ -116,8 +142,9 @@ def test_the_exported_page_goes_offline_reloads_from_its_own_cache_and_reads_a_d
         offline, error = page.locator("#digit").text_content(), page.locator("#error").text_content()
         expected = shown_for(python_reading_of_the_pad(page, classifier))
         number_mode = page.locator("input[value=number]").is_disabled()
+        note = page.locator("#note").text_content()
     assert error == "" and offline == online == expected
-    assert number_mode  # no line model in this export: digit mode only
+    assert number_mode and "--line-model" in note  # no line model in this export: digit mode only
     strangers = [url for url in requested if not url.startswith(static_page)]
     assert not strangers and not problems, (strangers, problems)
 
@@ -189,22 +216,149 @@ def test_bad_input_gets_the_server_pages_messages_and_no_uncaught_exception(stat
     assert shown != "–" and error == "" and not problems, problems
 
 
-BATCH = 50  # files per call into the page
-
-
 @pytest.mark.browser
 def test_the_browser_reads_the_corpus_as_the_python_reader_does(static_page, web_folder, mnist):
     files = parity_corpus(mnist)
     classifier = load_classifier(web_folder.parent / "model.onnx")
     python = {name: python_reading(raw, classifier) for name, raw in files.items()}
-    names, encoded = list(files), [base64.b64encode(raw).decode() for raw in files.values()]
     with exported_page(static_page) as (page, _, _, problems):
-        page.wait_for_selector("body[data-reader='browser']", state="attached")
-        answers = []
-        for start in range(0, len(names), BATCH):
-            answers += page.evaluate(READ_IN_BROWSER, encoded[start : start + BATCH])
-    in_browser = dict(zip(names, answers, strict=True))
+        in_browser = answers_in(page, READ_IN_BROWSER, files)
     digits, flags = disagreements(python, in_browser)
     listed = "\n".join(f"{n}: python {python[n]}\n  browser {in_browser[n]}" for n in {*digits, *flags})
-    assert len(digits) <= 0.005 * len(names) and len(flags) <= 0.01 * len(names), listed
+    assert len(digits) <= 0.005 * len(files) and len(flags) <= 0.01 * len(files), listed
+    assert not problems, problems
+
+
+# --- Number mode: the page exported with a line model. ---
+CALIBRATION_NUMBERS = 100  # of the corpus, to give the untrained line model a threshold
+# An untrained line model's probabilities are all near 1/12, below any threshold train.py calibrates
+# (threshold_of takes none under 1/10): its logits scaled up spread them as a trained model's are,
+# and read the same symbols.
+SHARPER = 30
+
+
+@pytest.fixture(scope="module")
+def numbers(mnist):
+    return number_corpus(mnist)
+
+
+@pytest.fixture(scope="module")
+def calibrated_line_model(line_model_file, numbers, tmp_path_factory):
+    """The untrained line model, sharper, beside a run record as train.py writes one, its threshold
+    the median line confidence on the corpus's first numbers: about half its readings are not sure."""
+    folder = tmp_path_factory.mktemp("calibrated-line")
+    network = keras.models.load_model(line_model_file)
+    logits = network.get_layer(LOGITS_LAYER)
+    logits.set_weights([SHARPER * weights for weights in logits.get_weights()])
+    network.save(folder / "model.keras")
+    line = load_line_model(folder / "model.keras")
+    read = [python_number(raw, line) for raw in list(numbers.values())[:CALIBRATION_NUMBERS]]
+    threshold = float(np.median([answer["confidence"] for answer in read if "confidence" in answer]))
+    outputs.write_json(folder / "run.json", {"calibration": {"threshold": threshold}})
+    return folder / "model.keras"
+
+
+@pytest.fixture(scope="module")
+def line_web_folder(trained_run, calibrated_line_model, tmp_path_factory):
+    """export.py's folder for the tiny digit model with the line model (a .keras file): its web/."""
+    out = tmp_path_factory.mktemp("export-with-line")
+    model = str(trained_run.folder / "model.keras")
+    export.main(["--model", model, "--out", str(out), "--line-model", str(calibrated_line_model)])
+    return out / "web"
+
+
+@pytest.fixture(scope="module")
+def line_page(line_web_folder):
+    with static_server(line_web_folder) as url:
+        yield url
+
+
+@pytest.mark.slow
+def test_an_export_with_a_line_model_holds_its_checked_onnx_and_its_calibrated_threshold(
+    line_web_folder, calibrated_line_model
+):
+    config = json.loads((line_web_folder / "config.json").read_text())
+    line_export = line_web_folder.parent / export.LINE_FOLDER
+    checks = json.loads((line_export / "export.json").read_text())["formats"]["onnx"]["checks"]
+    source = load_line_model(calibrated_line_model)  # its threshold from its run.json
+    assert source.threshold == threshold_of(outputs.record_of(calibrated_line_model)) is not None
+    assert config["line_model"] == {
+        "path": browser.LINE_MODEL,
+        "threshold": source.threshold,
+        "name": source.name,
+    }
+    assert (line_web_folder / browser.LINE_MODEL).read_bytes() == (line_export / "model.onnx").read_bytes()
+    onnx = line_export / "model.onnx"  # given as --line-model itself, its record is its export.json
+    assert browser.line_page_model(onnx) == browser.PageModel(onnx, source.threshold, source.name)
+    assert checks["same_reading"] == checks["test_lines"] and browser.LINE_MODEL in config["files"]
+    assert "no_line_model" not in config["messages"]
+    line_constants = {"line_height": data.LINE_HEIGHT, "frame_width": data.FRAME_WIDTH, "blank": data.BLANK}
+    assert line_constants.items() <= config["reader"].items()
+    size = sum(path.stat().st_size for path in line_web_folder.rglob("*") if path.is_file())
+    assert size <= MAX_FOLDER_BYTES, f"{size:,} bytes"
+
+
+def python_number_of_the_pad(page, line) -> dict:
+    """The Python reader's number for the pad as drawn (its PNG, as the server page sends it)."""
+    return python_number(base64.b64decode(page.evaluate("pad.toDataURL('image/png')").split(",", 1)[1]), line)
+
+
+ONE = [(0.1, 0.2), (0.1, 0.8)]
+FOUR = ([(0.3, 0.2), (0.25, 0.6), (0.4, 0.6)], [(0.37, 0.3), (0.37, 0.85)])
+
+
+@pytest.mark.browser
+def test_offline_number_mode_reads_a_drawn_number_in_the_browser_as_the_python_reader_does(
+    line_page, line_web_folder
+):
+    line = load_line_model(line_web_folder.parent / export.LINE_FOLDER / "model.onnx")
+    with exported_page(line_page, PHONE) as (page, context, requested, problems):
+        page.wait_for_function("navigator.serviceWorker.controller !== null")
+        context.set_offline(True)
+        page.reload()
+        page.wait_for_selector("body[data-reader='browser']", state="attached")
+        page.check("input[value=number]")
+        draw(page, ONE, *FOUR)
+        shown, error = page.locator("#digit").text_content(), page.locator("#error").text_content()
+        boxes, pieces = page.locator("#boxes").get_attribute("data-count"), page.locator("#pieces li").count()
+        expected = python_number_of_the_pad(page, line)
+    if "error" in expected:  # an untrained model may read more symbols than a number holds
+        assert error == f"Could not read it: {expected['error']}"
+    else:
+        assert (shown, error) == (expected["number"], "")
+        assert int(boxes) == pieces == len(expected["digits"])  # a box round each, and what it saw
+    strangers = [url for url in requested if not url.startswith(line_page)]
+    assert not strangers and not problems, (strangers, problems)
+
+
+@pytest.mark.browser
+def test_number_mode_refuses_the_lines_the_python_reader_refuses_with_its_messages(
+    line_page, line_web_folder
+):
+    line = load_line_model(line_web_folder.parent / export.LINE_FOLDER / "model.onnx")
+    said = {}
+    with exported_page(line_page) as (page, _, _, problems):
+        page.check("input[value=number]")
+        for name, raw in refused_lines().items():
+            page.set_input_files("#upload", {"name": f"{name}.png", "mimeType": "image/png", "buffer": raw})
+            page.wait_for_selector("body[data-state='ready']", state="attached")
+            said[name] = (page.locator("#error").text_content(), python_number(raw, line).get("error"))
+    for name, (message, python) in said.items():
+        assert python and message == f"Could not read it: {python}", (name, message, python)
+    assert not problems, problems
+
+
+@pytest.mark.browser
+def test_the_browser_reads_the_number_corpus_as_the_python_reader_does(line_page, line_web_folder, numbers):
+    line = load_line_model(line_web_folder.parent / export.LINE_FOLDER / "model.onnx")
+    python = {name: python_number(raw, line) for name, raw in numbers.items()}
+    with exported_page(line_page) as (page, _, _, problems):
+        in_browser = answers_in(page, READ_NUMBER_IN_BROWSER, numbers)
+    strings, flags = number_disagreements(python, in_browser)
+    listed = "\n".join(
+        f"{n}: python {said(python[n])} ({number_flag(python[n])}), "
+        f"browser {said(in_browser[n])} ({number_flag(in_browser[n])})"
+        for n in {*strings, *flags}
+    )
+    assert len(strings) <= 0.005 * len(numbers) and len(flags) <= 0.01 * len(numbers), listed
     assert not problems, problems

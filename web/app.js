@@ -1,8 +1,9 @@
 // Drawing pad: pointer events (mouse, pen, touch). When a stroke ends, or a photo is chosen, the
 // page reads it. Where config.json names a digit model and WebAssembly runs, one digit is read in
-// this browser (reader.js, then the model on ONNX Runtime Web): nothing drawn or photographed leaves
-// the device, and the page works offline. Otherwise, and for a number, the canvas is sent as a PNG
-// to serve.py's /api/predict or /api/number, and a photo turned upright, shrunk and sent as a JPEG.
+// this browser (reader.js, then the model on ONNX Runtime Web), and a number too where it names a
+// line model: nothing drawn or photographed leaves the device, and the page works offline.
+// Otherwise the canvas is sent as a PNG to serve.py's /api/predict or /api/number, and a photo
+// turned upright, shrunk and sent as a JPEG.
 // The same page is served by serve.py and written by export.py (reader/browser.py).
 const pad = document.getElementById("pad");
 const context = pad.getContext("2d");
@@ -17,8 +18,9 @@ let drawing = false;
 // Each stroke or photo is a new request from the moment it ends or is chosen: answers to older
 // ones, arriving late, are dropped.
 let latestRequest = 0;
-let config = { digit_model: null, api: true, offline: false };  // serve.py's page, until read
+let config = { digit_model: null, line_model: null, api: true, offline: false };  // serve.py's page, until read
 let browserModel = null;  // the digit model's session on ONNX Runtime Web, once loaded
+let lineModel = null;  // the line model's, where config.json names one
 
 const TITLES = { digit: "Draw a digit", number: "Write a number" };
 const HINTS = {
@@ -87,7 +89,7 @@ async function endStroke() {
   drawing = false;
   document.body.dataset.state = "busy";
   const request = ++latestRequest;
-  if (await readsHere()) readHere(context.getImageData(0, 0, pad.width, pad.height), request);
+  if (await readsHere()) readHere(context.getImageData(0, 0, pad.width, pad.height), DRAWN, request);
   else pad.toBlob((png) => predict(png, DRAWN, request), "image/png");
 }
 pad.addEventListener("pointerup", endStroke);
@@ -147,21 +149,23 @@ async function preparedPhoto(photo) {
 }
 
 // A photo read in this browser: upright, at most WORK_SIDE px across (as reader.page.read_image
-// makes it), shown on the pad and read.
+// makes it), shown on the pad and read; a number's boxes, in the photo's own pixels, drawn over it.
 async function readPhotoHere(photo, request) {
-  let picture;
+  let picture, source;
   try {
-    picture = await photoCanvas(photo);
+    ({ picture, source } = await photoCanvas(photo));
   } catch (failure) {
     showError(`Could not read the photo: ${failure.message}`);
     document.body.dataset.state = "ready";
     return;
   }
   if (request !== latestRequest) return;
-  fitted(picture);
-  readHere(picture.getContext("2d").getImageData(0, 0, picture.width, picture.height), request);
+  const shown = fitted(picture);
+  const placement = { ...shown, scale: (shown.scale * picture.width) / source[0] };
+  readHere(picture.getContext("2d").getImageData(0, 0, picture.width, picture.height), placement, request, source);
 }
 
+// The photo upright on a canvas at most WORK_SIDE px across, and its own size (width, height).
 async function photoCanvas(photo) {
   refuseHuge(photo);
   let bitmap;
@@ -178,8 +182,9 @@ async function photoCanvas(photo) {
   const drawer = picture.getContext("2d", { willReadFrequently: true });
   drawer.imageSmoothingQuality = "high";
   drawer.drawImage(bitmap, 0, 0, width, height);
+  const source = [bitmap.width, bitmap.height];
   bitmap.close();
-  return picture;
+  return { picture, source };
 }
 
 // Pillow's Image.thumbnail size: the aspect kept, the side that fits rounded to keep it best.
@@ -191,18 +196,15 @@ function thumbnailSize(width, height, side) {
   return [side, nearest(side / aspect, (n) => (n === 0 ? 0 : Math.abs(aspect - side / n)))];
 }
 
-// One digit read here: reader.js's steps, the model, and reading() with the export's threshold.
-async function readHere(pixels, request) {
+// A digit or a number read here, as the API would answer; `source`: the size of the image as sent
+// (a photo's own), which a number's boxes are given in.
+async function readHere(pixels, placement, request, source = [pixels.width, pixels.height]) {
   try {
-    const digit = inkReader.mnistStyleDigit(pixels.data, pixels.width, pixels.height);
-    const row = await probabilitiesOf(digit);
+    const number = mode() === "number";
+    const answer = number ? await numberOf(pixels, source) : await digitOf(pixels);
     if (request !== latestRequest) return;
     showError("");
-    showDigit({
-      ...inkReader.reading(row, config.digit_model.threshold),
-      probabilities: Array.from(row),
-      preprocessed: dataUrlOf(digit),
-    });
+    if (number) showNumber(answer, placement); else showDigit(answer);
     onScreen(document.querySelector(".answer"));
   } catch (failure) {
     if (request === latestRequest) showError(`Could not read it: ${failure.message}`);
@@ -211,21 +213,47 @@ async function readHere(pixels, request) {
   }
 }
 
-// uint8 (28, 28) -> the model's ten probabilities, after data.normalize_images (/ 255).
-async function probabilitiesOf(digit) {
-  const { ort, session } = await browserModel;
+// One digit: reader.js's steps, the model, and reading() with the export's threshold.
+async function digitOf(pixels) {
+  const digit = inkReader.mnistStyleDigit(pixels.data, pixels.width, pixels.height);
+  const row = await probabilitiesOf(digit);
   const side = config.reader.image_size;
-  const images = new ort.Tensor("float32", Float32Array.from(digit, (value) => value / 255), [1, side, side]);
-  const answer = await session.run({ [session.inputNames[0]]: images });
-  return Array.from(answer[session.outputNames[0]].data);
+  return {
+    ...inkReader.reading(row, config.digit_model.threshold),
+    probabilities: Array.from(row),
+    preprocessed: dataUrlOf({ width: side, height: side, data: digit }),
+  };
 }
 
-function dataUrlOf(digit) {
+// A number: reader.js's line, the line model, and the reading of its symbols (reader/sequence.py).
+async function numberOf(pixels, source) {
+  const found = inkReader.numberLine(pixels.data, pixels.width, pixels.height);
+  const rows = await modelOutput(lineModel, found.line);
+  const { seen, ...answer } = inkReader.numberReading(found, rows, config.line_model.threshold, source);
+  answer.digits.forEach((item, i) => { item.preprocessed = dataUrlOf(seen[i]); });
+  return answer;
+}
+
+// uint8 (28, 28) -> the model's ten probabilities.
+async function probabilitiesOf(digit) {
   const side = config.reader.image_size;
-  const canvas = Object.assign(document.createElement("canvas"), { width: side, height: side });
+  return Array.from(await modelOutput(browserModel, { width: side, height: side, data: digit }));
+}
+
+// A uint8 image (a digit, or a line) -> what `model` answers for it, as data.normalize_images and
+// read_line give it to the model: float32 / 255, a batch of one.
+async function modelOutput(model, { width, height, data }) {
+  const { ort, session } = await model;
+  const input = new ort.Tensor("float32", Float32Array.from(data, (value) => value / 255), [1, height, width]);
+  const answer = await session.run({ [session.inputNames[0]]: input });
+  return answer[session.outputNames[0]].data;
+}
+
+function dataUrlOf({ width, height, data }) {
+  const canvas = Object.assign(document.createElement("canvas"), { width, height });
   const drawer = canvas.getContext("2d");
-  const pixels = drawer.createImageData(side, side);
-  digit.forEach((value, i) => pixels.data.set([value, value, value, 255], 4 * i));
+  const pixels = drawer.createImageData(width, height);
+  data.forEach((value, i) => pixels.data.set([value, value, value, 255], 4 * i));
   drawer.putImageData(pixels, 0, 0);
   return canvas.toDataURL("image/png");
 }
@@ -380,31 +408,40 @@ async function start() {
   if (config.digit_model && typeof WebAssembly !== "object") {
     if (!config.api) showError("This browser cannot run WebAssembly, which the page reads with: open it in a current Chrome, Firefox, Safari or Edge.");
   } else if (config.digit_model) {
-    browserModel = loadModel();
-    browserModel.catch((failure) => showError(`Could not load the model: ${failure.message}`));
+    browserModel = loadModel(config.digit_model);
+    if (config.line_model) lineModel = loadModel(config.line_model);
+    for (const model of [browserModel, lineModel]) {
+      model?.catch((failure) => showError(`Could not load the model: ${failure.message}`));
+    }
   }
   document.body.dataset.reader = browserModel ? "browser" : "server";
 }
 
-async function loadModel() {
+async function loadModel({ path }) {
   const ort = await import(`./${config.runtime.folder}${config.runtime.entry}`);
   ort.env.wasm.numThreads = 1;  // threads need cross-origin isolation, which a static host lacks
   ort.env.wasm.wasmPaths = new URL(config.runtime.folder, location.href).href;  // never a CDN
-  const session = await ort.InferenceSession.create(config.digit_model.path, { executionProviders: ["wasm"] });
+  const session = await ort.InferenceSession.create(path, { executionProviders: ["wasm"] });
   return { ort, session };
 }
 
 async function readsHere() {
   await started;
-  return browserModel !== null && mode() === "digit";
+  return browserModel !== null && (mode() === "digit" || lineModel !== null);
 }
 
-// A static host has no API: number mode waits for a line model, and the docs link has no page.
+// A static host has no API: without a line model there is no number mode (the note says how to
+// add one), and the docs link has no page.
 function withoutServer() {
-  const number = document.querySelector("input[value=number]");
-  number.disabled = true;
-  number.parentElement.title = "Numbers need a line model, which this export does not have: see docs/offline-page.md";
+  const { digit_model: digits, line_model: line } = config;
+  const readers = line ? `Digits read in this browser by ${digits.name}, numbers by ${line.name}` : `Read in this browser by ${digits.name}`;
+  let note = `${readers}: nothing drawn or photographed leaves it.`;
+  if (!line) {
+    const number = document.querySelector("input[value=number]");
+    number.disabled = true;
+    number.parentElement.title = config.messages.no_line_model;
+    note += ` ${config.messages.no_line_model}`;
+  }
   document.getElementById("docs").hidden = true;
-  document.getElementById("note").textContent = `Read in this browser by ${config.digit_model.name}: ` +
-    "nothing drawn or photographed leaves it. Numbers need serve.py, or an export with a line model (docs/offline-page.md).";
+  document.getElementById("note").textContent = note;
 }

@@ -1,14 +1,19 @@
 // The Python reader's steps, ported once to run in the browser: an image's pixels -> its ink off the
 // page (reader/page.py) -> MNIST's 28x28 form (data.mnist_style) -> float input in [0, 1]
-// (data.normalize_images) -> the ONNX model -> the reading (reader/reading.py). Every number comes
-// from the config export.py writes (reader/browser.py), never from here. Arrays are row-major
-// Float32Array images { data, width, height }, as NumPy's float32 ones.
+// (data.normalize_images) -> the ONNX model -> the reading (reader/reading.py). A number: its ink
+// -> the line form (data.line_style) -> the ONNX line model -> CTC's decoding and confidences
+// (ctc.py) -> the number, its digits' boxes and readings (reader/sequence.py's read_line). Every
+// number comes from the config export.py writes (reader/browser.py), never from here. Arrays are
+// row-major Float32Array images { data, width, height }, as NumPy's float32 ones.
 //
 // Simplified, with why:
 // - An image over WORK_SIDE px is shrunk by the browser's own filter, not Pillow's (a digit ends
-//   20 px, so the filter does not change what is read); smaller images are read pixel for pixel.
+//   20 px and a line 32 px tall, so the filter seldom changes what is read: bench/offline_page.py
+//   measures it on large photos of numbers); smaller images are read pixel for pixel.
 // - The browser decodes the file (any format it can draw) and applies its EXIF orientation; the
 //   server's guards against hostile files (JPEG scans, decompression bombs) are the browser's job.
+// - A gap's sureness adds its two neighbours' probabilities in the order they stand, not in the
+//   order of ctc.py's Python set: the sum may differ in the last bit of a double.
 // Everything else follows the Python step by step: Pillow's resampling filters, SciPy's Gaussian,
 // grey closing/opening, labelling, distance transform and dilation, NumPy's percentiles and its
 // rounding half to even.
@@ -17,6 +22,7 @@
 const inkReader = (() => {
   let C = null; // config.reader
   let MESSAGES = null;
+  const LIKELIEST = 3; // the likeliest digits a reading lists: reading.reading's and read_line's `top`
 
   class ImageError extends Error {}
 
@@ -448,35 +454,51 @@ const inkReader = (() => {
     return add(pairwiseSum(values, start, half), pairwiseSum(values, start + half, count - half));
   }
 
-  // --- data.mnist_style: crop to the ink, longer side to DIGIT_BOX, centre of mass in the field. ---
-  function croppedToInk(ink) {
+  // --- data.cropped_to_ink: the box holding the ink (INK_THRESHOLD of full and more). ---
+  // Its first and last rows and columns of ink, inclusive, in columns [from, to) of `ink`.
+  function inkBounds(ink, from = 0, to = ink.width) {
     const threshold = C.ink_threshold * 255;
     let top = Infinity, bottom = -1, left = Infinity, right = -1;
     for (let y = 0; y < ink.height; y++) {
-      for (let x = 0; x < ink.width; x++) {
+      for (let x = from; x < to; x++) {
         if (ink.data[y * ink.width + x] < threshold) continue;
         top = Math.min(top, y); bottom = Math.max(bottom, y); left = Math.min(left, x); right = Math.max(right, x);
       }
     }
+    return { top, bottom, left, right, inked: bottom >= 0 };
+  }
+
+  // The ink's box, its faint paper texture made paper (as mnist_style and line_style do).
+  function inkInItsBox(ink) {
+    const { top, bottom, left, right } = inkBounds(ink);
     const crop = image(right - left + 1, bottom - top + 1);
     for (let y = 0; y < crop.height; y++) {
-      for (let x = 0; x < crop.width; x++) crop.data[y * crop.width + x] = ink.data[(y + top) * ink.width + x + left];
+      for (let x = 0; x < crop.width; x++) {
+        const value = ink.data[(y + top) * ink.width + x + left];
+        crop.data[y * crop.width + x] = value < (C.ink_threshold * 255) / 2 ? 0 : value;
+      }
     }
     return crop;
   }
 
-  function mnistStyle(ink) {
-    const crop = croppedToInk(ink);
-    crop.data = crop.data.map((value) => (value < (C.ink_threshold * 255) / 2 ? 0 : value)); // paper texture
-    const scale = C.digit_box / Math.max(crop.width, crop.height);
-    const digit = resize(crop, Math.max(1, roundHalfEven(crop.width * scale)), Math.max(1, roundHalfEven(crop.height * scale)), "lanczos");
+  // Clipped at 0 and scaled so that its strongest pixel is full ink, in float32 as NumPy's (the
+  // scale is the float32 of 255 / the strongest, at least `least`).
+  function fullInk(resized, least) {
     let strongest = 0;
-    for (let i = 0; i < digit.data.length; i++) {
-      digit.data[i] = Math.max(0, digit.data[i]);
-      strongest = Math.max(strongest, digit.data[i]);
+    for (let i = 0; i < resized.data.length; i++) {
+      resized.data[i] = Math.max(0, resized.data[i]);
+      strongest = Math.max(strongest, resized.data[i]);
     }
-    const full = Math.fround(255 / strongest);
-    for (let i = 0; i < digit.data.length; i++) digit.data[i] *= full; // stored as float32, as NumPy's
+    const full = Math.fround(255 / Math.max(strongest, least));
+    for (let i = 0; i < resized.data.length; i++) resized.data[i] *= full; // stored as float32
+    return resized;
+  }
+
+  // --- data.mnist_style: crop to the ink, longer side to DIGIT_BOX, centre of mass in the field. ---
+  function mnistStyle(ink) {
+    const crop = inkInItsBox(ink);
+    const scale = C.digit_box / Math.max(crop.width, crop.height);
+    const digit = fullInk(resize(crop, Math.max(1, roundHalfEven(crop.width * scale)), Math.max(1, roundHalfEven(crop.height * scale)), "lanczos"), 0);
     // The centre of mass in NumPy's float32 sums: a digit drawn symmetrically puts it on a half
     // pixel, where the last bit of the sum decides which way it rounds.
     const { width, height, data } = digit;
@@ -500,7 +522,7 @@ const inkReader = (() => {
   }
 
   // --- reader/reading.py's reading(): digit, confidence, not sure, not a digit, likeliest. ---
-  function reading(row, threshold, top = 3) {
+  function reading(row, threshold, top = LIKELIEST) {
     const ranked = Array.from(row.keys()).sort((a, b) => row[b] - row[a]);
     const confidence = row[ranked[0]];
     const notSure = threshold !== null && confidence < threshold;
@@ -517,10 +539,163 @@ const inkReader = (() => {
   // An image's RGBA pixels -> uint8 (28, 28), as reader.page.mnist_style_digit.
   const mnistStyleDigit = (rgba, width, height) => mnistStyle(pageInk(rgba, width, height));
 
+  // A message of config.messages with its {names} filled in, as Python's str.format fills them.
+  const filled = (template, values) => template.replace(/\{(\w+)\}/g, (_, name) => String(values[name]));
+
+  // --- data.line_style: the ink LINE_INK_HEIGHT px tall, LINE_MARGIN px of paper round it. ---
+  // uint8 (LINE_HEIGHT, w), w then padded to whole frames of FRAME_WIDTH px, as read_line pads it.
+  function lineStyle(ink) {
+    const crop = inkInItsBox(ink);
+    const scale = C.line_ink_height / crop.height;
+    const line = fullInk(resize(crop, Math.max(1, roundHalfEven(crop.width * scale)), C.line_ink_height, "bilinear"), 1e-6);
+    const margin = C.line_margin;
+    const width = line.width + 2 * margin;
+    const framed = width + ((C.frame_width - (width % C.frame_width)) % C.frame_width);
+    const out = { width: framed, height: line.height + 2 * margin, data: new Uint8Array(framed * (line.height + 2 * margin)) };
+    for (let y = 0; y < line.height; y++) {
+      for (let x = 0; x < line.width; x++) out.data[(y + margin) * framed + x + margin] = roundHalfEven(line.data[y * line.width + x]);
+    }
+    return out;
+  }
+
+  // --- reader/sequence.py's read_line, up to the model: the line it reads, where the ink lies. ---
+  // Refuses, with the Python reader's messages, a line too thin to read or wider than a number.
+  function numberLine(rgba, width, height) {
+    const ink = pageInk(rgba, width, height);
+    const bounds = inkBounds(ink);
+    const tall = bounds.bottom + 1 - bounds.top;
+    if (tall < C.min_number_height) throw new ImageError(filled(MESSAGES.too_thin, { height: tall, work_side: C.work_side }));
+    const aspect = (bounds.right + 1 - bounds.left) / tall;
+    if (aspect > C.max_line_aspect) {
+      throw new ImageError(filled(MESSAGES.too_wide, { aspect: roundHalfEven(aspect), max_digits: C.max_digits })); // Python's :.0f
+    }
+    return { ink, bounds, line: lineStyle(ink), size: [width, height] };
+  }
+
+  // --- ctc.py: greedy decoding, and how sure the model is of each symbol and of the whole line. ---
+  // `rows`: the model's probabilities, LINE_CLASSES per frame. NumPy's argmax: the first largest.
+  function argmax(rows, from, count, step) {
+    let best = 0;
+    for (let k = 1; k < count; k++) if (rows[from + k * step] > rows[from + best * step]) best = k;
+    return best;
+  }
+
+  // decoded_line: each frame's likeliest class, runs of one class merged, blanks dropped.
+  function decodedLine(rows, frames) {
+    const K = C.line_classes;
+    const best = Int32Array.from({ length: frames }, (_, frame) => argmax(rows, frame * K, K, 1));
+    const symbols = [];
+    for (let start = 0; start < frames;) {
+      let stop = start + 1;
+      while (stop < frames && best[stop] === best[start]) stop++;
+      const symbol = best[start];
+      if (symbol !== C.blank) {
+        const peak = start + argmax(rows, start * K + symbol, stop - start, K);
+        symbols.push({ symbol, start, stop, peak, confidence: rows[peak * K + symbol] });
+      }
+      start = stop;
+    }
+    return symbols;
+  }
+
+  // line_confidence: the least of the symbols' confidences and of each frame between them that it
+  // adds no symbol (blank, or more of a neighbour), in float64 as gap_sureness.
+  function lineConfidence(rows, frames, symbols) {
+    const K = C.line_classes;
+    const bounds = [0, ...symbols.flatMap((symbol) => [symbol.start, symbol.stop]), frames];
+    const neighbours = [null, ...symbols.map((symbol) => symbol.symbol), null];
+    let least = 1;
+    for (let gap = 0; gap <= symbols.length; gap++) {
+      const sides = new Set([neighbours[gap], neighbours[gap + 1]]);
+      sides.delete(null);
+      for (let frame = bounds[2 * gap]; frame < bounds[2 * gap + 1]; frame++) {
+        let sure = rows[frame * K + C.blank];
+        for (const side of sides) sure += rows[frame * K + side];
+        least = Math.min(least, sure);
+      }
+    }
+    return Math.min(least, ...symbols.map((symbol) => symbol.confidence));
+  }
+
+  // likeliest_digits: a frame's `top` likeliest digits (neither blank nor "not a digit").
+  function likeliestDigits(rows, frame, top) {
+    const row = rows.subarray(frame * C.line_classes, frame * C.line_classes + C.num_classes);
+    const ranked = Array.from(row.keys()).sort((a, b) => row[b] - row[a]);
+    return ranked.slice(0, top).map((digit) => ({ digit, probability: row[digit] }));
+  }
+
+  // --- reader/sequence.py's read_line, after the model. ---
+  // Each symbol's columns of the line: between the midpoints of its and its neighbours' peaks.
+  function columnEdges(symbols, width) {
+    const peaks = symbols.map((symbol) => (symbol.peak + 0.5) * C.frame_width);
+    const cuts = [0, ...peaks.slice(1).map((peak, i) => (peaks[i] + peak) / 2), width];
+    return symbols.map((_, i) => [roundHalfEven(cuts[i]), roundHalfEven(cuts[i + 1])]);
+  }
+
+  // ink_box: (left, top, right, bottom) of the ink in columns [left, right) (the columns if none).
+  function inkBox(ink, left, right) {
+    const found = inkBounds(ink, left, Math.max(left, right));
+    if (!found.inked) return [left, 0, Math.max(right, left + 1), ink.height];
+    return [found.left, found.top, found.right + 1, found.bottom + 1];
+  }
+
+  // symbol_reading: one symbol reported as reading.reading reports a digit.
+  function symbolReading(symbol, rows, threshold, top) {
+    const notADigit = symbol.symbol === C.not_a_digit_symbol;
+    const notSure = notADigit || (threshold !== null && symbol.confidence < threshold);
+    const likeliest = likeliestDigits(rows, symbol.peak, notSure ? Math.max(top, 2) : top);
+    return {
+      digit: notADigit ? likeliest[0].digit : symbol.symbol,
+      confidence: symbol.confidence,
+      not_sure: notSure,
+      not_a_digit: notADigit,
+      top: likeliest,
+    };
+  }
+
+  // The number read in `found` (numberLine's) from the line model's `rows` (frames x LINE_CLASSES),
+  // with `threshold` from the export's record: /api/number's answer with "reader": "line", boxes
+  // in the pixels of the image as sent (`source`: its width and height), and each digit's columns
+  // of the line (`seen`). No symbol, or more than a number holds, is refused as Python refuses it.
+  function numberReading(found, rows, threshold, source, top = LIKELIEST) {
+    const frames = rows.length / C.line_classes;
+    const symbols = decodedLine(rows, frames);
+    if (!symbols.length) throw new ImageError(MESSAGES.no_symbol);
+    if (symbols.length > C.max_digits) throw new ImageError(filled(MESSAGES.too_many_symbols, { count: symbols.length }));
+    const confidence = lineConfidence(rows, frames, symbols);
+    const { ink, bounds, line, size } = found;
+    const scale = C.line_ink_height / (bounds.bottom + 1 - bounds.top); // line pixels per page pixel
+    const toSource = [source[0] / size[0], source[1] / size[1]];
+    const edges = columnEdges(symbols, line.width);
+    const digits = symbols.map((symbol, i) => {
+      const [left, right] = edges[i];
+      const pageLeft = bounds.left + Math.floor((left - C.line_margin) / scale);
+      const pageRight = bounds.left + Math.ceil((right - C.line_margin) / scale);
+      const box = inkBox(ink, Math.max(pageLeft, bounds.left), Math.min(pageRight, bounds.right + 1));
+      return { box: box.map((value, k) => roundHalfEven(value * toSource[k % 2])), ...symbolReading(symbol, rows, threshold, top) };
+    });
+    const seen = edges.map(([left, right]) => lineColumns(line, left, right));
+    return {
+      number: digits.map((item) => (item.not_a_digit ? C.not_a_digit_mark : String(item.digit))).join(""),
+      not_sure: (threshold !== null && confidence < threshold) || digits.some((item) => item.not_sure),
+      confidence,
+      reader: "line",
+      digits,
+      seen,
+    };
+  }
+
+  // Columns [left, right) of a uint8 line image.
+  function lineColumns(line, left, right) {
+    const part = { width: right - left, height: line.height, data: new Uint8Array((right - left) * line.height) };
+    for (let y = 0; y < line.height; y++) part.data.set(line.data.subarray(y * line.width + left, y * line.width + right), y * part.width);
+    return part;
+  }
+
   function configure(config) {
     C = config.reader;
     MESSAGES = config.messages;
   }
 
-  return { configure, mnistStyleDigit, reading, ImageError };
+  return { configure, mnistStyleDigit, reading, numberLine, numberReading, ImageError };
 })();

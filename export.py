@@ -4,25 +4,14 @@
     python export.py --model artifacts/cnn/model.keras --out artifacts/cnn-export
     python export.py --line-model artifacts/line/model.keras    # the page reads numbers too
 
-Writes into --out:
-- saved_model/mnist/<version>/: a SavedModel in TF Serving's layout (versions count up from 1,
-  never overwritten), signature `serving_default`;
-- model.onnx (ONNX, for onnxruntime) and model.tflite (LiteRT, for phones and ai-edge-litert);
-- export.json: each file's sha256, the input and output contract, the checks and the run.json of
-  the model they came from;
-- web/: the page that reads in the browser with model.onnx, offline once visited, on any static
-  host (docs/offline-page.md); its runtime comes from npm (`npm ci` in runtime/, run here if needed).
-  With --line-model it reads numbers in the browser too: an .onnx line model is taken as it is, a
-  .keras one is exported first into line/ (model.onnx and its export.json, checked as below).
-Every format takes float32 images (n, 28, 28) in [0, 1], as the reader and data.normalize_images make
-them, and returns the ten probabilities (the softmax of the logits). Before a file is moved
-into place it must give the Keras model's digit on all 10,000 test images, probabilities within
-1e-4, and the same answer twice. A format that fails is reported and the others still written.
-
-A line model (train.py --arch line) is exported to ONNX alone, the format the reader reads without
-TensorFlow: it takes lines float32 (n, 32, w) in data.line_style's form and returns each frame's
-probabilities (n, w / 4, 12), and must read every one of 500 lines composed from the test digits as
-the Keras model does, probabilities within 1e-4, the same answer twice.
+Writes into --out a SavedModel in TF Serving's layout (saved_model/mnist/<version>/, versions count
+up from 1), model.onnx, model.tflite, export.json (each file's sha256, its input and output
+contract, the checks, the source run's record) and web/, the page that reads in the browser with
+model.onnx, offline once visited (docs/offline-page.md; with --line-model it reads numbers too).
+Before a file is moved into place it must give the Keras model's reading of all 10,000 test images
+(a line model's: of 500 lines of test digits), probabilities within 1e-4, and the same answer
+twice; a format that fails is reported and the others still written. A line model is exported to
+ONNX alone. docs/deploy.md has the contracts and the figures.
 """
 
 from __future__ import annotations
@@ -58,7 +47,7 @@ from ground.saved_network import (
     threshold_of,
 )
 from model import probability_model
-from reader.browser import PageModel, RuntimeMissing, line_page_model, write_web_folder
+from reader.browser import PageModel, RuntimeMissing, how_to_add_line_model, line_page_model, write_web_folder
 from recipe import lines
 
 TOLERANCE = 1e-4  # largest difference in any probability from the Keras model's
@@ -67,7 +56,6 @@ TEST_LINES = 500  # composed from the test digits, to check a line model's expor
 LINE_BATCH = 50
 SERVING_NAME = "mnist"  # TF Serving's model name: saved_model/mnist/<version>/
 LINE_FOLDER = "line"  # where --line-model's .keras file is exported, beside the digit model's formats
-TRAINED_LINE_MODEL = Path("artifacts/line/model.keras")  # where docs/line-reader.md's command saves one
 # The converters Keras's own `model.export` uses; their known failures on Keras 3 models.
 UPSTREAM = {
     "onnx": "tf2onnx via keras export; see onnx/tensorflow-onnx#2329",
@@ -256,7 +244,7 @@ def export(model_path: Path, out: Path, data: Path | None = None, line_path: Pat
     if line_failure:
         failed["line_model"] = line_failure
     threshold = threshold_of(outputs.record_of(model_path))
-    web = web_folder(out, written, threshold, network.name, line_page, without_line(model_path, out))
+    web = web_folder(out, written, threshold, network.name, line_page, how_to_add_line_model(model_path, out))
     if web:
         failed["web"] = web
     record = outputs.run_record(
@@ -367,15 +355,6 @@ def line_model_for_page(line: PageModel | None, out: Path, mnist) -> tuple[PageM
     except ExportError:
         return None, f"{line.path} could not be exported to ONNX (see above), so the page reads no numbers"
     return dataclasses.replace(line, path=out / LINE_FOLDER / FORMATS["onnx"][1]), None
-
-
-def without_line(model_path: Path, out: Path) -> str:
-    """What the page says in place of number mode when it has no line model: how to give it one."""
-    return (
-        "Numbers need a line model, which this export does not have: train one with "
-        f"`python train.py --arch line --out {TRAINED_LINE_MODEL.parent}`, then export with it: "
-        f"`python export.py --model {model_path} --out {out} --line-model {TRAINED_LINE_MODEL}`."
-    )
 
 
 def web_folder(

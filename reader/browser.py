@@ -60,6 +60,7 @@ PAGE_FILES = (
 CONFIG = "config.json"
 DIGIT_MODEL = "model.onnx"
 LINE_MODEL = "line_model.onnx"
+TRAINED_LINE_MODEL = Path("artifacts/line/model.keras")  # where docs/line-reader.md's command saves one
 NPM_SECONDS = 300
 
 
@@ -178,6 +179,16 @@ def ensure_runtime() -> None:
     if done.returncode != 0 or not runtime_installed():
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeMissing(f"`npm ci` in {RUNTIME_DIR} failed ({last})")
+
+
+def how_to_add_line_model(model_path: Path, out: Path) -> str:
+    """What the page says in place of number mode when an export has no line model: how to give it
+    one, the commands in full."""
+    return (
+        "Numbers need a line model, which this export does not have: train one with "
+        f"`python train.py --arch line --out {TRAINED_LINE_MODEL.parent}`, then export with it: "
+        f"`python export.py --model {model_path} --out {out} --line-model {TRAINED_LINE_MODEL}`."
+    )
 
 
 def write_web_folder(

@@ -36,6 +36,7 @@ from reader.browser import (
     DIGIT_MODEL,
     RUNTIME_DIST,
     RUNTIME_FOLDER,
+    WEB_DIR,
     page_config,
     runtime_installed,
 )
@@ -54,7 +55,6 @@ from server.guards import (
     GuardedRequests,
 )
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 DECODES_AT_ONCE = 2  # images read at once (one per core); each may take up to ~150 MB while it is read
 RETRY_SECONDS = "5"  # Retry-After of a reading past its deadline
 DISCONNECT_POLL_SECONDS = 0.1  # how often a reading's client is looked for while it is read

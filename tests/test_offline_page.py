@@ -80,8 +80,9 @@ def test_an_export_without_a_line_model_names_none_and_tells_how_to_add_one(web_
     config = json.loads((web_folder / "config.json").read_text())
     model, out = trained_run.folder / "model.keras", web_folder.parent
     assert config["line_model"] is None and not (web_folder / browser.LINE_MODEL).exists()
-    assert config["messages"]["no_line_model"] == export.without_line(model, out)
-    assert f"python export.py --model {model} --out {out} --line-model " in export.without_line(model, out)
+    how_to = browser.how_to_add_line_model(model, out)
+    assert config["messages"]["no_line_model"] == how_to
+    assert f"python export.py --model {model} --out {out} --line-model " in how_to
 
 
 def test_where_npm_is_missing_the_web_folder_is_reported_in_one_line_and_not_written(

@@ -36,6 +36,7 @@ $(RUNTIME): runtime/package.json runtime/package-lock.json
 	cd runtime && npm ci --no-audit --no-fund
 
 # The tests' tools go beside the run's TensorFlow (CPU or, with GPU=1, CUDA), never a second one.
-$(VENV)/.installed-%: requirements.txt requirements-gpu.txt requirements-libraries.txt requirements-serve.txt requirements-dev.txt | $(BIN)/python
+$(VENV)/.installed-%: requirements.txt requirements-gpu.txt requirements-libraries.txt requirements-serve.txt requirements-dev.txt pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r $(RUN_REQUIREMENTS) $(if $(filter dev,$*),-r requirements-dev.txt)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $@

@@ -10,7 +10,7 @@ the model (or into --out).
 
 from __future__ import annotations
 
-from quiet_tensorflow import import_tensorflow_quietly
+from ground.quiet_tensorflow import import_tensorflow_quietly
 
 import_tensorflow_quietly()
 
@@ -23,9 +23,17 @@ from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix
 
 from data import NUM_CLASSES, DataError, Mnist, load_mnist, normalize_images
+from ground.outputs import (
+    HelpFormatter,
+    OutputError,
+    add_folder_flags,
+    check_writable,
+    folder_lock,
+    save_figure,
+    write_json,
+)
+from ground.saved_network import ModelError, load_trained_model
 from model import probabilities_function
-from outputs import HelpFormatter, OutputError, check_writable, folder_lock, save_figure, write_json
-from trained import ModelError, load_trained_model
 
 DIGITS = list(range(NUM_CLASSES))
 ERROR_SHARE_SHOWN = 0.05  # %: smaller shares of a digit's errors (under 1 in 1,000 images) are left blank
@@ -36,8 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model", type=Path, default=Path("artifacts/model.keras"), help="the .keras file train.py saved"
     )
-    parser.add_argument("--data", type=Path, help="mnist.npz or a folder of IDX files [datasets/mnist.npz]")
-    parser.add_argument("--out", type=Path, help="output folder [the model's folder]")
+    add_folder_flags(parser, "the model's folder")
     parser.add_argument("--top-pairs", type=int, default=5, help="confused pairs to list")
     return parser
 

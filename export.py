@@ -12,8 +12,7 @@ Writes into --out:
   the model they came from;
 - web/: the page that reads in the browser with model.onnx, offline once visited, on any static
   host (docs/offline-page.md); its runtime comes from npm (`npm ci` in runtime/, run here if needed).
-  With --line-model it reads numbers in the browser too: an .onnx line model is taken as it is, a
-  .keras one is exported first into line/ (model.onnx and its export.json, checked as below).
+  With --line-model it reads numbers too (a .keras line model exported into line/ first, as below).
 Every format takes float32 images (n, 28, 28) in [0, 1], as the reader and data.normalize_images make
 them, and returns the ten probabilities (the softmax of the logits). Before a file is moved
 into place it must give the Keras model's digit on all 10,000 test images, probabilities within
@@ -27,12 +26,11 @@ the Keras model does, probabilities within 1e-4, the same answer twice.
 
 from __future__ import annotations
 
-from quiet_tensorflow import import_tensorflow_quietly
+from ground.quiet_tensorflow import import_tensorflow_quietly
 
 import_tensorflow_quietly()
 
 import argparse
-import dataclasses
 import os
 import shutil
 import sys
@@ -45,22 +43,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import lines
-import outputs
-from ctc import decoded_line
 from data import IMAGE_SIZE, LINE_CLASSES, LINE_HEIGHT, NUM_CLASSES, DataError, load_mnist, normalize_images
-from model import probability_model
-from reader.browser import PageModel, RuntimeMissing, line_page_model, write_web_folder
-from trained import (
+from ground import outputs
+from ground.ctc import decoded_line
+from ground.onnx_network import onnx_line_probabilities, onnx_probabilities
+from ground.saved_network import (
     ModelError,
     checked_classifier,
     is_line_network,
     load_keras_file,
-    onnx_line_probabilities,
-    onnx_probabilities,
     reason,
     threshold_of,
 )
+from model import probability_model
+from reader.browser import PageModel, RuntimeMissing, line_page_model, write_web_folder
+from recipe import lines
 
 TOLERANCE = 1e-4  # largest difference in any probability from the Keras model's
 BATCH = 1000  # test images per call in the checks
@@ -68,7 +65,12 @@ TEST_LINES = 500  # composed from the test digits, to check a line model's expor
 LINE_BATCH = 50
 SERVING_NAME = "mnist"  # TF Serving's model name: saved_model/mnist/<version>/
 LINE_FOLDER = "line"  # where --line-model's .keras file is exported, beside the digit model's formats
-TRAINED_LINE_MODEL = Path("artifacts/line/model.keras")  # where docs/line-reader.md's command saves one
+# What the page says in place of number mode when it has no line model: how to give it one.
+WITHOUT_LINE = (
+    "Numbers need a line model, which this export does not have: train one with `python train.py --arch "
+    "line --out artifacts/line`, then export with it: `python export.py --model {model} --out {out} "
+    "--line-model artifacts/line/model.keras`."
+)
 # The converters Keras's own `model.export` uses; their known failures on Keras 3 models.
 UPSTREAM = {
     "onnx": "tf2onnx via keras export; see onnx/tensorflow-onnx#2329",
@@ -99,16 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model", type=Path, default=Path("artifacts/model.keras"), help="the .keras file train.py saved"
     )
-    parser.add_argument("--out", type=Path, default=Path("artifacts/export"), help="output folder")
-    parser.add_argument(
-        "--data", type=Path, help="mnist.npz or a folder of IDX files for the checks [datasets/mnist.npz]"
-    )
-    parser.add_argument(
-        "--line-model",
-        type=Path,
-        help="a line model (train.py --arch line's .keras file, or its model.onnx from export.py), "
-        "for the page in web/ to read numbers with [none: digits only]",
-    )
+    outputs.add_folder_flags(parser, Path("artifacts/export"), data_use=" for the checks")
+    line_help = "a line model (train.py --arch line's .keras, or its export's model.onnx) for web/'s numbers"
+    parser.add_argument("--line-model", type=Path, help=f"{line_help} [none: digits only]")
     return parser
 
 
@@ -247,7 +242,7 @@ def export(model_path: Path, out: Path, data: Path | None = None, line_path: Pat
         return export_line(network, model_path, out, mnist)
     checked_classifier(network, model_path)
     random = [layer.name for layer in network.layers if type(layer).__name__.startswith("Random")]
-    if random:  # models saved before augmentation moved into training.py hold it inside
+    if random:  # models saved before augmentation moved into recipe/fit.py hold it inside
         raise ModelError(
             f"{model_path} holds training-time augmentation ({', '.join(random)}), which an "
             "export would apply at inference: retrain it with `python train.py`"
@@ -256,11 +251,12 @@ def export(model_path: Path, out: Path, data: Path | None = None, line_path: Pat
     images = normalize_images(mnist.x_test)
     reference = probabilities.predict(images, batch_size=BATCH, verbose=0)
     written, failed = export_all(probabilities, out, images, reference)
-    line_page, line_failure = line_model_for_page(line, out, mnist)
+    line_page, line_failure = line_model_for_page(line, out, mnist) if line else (None, None)
     if line_failure:
         failed["line_model"] = line_failure
     threshold = threshold_of(outputs.record_of(model_path))
-    web = web_folder(out, written, threshold, network.name, line_page, without_line(model_path, out))
+    digits = PageModel(out / written["onnx"]["path"], threshold, network.name) if "onnx" in written else None
+    web = web_folder(out, digits, line_page, WITHOUT_LINE.format(model=model_path, out=out))
     if web:
         failed["web"] = web
     record = outputs.run_record(
@@ -356,12 +352,10 @@ def export_all(
     return written, failed
 
 
-def line_model_for_page(line: PageModel | None, out: Path, mnist) -> tuple[PageModel | None, str | None]:
+def line_model_for_page(line: PageModel, out: Path, mnist) -> tuple[PageModel | None, str | None]:
     """The `line` model as the page reads it, from an .onnx file: its own, or its export into
     out/line/ (checked by export_line) if it is a .keras file; and why it is not there, if that
     export failed."""
-    if line is None:
-        return None, None
     if line.threshold is None:
         print(f"note: {line.path} has no calibrated threshold, so the page says no number is not sure")
     if line.path.suffix.lower() == ".onnx":
@@ -370,33 +364,18 @@ def line_model_for_page(line: PageModel | None, out: Path, mnist) -> tuple[PageM
         export_line(load_keras_file(line.path), line.path, out / LINE_FOLDER, mnist)
     except ExportError:
         return None, f"{line.path} could not be exported to ONNX (see above), so the page reads no numbers"
-    return dataclasses.replace(line, path=out / LINE_FOLDER / FORMATS["onnx"][1]), None
-
-
-def without_line(model_path: Path, out: Path) -> str:
-    """What the page says in place of number mode when it has no line model: how to give it one."""
-    return (
-        "Numbers need a line model, which this export does not have: train one with "
-        f"`python train.py --arch line --out {TRAINED_LINE_MODEL.parent}`, then export with it: "
-        f"`python export.py --model {model_path} --out {out} --line-model {TRAINED_LINE_MODEL}`."
-    )
+    return PageModel(out / LINE_FOLDER / FORMATS["onnx"][1], line.threshold, line.name), None
 
 
 def web_folder(
-    out: Path,
-    written: dict,
-    threshold: float | None,
-    name: str,
-    line: PageModel | None = None,
-    without: str = "",
+    out: Path, digits: PageModel | None, line: PageModel | None = None, without: str = ""
 ) -> str | None:
-    """Write out/web/, the page reading model.onnx in the browser, and numbers with the `line`
-    model if any (else it says `without`); why it was not written, if not."""
-    if "onnx" not in written:
+    """Write out/web/, the page reading with the `digits` model (None: model.onnx was not written),
+    and numbers with the `line` model (None: it says `without`); why it was not written, if not."""
+    if digits is None:
         problem = "it reads model.onnx, which was not written"
     else:
         try:
-            digits = PageModel(out / written["onnx"]["path"], threshold, name)
             write_web_folder(out / "web", digits, line, without)
             reads = "digits and numbers" if line else "digits"
             print(f"web: {out / 'web'} (the page, reading {reads} in the browser: docs/offline-page.md)")

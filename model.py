@@ -8,9 +8,9 @@
 Every digit classifier takes float32 images (n, 28, 28) from data.normalize_images and returns 10
 scores. The line model takes a line of any width in data.line_style's form, float32 (n, 32, w) in
 [0, 1], and returns probabilities over data.LINE_CLASSES per frame of FRAME_WIDTH px, for CTC.
-It is the inference network only: augmentation belongs to training (training.py). The per-arch
-defaults live in settings.py; a saved model travels with a run record (run.json, outputs.py) and
-is loaded, safely, by trained.py.
+It is the inference network only: augmentation belongs to training (recipe/fit.py). The per-arch
+defaults live in recipe/settings.py; a saved model travels with a run record (run.json, ground/outputs.py) and
+is loaded, safely, by ground/saved_network.py.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ import keras
 import numpy as np
 
 from data import FRAME_WIDTH, IMAGE_SIZE, LINE_CLASSES, LINE_HEIGHT, NUM_CLASSES
-from trained import LOGITS_LAYER, MAX_WEIGHTS, MAX_WIDTH, OUTPUT_LAYER
+from ground.saved_network import LOGITS_LAYER, MAX_WEIGHTS, MAX_WIDTH, OUTPUT_LAYER
 
 ARCHS = ("mlp", "cnn", "line")
 OUTPUT_ACTIVATIONS = ("sigmoid", "softmax")
 # Upper bounds of the settings, far past any useful network, so that no setting asks for more
-# memory than a machine has (with the bound on a batch's activations, settings.py); the widest
-# layer and the most weights are trained.py's, which refuses a saved model past them too. Time is
+# memory than a machine has (with the bound on a batch's activations, recipe/settings.py); the widest
+# layer and the most weights are ground/saved_network.py's, which refuses a saved model past them too. Time is
 # the user's to spend: a large network trains slowly, and --epochs is bounded only at 10,000.
 MAX_LAYERS = 16  # dense layers
 MAX_BLOCKS = 4  # convolution blocks: each pooling halves the 28 px side, and a fifth leaves none
@@ -180,7 +180,7 @@ def build_model(config: ModelConfig, dtype: str = "float32") -> keras.Model:
     """An uncompiled Keras model: float32 (n, 28, 28) in [0, 1] -> (n, 10) class scores.
 
     `dtype` is the Keras dtype policy of the hidden layers ("mixed_bfloat16" while training where
-    the CPU has bfloat16 arithmetic, training.py). The logits and the output stay float32: the
+    the CPU has bfloat16 arithmetic, recipe/fit.py). The logits and the output stay float32: the
     loss is computed from the logits the output keeps, and a cast to float32 would drop them.
     """
     if config.arch == "line":

@@ -28,7 +28,8 @@ from pathlib import Path
 from PIL import Image
 
 from data import cropped_to_ink, mnist_style
-from outputs import HelpFormatter, atomic_path, cannot_write
+from ground.outputs import HelpFormatter, atomic_path, cannot_write
+from ground.saved_network import ModelError, ModelRunError
 from reader.classifier import (
     LINE_MODEL_HELP,
     MODEL_HELP,
@@ -40,7 +41,6 @@ from reader.classifier import (
 from reader.deadline import READING_SECONDS, Deadline, ReadingTimeout
 from reader.page import FORMAT_NAMES, IMAGE_SUFFIXES, ImageError, page_ink, read_image_file
 from reader.reading import read_digits, read_number
-from trained import ModelError, ModelRunError
 
 WIDE_INK = 2.0  # ink this many times as wide as tall is more like a number than one digit
 NUMBER_HINT = "much wider than tall: if it is a number, add --number"

@@ -16,48 +16,30 @@ all local GPUs, --strategy multiworker over several machines (TF_CONFIG; docs/tu
 
 from __future__ import annotations
 
-from quiet_tensorflow import import_tensorflow_quietly
+from ground.quiet_tensorflow import import_tensorflow_quietly
 
 import_tensorflow_quietly()
 
 import argparse
 import contextlib
 import os
-import shutil
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-import multiworker
-import outputs
-import settings
-from ctc import decoded_line, line_confidence
-from data import MNIST_SHA256, DataError, load_mnist
-from model import probability_model, weights_sha256
-from not_digits import least_loss
-from settings import Settings
-from trained import calibrate, calibrate_confidences
-from training import (
-    STRATEGIES,
-    TrainingError,
-    completed_epochs,
-    described_devices,
-    devices,
-    distribution_strategy,
-    stop_on_signals,
-    train,
-    training_split,
-    validation_lines,
-)
-
-BACKUP_NAME = ".backup"  # in --out: the state of an unfinished run, removed when it completes
+from data import DataError, load_mnist
+from ground import outputs
+from recipe import settings
+from recipe.callbacks import completed_epochs
+from recipe.config import STRATEGIES, TrainingError, training_split
+from recipe.devices import distribution_strategy
+from recipe.not_digits import least_loss
+from recipe.run import BACKUP_NAME, TrainingRun, calibrated
+from recipe.settings import Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,9 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="JSON settings: a run.json or tune.py's best_config.json; flags win [none]",
     )
-    run.add_argument("--data", type=Path, help="mnist.npz or a folder of IDX files [datasets/mnist.npz]")
-    run.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder")
-    run.add_argument("--fresh", action="store_true", help="discard an interrupted run's backup in --out")
+    outputs.add_folder_flags(run, Path("artifacts"), fresh="an interrupted run's backup")
     return parser
 
 
@@ -131,20 +111,6 @@ def plot_training_curves(history: dict[str, list[float]], path: Path, floor: flo
     outputs.save_figure(figure, path)
 
 
-def resume_or_start(settings: Settings, out: Path, fresh: bool, lock: dict) -> int:
-    """Epochs an interrupted run of the same settings left in `out`'s backup (0 to start afresh)."""
-    backup = out / BACKUP_NAME
-    if fresh:
-        shutil.rmtree(backup, ignore_errors=True)
-    outputs.keep_settings(backup / "settings.json", lock, out)
-    done = completed_epochs(backup)
-    if done:
-        print(
-            f"resuming after epoch {done} of {settings.training.epochs} from {backup} (--fresh starts over)"
-        )
-    return done
-
-
 def train_and_save(
     settings: Settings,
     out: Path,
@@ -163,15 +129,15 @@ def train_and_save(
     mnist = load_mnist(data)
     split = training_split(mnist, settings.training)
     distribution = distribution_strategy(strategy)  # before TensorFlow does anything else
+    run = TrainingRun(settings, out, strategy, distribution)
     with contextlib.ExitStack() as held:
-        if distribution.extended.should_checkpoint:  # the one process of a cluster that writes `out`
+        if run.writes:
             held.enter_context(outputs.folder_lock(out))
-        run = TrainingRun(settings, out, strategy, distribution)
         network, history, resumed_from = run.fit(split, fresh)
         calibration = calibrated(network, split, settings)
         record = run.record(mnist, split, network, history, resumed_from, calibration)
         report(run, record)
-        if distribution.extended.should_checkpoint:  # the one process of a cluster that saves
+        if run.writes:
             outputs.save_model(network, out, record)
             outputs.write_json(out / "history.json", history)
             # A line's marks have labels of their own: nothing keeps a line model's loss up.
@@ -180,103 +146,6 @@ def train_and_save(
             plot_training_curves(history, out / "training_curves.png", floor)
             print(f"saved {out / outputs.MODEL_NAME}")
     return network, record
-
-
-@dataclass
-class TrainingRun:
-    """One run of `train_and_save`: its settings, its folder and how it is spread over devices."""
-
-    settings: Settings
-    out: Path
-    strategy: str
-    distribution: tf.distribute.Strategy
-    hardware: dict = field(init=False)  # devices(): what it trains on, in which arithmetic
-    wall_seconds: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.hardware = devices(self.settings.training)
-
-    @property
-    def multiworker(self) -> bool:
-        return self.strategy == "multiworker"
-
-    def fit(self, split: tuple, fresh: bool) -> tuple[keras.Model, dict, int]:
-        """The trained network, its history and the epoch it resumed from."""
-        model, training = self.settings.model, self.settings.training
-        x_fit, y_fit, x_val, y_val = split
-        validation = (x_val, y_val) if len(x_val) else None
-        backup = self.out / BACKUP_NAME
-        resumed_from = 0 if self.multiworker else resume_or_start(self.settings, self.out, fresh, self.lock())
-        print(f"training on {described_devices(self.hardware)}")
-        started = time.perf_counter()
-        with stop_on_signals() as stopper:
-            # Per-epoch loss, accuracy and learning rate: `tensorboard --logdir artifacts`; written
-            # by the one process of a cluster that writes `out`.
-            writes = self.distribution.extended.should_checkpoint
-            logs = [keras.callbacks.TensorBoard(str(self.out / outputs.LOGS_NAME))] if writes else []
-            if self.multiworker:
-                network, history = multiworker.train(
-                    model, training, (x_fit, y_fit), validation, self.distribution, stopper, logs
-                )
-            else:
-                network, history = train(
-                    model, training, (x_fit, y_fit), validation, [stopper, *logs], backup, self.distribution
-                )
-        self.wall_seconds = time.perf_counter() - started
-        return network, history, resumed_from
-
-    def placement(self) -> dict:
-        return {"strategy": self.strategy, "replicas": self.distribution.num_replicas_in_sync}
-
-    def lock(self) -> dict:
-        """What a backup must have been made with to be resumed: the settings, their placement and
-        the arithmetic ("auto" may mean another here)."""
-        return {**self.settings.as_dict(), **self.placement(), "precision": self.hardware["precision"]}
-
-    def record(self, mnist, split, network, history, resumed_from, calibration) -> dict:
-        """The run record saved beside the model (run.json)."""
-        x_fit, _, x_val, _ = split
-        return outputs.run_record(
-            **self.settings.as_dict(),
-            distribution=self.placement(),
-            devices=self.hardware,
-            data={
-                "source": mnist.source,
-                "sha256": MNIST_SHA256,
-                "train_images": len(x_fit),
-                "validation_images": len(x_val),
-            },
-            epochs_run=len(history["loss"]),
-            resumed_from_epoch=resumed_from,
-            wall_seconds=round(self.wall_seconds, 1),  # this session's, when resumed
-            final={name: values[-1] for name, values in history.items()},
-            weights_sha256=weights_sha256(network),
-            calibration=calibration,
-        )
-
-
-def calibrated(network: keras.Model, split: tuple, settings: Settings) -> dict | None:
-    """The confidence below which a reading is "not sure" (trained.calibrate), from the validation
-    split (a line model's: from the validation lines); None without one."""
-    _, _, x_val, y_val = split
-    if not len(x_val):
-        return None
-    if settings.model.arch == "line":
-        return calibrate_lines(network, validation_lines(settings.training, x_val, y_val))
-    probabilities = probability_model(network).predict(x_val, batch_size=1000, verbose=0)
-    return calibrate(probabilities, y_val.argmax(axis=1))
-
-
-def calibrate_lines(network: keras.Model, batches: list[tuple]) -> dict:
-    """`calibrate`'s rule on whole lines: each line's confidence (ctc.line_confidence), and whether
-    its symbols are its labels, all of them and no more."""
-    confidences, right = [], []
-    for x, y in batches:
-        for probabilities, labels in zip(np.asarray(network(x, training=False)), y, strict=True):
-            symbols = decoded_line(probabilities)
-            confidences.append(line_confidence(probabilities, symbols))
-            right.append([symbol.symbol for symbol in symbols] == labels[labels >= 0].tolist())
-    return calibrate_confidences(np.array(confidences), np.array(right), held_out="validation lines")
 
 
 def report(run: TrainingRun, record: dict) -> None:

@@ -15,7 +15,7 @@ KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set (docs/tuning.md).
 
 from __future__ import annotations
 
-from quiet_tensorflow import import_tensorflow_quietly
+from ground.quiet_tensorflow import import_tensorflow_quietly
 
 import_tensorflow_quietly()
 
@@ -23,12 +23,9 @@ import argparse
 import contextlib
 import csv
 import dataclasses
-import math
-import numbers
 import os
 import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -37,196 +34,16 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-import outputs
-import settings
 from data import DataError, load_mnist
-from settings import Settings
-from training import (
-    StopOnSignal,
-    TrainingError,
-    build_for_training,
-    fit,
-    progress_mode,
-    stop_on_signals,
-    training_split,
-)
+from ground import outputs
+from recipe import settings
+from recipe.callbacks import progress_mode, stop_on_signals
+from recipe.config import TrainingError, training_split
+from recipe.search import CNN_ONLY, SEARCHED, CheckedOracle, DigitHyperModel, Search
 
 PROJECT_NAME = "search"  # KerasTuner's folder in --out
 OBJECTIVE = "val_accuracy"
 BAYESIAN_TRIALS = 10  # --trials for bayesian when not given; Hyperband's count follows --max-epochs
-# The settings a trial chooses; every other one is fixed for the search (and can be given as a flag).
-SEARCHED = ("filters", "kernel_size", "convolutions", "hidden", "dropout", "batch_size", "lr")
-CNN_ONLY = ("filters", "kernel_size", "convolutions")
-REFUSED = "refused: "  # the start of the message of a trial whose report was refused
-
-
-@dataclass(frozen=True)
-class Search:
-    """A search: the settings every trial starts from, the tuner and how many trials it may run."""
-
-    base: Settings
-    tuner: str = "hyperband"  # or "bayesian"
-    trials: int | None = None  # hyperband: its whole schedule; bayesian: BAYESIAN_TRIALS
-
-    def as_dict(self) -> dict:
-        return {"base": self.base.as_dict(), "tuner": self.tuner, "trials": self.trials}
-
-
-class DigitHyperModel(keras_tuner.HyperModel):
-    """The search space around `base`: each point is a `Settings`, built and fitted by training.py.
-
-    The space's default point is `base` itself, so the first trial of a search is train.py's run.
-    """
-
-    def __init__(self, base: Settings, train_images: int, stopper: StopOnSignal):
-        super().__init__(name=f"digits_{base.model.arch}")
-        self.base = base
-        self.train_images = train_images
-        self.stopper = stopper
-
-    def settings(self, hp: keras_tuner.HyperParameters) -> Settings:
-        """The settings that the point `hp` stands for."""
-        model, training = self.base.model, self.base.training
-        if model.arch == "cnn":
-            chosen = {
-                "filters": (
-                    hp.Choice("filters_1", [16, 32, 64], default=model.filters[0]),
-                    hp.Choice("filters_2", [32, 64, 128], default=model.filters[1]),
-                ),
-                "kernel_size": hp.Choice("kernel_size", [3, 5], default=model.kernel_size),
-                "convolutions": hp.Int("convolutions", 1, 2, default=model.convolutions),
-                "hidden": (hp.Choice("width_1", [64, 128, 256], default=model.hidden[0]),),
-            }
-        else:
-            layers = hp.Int("layers", 1, 3, default=len(model.hidden))
-            chosen = {
-                "hidden": tuple(
-                    hp.Choice(
-                        f"width_{i}",
-                        [256, 512, 1024, 2048],
-                        default=model.hidden[min(i, len(model.hidden)) - 1],
-                    )
-                    for i in range(1, layers + 1)
-                )
-            }
-        dropout = hp.Float("dropout", 0.0, 0.5, step=0.1, default=model.dropout)
-        return Settings(
-            dataclasses.replace(model, **chosen, dropout=round(dropout, 2)),
-            dataclasses.replace(
-                training,
-                batch_size=hp.Choice("batch_size", [64, 128, 256, 512], default=training.batch_size),
-                lr=float(f"{hp.Float('lr', 3e-4, 1e-2, sampling='log', default=training.lr):.3g}"),
-            ),
-        )
-
-    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
-        point = self.settings(hp)
-        return build_for_training(point.model, point.training, self.train_images)
-
-    def fit(
-        self, hp, model, x, y, validation_data=None, callbacks=(), epochs=None, initial_epoch=0, verbose=None
-    ):
-        fit(
-            model,
-            self.settings(hp).training,
-            x,
-            y,
-            validation_data,
-            [*callbacks, self.stopper],
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            verbose=verbose,
-        )
-        return model.history  # KerasTuner scores a History
-
-
-def inside(declared: keras_tuner.engine.hyperparameters.HyperParameter, value) -> bool:
-    """Whether `value` is one that the hyperparameter `declared` can take."""
-    if isinstance(declared, keras_tuner.engine.hyperparameters.Choice):
-        return value in declared.values
-    return (  # Int or Float
-        isinstance(value, numbers.Real)
-        and math.isfinite(value)
-        and declared.min_value <= value <= declared.max_value
-    )
-
-
-def first_outside(declared: list, values: dict) -> str | None:
-    """The first of `values` that its hyperparameter in `declared` cannot take (None: none)."""
-    for hyperparameter in declared:
-        name = hyperparameter.name
-        if name in values and not inside(hyperparameter, values[name]):
-            return f"{name} = {values[name]!r}"
-    return None
-
-
-def outside_space(
-    hypermodel: DigitHyperModel, space: keras_tuner.HyperParameters, values: dict
-) -> str | None:
-    """What in a reported point lies outside the search space (None: all inside). Values are first
-    checked against the `space` the oracle holds (so no value is used before it is checked), then
-    read through the hypermodel, which declares the choices or range of any it reads."""
-    point = keras_tuner.HyperParameters()
-    point.values = {name: value for name, value in values.items() if not name.startswith("tuner/")}
-    problem = first_outside(space.space, point.values)
-    if problem:
-        return problem
-    try:
-        hypermodel.settings(point)  # declares the space, keeping the reported values
-    except (ValueError, TypeError) as exc:
-        return str(exc)
-    return first_outside(point.space, point.values)
-
-
-class CheckedOracle:
-    """The search's oracle, refusing reports from outside the search. A chief's oracle answers
-    anyone who reaches its port (KerasTuner's gRPC has neither authentication nor encryption), so
-    a trial ended with settings outside the space is kept with the settings it was given and
-    marked FAILED, and metrics that are not finite (accuracies: not in [0, 1]) are refused.
-
-    KerasTuner ends a search after a few failed trials in a row; refused reports are someone
-    else's doing, so here only the search's own failures count towards that."""
-
-    def __init__(self, oracle: keras_tuner.Oracle, hypermodel: DigitHyperModel):
-        self.oracle = oracle
-        self.hypermodel = hypermodel
-        self.max_failures = oracle.max_consecutive_failed_trials
-        oracle.max_consecutive_failed_trials = None  # counted in end_trial instead
-
-    def __getattr__(self, name):
-        return getattr(self.oracle, name)
-
-    def update_trial(self, trial_id, metrics, step=0):
-        for name, value in metrics.items():
-            finite = isinstance(value, numbers.Real) and math.isfinite(value)
-            if not finite or (name.endswith("accuracy") and not 0 <= value <= 1):
-                raise ValueError(f"refused trial {trial_id}'s {name} = {value!r}")
-        return self.oracle.update_trial(trial_id, metrics, step=step)
-
-    def end_trial(self, trial):
-        problem = outside_space(self.hypermodel, self.oracle.get_space(), trial.hyperparameters.values)
-        if problem:
-            print(
-                f"refused trial {trial.trial_id} as reported: {problem} is outside the search",
-                file=sys.stderr,
-            )
-            trial.hyperparameters = self.oracle.get_trial(trial.trial_id).hyperparameters
-            trial.status, trial.message = keras_tuner.engine.trial.TrialStatus.FAILED, f"{REFUSED}{problem}"
-        ended = self.oracle.end_trial(trial)
-        self.check_failures()
-        return ended
-
-    def check_failures(self) -> None:
-        """KerasTuner's end of a search after `max_failures` failed trials in a row, counting only
-        the trials that failed of themselves, not those refused."""
-        in_a_row = 0
-        for trial_id in self.oracle.end_order:
-            ended = self.oracle.trials[trial_id]
-            if (ended.message or "").startswith(REFUSED):
-                continue
-            in_a_row = in_a_row + 1 if ended.status == keras_tuner.engine.trial.TrialStatus.FAILED else 0
-            if self.max_failures is not None and in_a_row >= self.max_failures:
-                raise RuntimeError(f"{in_a_row} trials failed in a row: {ended.message}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,9 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="epochs of a fully trained trial, and of best_config.json [train.py's --epochs]",
     )
-    search.add_argument("--data", type=Path, help="mnist.npz or a folder of IDX files [datasets/mnist.npz]")
-    search.add_argument("--out", type=Path, default=Path("artifacts/tuning"), help="output folder")
-    search.add_argument("--fresh", action="store_true", help="discard an interrupted search in --out")
+    outputs.add_folder_flags(search, Path("artifacts/tuning"), fresh="an interrupted search")
     return parser
 
 

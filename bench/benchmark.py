@@ -26,90 +26,24 @@ import tempfile
 import time
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))  # bench/ imports the project; nothing imports bench/
+import keras
+import numpy as np
 
-from quiet_tensorflow import import_tensorflow_quietly  # noqa: E402
+from bench.contenders import CONTENDERS
+from bench.report import front_figure, markdown, over_seeds
+from data import NUM_CLASSES, load_mnist, normalize_images
+from ground.outputs import library_versions
+from ground.quiet_tensorflow import import_tensorflow_quietly
+from model import ModelConfig, probabilities_function
+from recipe import settings
+from recipe.config import training_split
+from recipe.devices import training_precision
+from recipe.fit import network_of, not_digit_count, train
 
 import_tensorflow_quietly()
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-import settings  # noqa: E402
-from data import NUM_CLASSES, load_mnist, normalize_images  # noqa: E402
-from model import ModelConfig, probabilities_function  # noqa: E402
-from outputs import library_versions, save_figure  # noqa: E402
-from training import (  # noqa: E402
-    network_of,
-    not_digit_count,
-    steps_per_epoch,
-    train,
-    training_precision,
-    training_split,
-)
-
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 QUICK = {"training": {"limit": 2000, "epochs": 1}}
 CEILING_DTYPES = ("float32", "bfloat16")  # the peers train in float32
-# Our contenders as settings over the defaults, as train.py's flags would give them.
-OURS = {
-    "ours-mlp": {},
-    "ours-mlp-softmax": {"model": {"output_activation": "softmax"}},
-    "ours-cnn": {"model": {"arch": "cnn"}},
-    "ours-cnn-2-epochs": {"model": {"arch": "cnn"}, "training": {"epochs": 2}},
-    "ours-mlp-5-epochs": {"training": {"epochs": 5}},
-    "ours-mlp-10-epochs": {"training": {"epochs": 10}},
-    "ours-cnn-1-epoch": {"model": {"arch": "cnn"}, "training": {"epochs": 1}},
-    "ours-cnn-5-epochs": {"model": {"arch": "cnn"}, "training": {"epochs": 5}},
-    "ours-cnn-10-epochs": {"model": {"arch": "cnn"}, "training": {"epochs": 10}},
-    # What the short run's front costs: augmentation is what reads real writing (bench/NOTES.md).
-    "ours-cnn-2-epochs-no-augment": {"model": {"arch": "cnn"}, "training": {"epochs": 2, "augment": False}},
-}
-# Each of our networks at several run lengths, shortest first: a line each on the front's figure.
-RUN_LENGTHS = {
-    "our MLP": ("ours-mlp-5-epochs", "ours-mlp-10-epochs", "ours-mlp"),
-    "our CNN": (
-        "ours-cnn-1-epoch",
-        "ours-cnn-2-epochs",
-        "ours-cnn-5-epochs",
-        "ours-cnn-10-epochs",
-        "ours-cnn",
-    ),
-}
-# name -> (what it is, which of ours it is compared with); ours first.
-CONTENDERS = {
-    "ours-mlp": ("train.py defaults: MLP 1024-512, sigmoid output", None),
-    "ours-mlp-softmax": ("train.py --output-activation softmax", None),
-    "ours-cnn": ("train.py --arch cnn", None),
-    "ours-cnn-2-epochs": ("train.py --arch cnn --epochs 2", None),
-    "ours-mlp-5-epochs": ("train.py --epochs 5", None),
-    "ours-mlp-10-epochs": ("train.py --epochs 10", None),
-    "ours-cnn-1-epoch": ("train.py --arch cnn --epochs 1", None),
-    "ours-cnn-5-epochs": ("train.py --arch cnn --epochs 5", None),
-    "ours-cnn-10-epochs": ("train.py --arch cnn --epochs 10", None),
-    "ours-cnn-2-epochs-no-augment": ("train.py --arch cnn --epochs 2 --no-augment", None),
-    "seed-mlp": ("peer: Dense(128, ReLU) -> Dense(10, sigmoid), Adam, batch 32, 5 epochs", "ours-mlp"),
-    "sklearn-mlp": ("peer: scikit-learn MLPClassifier((128,)), 10 epochs", "ours-mlp"),
-    "keras-convnet": ("peer: Keras example mnist_convnet, batch 128, 15 epochs", "ours-cnn"),
-    "tuomaso-cnn": (
-        "peer: tuomaso/train_mnist_fast, conv 24 5x5 - pool - conv 32 3x3 - pool - dense 256, "
-        "Adam (0.7, 0.9) one-cycle to 0.01, batch 256, 1 epoch",
-        "ours-cnn",
-    ),
-}
-# tuomaso/train_mnist_fast's final recipe (its README and 8_Final notebook): PyTorch's OneCycleLR
-# with its defaults, a warm-up over the first 30% of the steps from a 25th of the peak, then a
-# cosine to 0. Keras's CosineDecay warms up linearly where OneCycleLR follows a cosine.
-ONE_CYCLE_PEAK, ONE_CYCLE_WARMUP, ONE_CYCLE_START = 0.01, 0.3, 1 / 25
-TARGETS = [  # (what, contender, field, comparison, bound): the CNN frontier's, and reading speeds
-    ("default CNN test accuracy >= 99.6%", "ours-cnn", "test_accuracy", ">=", 0.996),
-    ("default CNN training <= 600 s", "ours-cnn", "train_seconds", "<=", 600),
-    ("default MLP test accuracy >= 99.05%", "ours-mlp", "test_accuracy", ">=", 0.9905),
-    ("default MLP training <= 95 s", "ours-mlp", "train_seconds", "<=", 95),
-    ("evaluate.py start to PNGs <= 6.1 s (unchanged)", "ours-mlp", "evaluate_seconds", "<=", 6.1),
-    ("predicting 10,000 test images <= 0.19 s (unchanged)", "ours-mlp", "predict_10k_seconds", "<=", 0.19),
-]
 
 
 class TestAccuracyClock(keras.callbacks.Callback):
@@ -182,7 +116,9 @@ def as_saved(model_config: ModelConfig):
 
 
 def run_ours(name: str, quick: bool, seed: int, data: dict, workdir: Path) -> dict:
-    run = settings.resolve(settings.merged(OURS[name], QUICK if quick else {}, {"training": {"seed": seed}}))
+    run = settings.resolve(
+        settings.merged(CONTENDERS[name].settings, QUICK if quick else {}, {"training": {"seed": seed}})
+    )
     x_fit, y_fit, x_val, y_val = data["split"](run.training)
     clock = TestAccuracyClock(data["x_test"], data["y_test"], as_saved(run.model))
     clock.start()  # making the images that are not digits is part of our training time
@@ -217,7 +153,7 @@ def run_peer(name: str, quick: bool, seed: int, data: dict) -> dict:
     if name == "sklearn-mlp":
         return run_sklearn_mlp(x_fit, y_fit, quick, seed, data)
     keras.utils.set_random_seed(seed)
-    model, batch_size, epochs, optimizer = KERAS_PEERS[name](len(x_fit))
+    model, batch_size, epochs, optimizer = CONTENDERS[name].peer(len(x_fit))
     epochs = 1 if quick else epochs
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
     clock = TestAccuracyClock(data["x_test"], data["y_test"])
@@ -252,69 +188,6 @@ def run_sklearn_mlp(x_fit: np.ndarray, y_fit: np.ndarray, quick: bool, seed: int
     }
 
 
-def seed_mlp(train_images: int) -> tuple:
-    """The user's first network: 128 ReLU units, 10 sigmoid outputs; (model, batch, epochs, optimizer)."""
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28)),
-            keras.layers.Flatten(),
-            keras.layers.Dense(128, activation="relu"),
-            keras.layers.Dense(10, activation="sigmoid"),
-        ]
-    )
-    return model, 32, 5, "adam"
-
-
-def tuomaso_cnn(train_images: int) -> tuple:
-    """tuomaso/train_mnist_fast: one epoch, one-cycle Adam; (model, batch, epochs, optimizer)."""
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28)),
-            keras.layers.Reshape((28, 28, 1)),
-            keras.layers.Conv2D(24, 5),
-            # Pooling before the ReLU, as the recipe does: the same result, less work.
-            keras.layers.MaxPooling2D(2),
-            keras.layers.ReLU(),
-            keras.layers.Conv2D(32, 3),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.ReLU(),
-            keras.layers.Flatten(),
-            keras.layers.Dense(256, activation="relu"),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
-    batch_size, epochs = 256, 1
-    steps = epochs * steps_per_epoch(train_images, batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        ONE_CYCLE_PEAK * ONE_CYCLE_START,
-        decay_steps=steps - int(ONE_CYCLE_WARMUP * steps),
-        warmup_target=ONE_CYCLE_PEAK,
-        warmup_steps=int(ONE_CYCLE_WARMUP * steps),
-    )
-    return model, batch_size, epochs, keras.optimizers.Adam(schedule, beta_1=0.7, beta_2=0.9)
-
-
-def keras_convnet(train_images: int) -> tuple:
-    """keras-io's examples/vision/mnist_convnet.py; (model, batch, epochs, optimizer)."""
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28)),
-            keras.layers.Reshape((28, 28, 1)),
-            keras.layers.Conv2D(32, 3, activation="relu"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Conv2D(64, 3, activation="relu"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Flatten(),
-            keras.layers.Dropout(0.5),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
-    return model, 128, 15, "adam"
-
-
-KERAS_PEERS = {"seed-mlp": seed_mlp, "tuomaso-cnn": tuomaso_cnn, "keras-convnet": keras_convnet}
-
-
 def matmul_ceiling(size: int, dtype: str) -> float:
     """GFLOP/s of a size x size matrix multiply in `dtype` in TensorFlow, best of 5."""
     import tensorflow as tf
@@ -341,7 +214,7 @@ def worker(name: str, quick: bool, seed: int, result_path: Path) -> None:
             "split": lambda config: training_split(mnist, config),
         }
         with tempfile.TemporaryDirectory() as workdir:
-            if name.startswith("ours"):
+            if CONTENDERS[name].settings is not None:
                 result = run_ours(name, quick, seed, data, Path(workdir))
             else:
                 result = run_peer(name, quick, seed, data)
@@ -358,144 +231,6 @@ def machine() -> dict:
     except OSError:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), **library_versions()}
-
-
-def fmt(value, pattern: str) -> str:
-    return "—" if value is None else format(value, pattern)
-
-
-def over_seeds(runs: list[dict]) -> dict:
-    """One contender's runs, one per seed, as one result: the mean of each figure (None where any
-    run never got there), the test accuracy's range, and the runs themselves."""
-    combined = {}
-    for key, value in runs[0].items():
-        values = [run[key] for run in runs]
-        if None in values:
-            combined[key] = None
-        elif isinstance(value, int) and len(set(values)) == 1:  # epochs: the same for every seed
-            combined[key] = value
-        elif isinstance(value, (int, float)):
-            combined[key] = float(np.mean(values))
-        elif isinstance(value, str):  # precision: the same for every seed
-            combined[key] = value
-    accuracies = [run["test_accuracy"] for run in runs]
-    return {**combined, "test_accuracy_range": [min(accuracies), max(accuracies)], "runs": runs}
-
-
-def markdown(results: dict, ceilings: dict, info: dict, quick: bool) -> str:
-    seeds = len(next(iter(results.values()))["runs"])
-    lines = [
-        f"Benchmark{' (quick smoke run)' if quick else ''}, {time.strftime('%Y-%m-%d')}: {info['cpu']}, "
-        f"{info['cores']} cores; TensorFlow {info['tensorflow']}, Keras {info['keras']}, "
-        f"scikit-learn {info['scikit-learn']}, Python {info['python']}. "
-        f"Matmul ceiling: {ceilings['float32']:.0f} GFLOP/s in float32, {ceilings['bfloat16']:.0f} in "
-        "bfloat16; each contender's share is of the ceiling of the dtype it trains in."
-        + (
-            f" Each figure is the mean over {seeds} seeds, test accuracy with their range; — where "
-            "any seed never got there."
-            if seeds > 1
-            else ""
-        ),
-        "",
-        "| contender | dtype | test acc. | train s | s to 98% | s to 99% | samples/s | GFLOP/s "
-        "| of ceiling |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, result in results.items():
-        gflops = result["gflops"]
-        low, high = result["test_accuracy_range"]
-        spread = f" ({low:.2%}-{high:.2%})" if seeds > 1 else ""
-        lines.append(
-            f"| {name} | {result['precision']} | {result['test_accuracy']:.2%}{spread} | "
-            f"{result['train_seconds']:.1f} | "
-            f"{fmt(result['seconds_to_98'], '.1f')} | {fmt(result['seconds_to_99'], '.1f')} | "
-            f"{result['samples_per_second']:,.0f} | {gflops:.1f} | {result['ceiling_fraction']:.2f} |"
-        )
-    lines += ["", "| ours vs peer | accuracy gain | training time ratio |", "|---|---|---|"]
-    for name, (_, ours) in CONTENDERS.items():
-        if ours and name in results and ours in results:
-            gain = results[ours]["test_accuracy"] - results[name]["test_accuracy"]
-            ratio = results[ours]["train_seconds"] / results[name]["train_seconds"]
-            lines.append(f"| {ours} vs {name} | {gain * 100:+.2f} points | {ratio:.2f}x |")
-    lines += ["", "| ours | on the front: no peer faster and at least as accurate |", "|---|---|"]
-    for name, ahead in peers_ahead(results).items():
-        lines.append(f"| {name} | {'yes' if not ahead else '**no**: ' + ', '.join(ahead)} |")
-    lines += ["", "| target | measured | met |", "|---|---|---|"]
-    for what, name, field, comparison, bound in TARGETS:
-        if name not in results:
-            lines.append(f"| {what} | not run | — |")
-            continue
-        value = results[name].get(field)
-        met = value is not None and (value >= bound if comparison == ">=" else value <= bound)
-        shown = fmt(value, ".2%") if field == "test_accuracy" else fmt(value, ".2f")
-        lines.append(f"| {what} | {shown} | {'yes' if met else '**no**'} |")
-    return "\n".join(lines) + "\n"
-
-
-def peers_ahead(results: dict) -> dict[str, list[str]]:
-    """For each of our contenders, the peers that trained in less time to at least its accuracy:
-    none where it is on the accuracy-for-time front."""
-    peers = [name for name in results if not name.startswith("ours")]
-    return {
-        name: [
-            peer
-            for peer in peers
-            if results[peer]["train_seconds"] < result["train_seconds"]
-            and results[peer]["test_accuracy"] >= result["test_accuracy"]
-        ]
-        for name, result in results.items()
-        if name.startswith("ours")
-    }
-
-
-def front_figure(results: dict, path: Path) -> None:
-    """Test accuracy against training seconds for every contender, ours as a line through their run
-    lengths, and the front: the best accuracy reached in at most so many seconds."""
-    figure = Figure(figsize=(9, 5.5), layout="constrained")
-    ax = figure.subplots()
-    for label, names in RUN_LENGTHS.items():
-        shown = [name for name in names if name in results]
-        seconds = [results[name]["train_seconds"] for name in shown]
-        accuracies = [100 * results[name]["test_accuracy"] for name in shown]
-        ax.plot(seconds, accuracies, marker="o", label=f"{label}, its epochs marked")
-        for name, point in zip(shown, zip(seconds, accuracies, strict=True), strict=True):
-            ax.annotate(
-                str(results[name]["epochs"]), point, fontsize=8, xytext=(-4, 6), textcoords="offset points"
-            )
-    on_lines = {name for names in RUN_LENGTHS.values() for name in names}
-    for name, result in results.items():
-        ours = name.startswith("ours")
-        ax.scatter(result["train_seconds"], 100 * result["test_accuracy"], color="black" if ours else "grey")
-        if not ours or name not in on_lines:  # to the left: the lines' epoch marks are above
-            ax.annotate(
-                name,
-                (result["train_seconds"], 100 * result["test_accuracy"]),
-                fontsize=8,
-                xytext=(-6, -10),
-                textcoords="offset points",
-                ha="right",
-            )
-    ordered = sorted(results.values(), key=lambda result: result["train_seconds"])
-    best = np.maximum.accumulate([100 * result["test_accuracy"] for result in ordered])
-    ax.step(
-        [result["train_seconds"] for result in ordered],
-        best,
-        where="post",
-        color="grey",
-        linestyle="--",
-        label="the front: best accuracy in at most that time",
-    )
-    ax.set(
-        xscale="log",
-        xlabel="training seconds (log scale)",
-        ylabel="test accuracy (%)",
-        title="Accuracy for training time, each contender once (bench/results.md)",
-    )
-    ax.set_xlim(left=ordered[0]["train_seconds"] / 4)  # room for the fastest one's name
-    ax.set_ylim(max(96.5, min(100 * result["test_accuracy"] for result in ordered) - 0.2), None)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="lower right")
-    save_figure(figure, path)
 
 
 def seed_list(text: str) -> list[int]:

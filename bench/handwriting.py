@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,18 +30,18 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFilter
 from scipy import ndimage
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))  # bench/ imports the project; nothing imports bench/
-
-from quiet_tensorflow import import_tensorflow_quietly  # noqa: E402
+from ground.quiet_tensorflow import import_tensorflow_quietly
 
 import_tensorflow_quietly()
 
-from data import IMAGE_SIZE, load_mnist, normalize_images, split_validation  # noqa: E402
-from model import probability_model  # noqa: E402
-from outputs import save_figure  # noqa: E402
-from reader.page import ImageError, mnist_style_digit  # noqa: E402
-from trained import ModelError, load_trained_model  # noqa: E402
+from data import IMAGE_SIZE, load_mnist, normalize_images
+from ground.outputs import save_figure
+from ground.saved_network import ModelError, load_trained_model
+from model import probability_model
+from reader.page import ImageError, mnist_style_digit
+from recipe.config import validation_digits
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 Ink = np.ndarray  # float32 (h, w) in [0, 1]: how much ink each pixel holds, at any resolution
 
@@ -225,8 +224,7 @@ CONDITIONS: dict[str, Callable] = {
 
 def development_set(count: int) -> tuple[np.ndarray, np.ndarray]:
     """The first `count` MNIST validation digits of seed 0's split (uint8 images, labels)."""
-    mnist = load_mnist()
-    _, _, x_val, y_val = split_validation(mnist.x_train, mnist.y_train, 0.1, seed=0)
+    x_val, y_val = validation_digits(load_mnist())
     return x_val[:count], y_val[:count]
 
 

@@ -19,7 +19,6 @@ import concurrent.futures
 import http.client
 import io
 import json
-import sys
 import time
 import urllib.parse
 from pathlib import Path
@@ -27,12 +26,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))  # bench/ imports the project; nothing imports bench/
-sys.path.insert(0, str(PROJECT_ROOT / "tests"))  # and the harness that starts serve.py, as the tests do
+from data import load_mnist
+from harness.local_server import running_server
 
-from data import load_mnist  # noqa: E402
-from local_server import running_server  # noqa: E402
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def digit_pngs(count: int) -> list[tuple[bytes, int]]:

@@ -1,12 +1,12 @@
 """The page export.py writes, measured in headless Chromium: milliseconds per reading in the
 browser (digits, and numbers where it has a line model), time to the first reading after the page
 is opened, the folder's size, and its parity with the Python reader on the corpora of
-tests/page_corpus.py.
+harness/page_corpus.py.
 
     python export.py --line-model artifacts/line/model.keras    # artifacts/model.keras -> artifacts/export
     python bench/offline_page.py --web artifacts/export/web     # prints its tables
 
-The folder is served by `python -m http.server` on 127.0.0.1; Chromium is Debian's (tests/conftest.py's
+The folder is served by `python -m http.server` on 127.0.0.1; Chromium is Debian's (harness/chromium.py's
 flags). "First reading" runs from the page's navigation start (a fresh browser, no cache) to the
 end of its first reading of a scan: it includes loading the runtime's WebAssembly and the model.
 Numbers are read by the page's own numberOf, and by reader.sequence.read_line with the same line
@@ -20,16 +20,11 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))  # bench/ imports the project; nothing imports bench/
-sys.path.insert(0, str(PROJECT_ROOT / "tests"))  # and the tests' harness, corpus and browser flags
-
-from data import load_mnist  # noqa: E402
-from local_server import static_server  # noqa: E402
-from page_corpus import (  # noqa: E402
+from data import load_mnist
+from harness.local_server import static_server
+from harness.page_corpus import (
     READ_IN_BROWSER,
     READ_NUMBER_IN_BROWSER,
     answers_in,
@@ -43,8 +38,8 @@ from page_corpus import (  # noqa: E402
     python_reading,
     said,
 )
-from reader.browser import LINE_MODEL  # noqa: E402
-from reader.classifier import load_classifier, load_line_model  # noqa: E402
+from reader.browser import LINE_MODEL
+from reader.classifier import load_classifier, load_line_model
 
 
 def browser_answers(url: str, files: dict[str, bytes], numbers: dict[str, bytes]) -> tuple[float, dict, dict]:
@@ -52,7 +47,7 @@ def browser_answers(url: str, files: dict[str, bytes], numbers: dict[str, bytes]
     each number's."""
     from playwright.sync_api import sync_playwright
 
-    from conftest import CHROMIUM, CHROMIUM_FLAGS
+    from harness.chromium import CHROMIUM, CHROMIUM_FLAGS
 
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)

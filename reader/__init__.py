@@ -12,17 +12,18 @@ Its modules, in the order an image passes through them:
 - division: a number's ink divided into the digits it may be made of;
 - reading: the model's probabilities as a reading (digit, likeliest digits, not sure, not a
   digit), and the division of a number it is surest of;
+- sequence: a number read as a whole line by a line model;
 - classifier: a trained model to read with, from a .keras or .onnx file;
 - deadline: when a reading gives up (it took too long, or nobody waits for it any more);
-- guards: the limits in front of serve.py's web server.
+- browser: the page that reads in the browser (its config, its runtime, the folder export.py writes).
 The reader builds on the ground floor it shares with the trainer (data.py's MNIST form and
-normalization, trained.py's safe loading and calibrated threshold) and imports nothing of training.
+normalization, ground/'s safe loading and calibrated threshold) and imports nothing of the recipe.
 """
 
+from ground.saved_network import ModelError
 from reader.classifier import Classifier, load_classifier
 from reader.page import ImageError, mnist_style_digit, read_image, read_image_file
 from reader.reading import read_digits, read_number
-from trained import ModelError
 
 __all__ = [
     "Classifier",

@@ -7,7 +7,7 @@ modules that own them), its runtime (ONNX Runtime Web, from npm) and the folder 
     write_web_folder(Path("artifacts/export/web"), digits, line, without_line="how to add one")
 
 web/ holds the page; web/reader.js ports reader.page's, data.mnist_style's, data.line_style's,
-ctc.py's and reader.sequence's steps to JavaScript and takes each number from the config written
+ground.ctc's and reader.sequence's steps to JavaScript and takes each number from the config written
 here, so that no number is typed twice. The runtime's files come from runtime/package-lock.json
 (`npm ci` there installs them).
 """
@@ -104,7 +104,7 @@ def reader_constants() -> dict:
         "line_span": page.LINE_SPAN,
         "line_thinness": page.LINE_THINNESS,
         "line_max_share": page.LINE_MAX_SHARE,
-        # a number's line, read by a line model (data.line_style, ctc.py, reader/sequence.py)
+        # a number's line, read by a line model (data.line_style, ground/ctc.py, reader/sequence.py)
         "line_height": LINE_HEIGHT,
         "line_ink_height": LINE_INK_HEIGHT,
         "line_margin": LINE_MARGIN,

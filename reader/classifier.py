@@ -17,21 +17,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from outputs import record_of
-from trained import (
+from ground.onnx_network import (
+    export_source,
+    onnx_is_line,
+    onnx_line_probabilities,
+    onnx_probabilities,
+    onnx_session,
+)
+from ground.outputs import record_of
+from ground.saved_network import (
     LINE_USE,
     ModelError,
     Probabilities,
     checked,
     checked_classifier,
-    export_source,
     is_line_network,
     line_answer,
     load_keras_file,
-    onnx_is_line,
-    onnx_line_probabilities,
-    onnx_probabilities,
-    onnx_session,
     reason,
     recorded,
     threshold_of,
@@ -109,7 +111,7 @@ def load_model_file(path: str | Path) -> Classifier | LineModel:
 def import_tensorflow(path: Path) -> None:
     """TensorFlow imported quietly, or a ModelError saying how to read `path` without it."""
     try:
-        from quiet_tensorflow import import_tensorflow_quietly
+        from ground.quiet_tensorflow import import_tensorflow_quietly
 
         import_tensorflow_quietly()
     except ModuleNotFoundError:

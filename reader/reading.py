@@ -17,12 +17,12 @@ import numpy as np
 from PIL import Image
 
 from data import mnist_style, normalize_images
+from ground.saved_network import Probabilities
 from reader.classifier import LineModel
 from reader.deadline import NO_DEADLINE, Deadline
 from reader.division import MAX_DIGITS, Part, number_layouts, too_many
 from reader.page import SOURCE_SIZE, page_ink
 from reader.sequence import read_line
-from trained import Probabilities
 
 
 def reading(row: np.ndarray, threshold: float | None, top: int = 3) -> dict:
@@ -30,7 +30,7 @@ def reading(row: np.ndarray, threshold: float | None, top: int = 3) -> dict:
 
     Below the threshold a reading is "not sure". It is "not a digit" as well where even its two
     likeliest digits together stay below the threshold: no digit, and no choice between two,
-    explains the image. A network trained with images that are not digits (not_digits.py) spreads
+    explains the image. A network trained with images that are not digits (recipe/not_digits.py) spreads
     its probability over all ten for them.
     """
     ranked = np.argsort(-row)

@@ -4,7 +4,7 @@
     number, seen = read_line(line_model, image)   # number["number"]: "02139", number["reader"]: "line"
 
 The line's ink is brought to data.line_style's form, as the model's training lines were; the model
-gives probabilities per frame of 4 px, and CTC's greedy decoding (ctc.py) reads the symbols in
+gives probabilities per frame of 4 px, and CTC's greedy decoding (ground/ctc.py) reads the symbols in
 them. Each digit's box on the page is the ink between the midpoints of its neighbours' peak frames;
 its confidence is its probability at its peak, with the likeliest digits there; the number is not
 sure where the line's confidence (ctc.line_confidence) is below the model's calibrated threshold,
@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from ctc import Symbol, decoded_line, likeliest_digits, line_confidence
 from data import FRAME_WIDTH, INK_THRESHOLD, LINE_INK_HEIGHT, LINE_MARGIN, NOT_A_DIGIT_SYMBOL, line_style
+from ground.ctc import Symbol, decoded_line, likeliest_digits, line_confidence
 from reader.classifier import LineModel
 from reader.deadline import NO_DEADLINE, Deadline
 from reader.division import MAX_DIGITS, MIN_NUMBER_HEIGHT, too_many

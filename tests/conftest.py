@@ -7,7 +7,6 @@ import io
 import json
 import os
 import re
-import shutil
 import struct
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from data import BLANK, FRAME_WIDTH, INK_THRESHOLD, LINE_CLASSES, load_mnist
+from harness.chromium import CHROMIUM, CHROMIUM_FLAGS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Small enough to train in seconds, large enough that the loss visibly falls.
@@ -306,27 +306,6 @@ def png_inflating_past_its_pixels(side: int, extra_megabytes: int) -> bytes:
 
 # Formats Pillow opens and writes beyond the six the reader reads (PNG, JPEG, BMP, GIF, WebP, TIFF).
 OTHER_FORMATS = ["AVIF", "DDS", "ICO", "PCX", "PPM", "QOI", "SGI", "SPIDER", "TGA"]
-
-
-# Debian's Chromium, as the browser tests and bench/offline_page.py drive it: headless, and without
-# the background connections this machine's closed network refuses.
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-DESKTOP = {"viewport": {"width": 900, "height": 700}}
-PHONE = {
-    "viewport": {"width": 390, "height": 844},
-    "has_touch": True,
-    "is_mobile": True,
-    "device_scale_factor": 2,
-}
 
 
 @contextlib.contextmanager

@@ -1,10 +1,16 @@
-"""augmentation.py: what real writing varies in, applied to training images only."""
+"""recipe/augmentation.py: what real writing varies in, applied to training images only."""
 
 import keras
 import numpy as np
 
-from augmentation import MARKED_SHARE, RandomAffine, RandomStrokeWidth, with_continental_marks, with_mark
 from data import normalize_images
+from recipe.augmentation import (
+    MARKED_SHARE,
+    RandomAffine,
+    RandomStrokeWidth,
+    with_continental_marks,
+    with_mark,
+)
 
 
 def batch(mnist, count=64):

@@ -1,12 +1,11 @@
 import json
-import sys
 
 import numpy as np
 import pytest
 
 from conftest import PROJECT_ROOT, run_script
 from model import LOGITS_LAYER, ModelConfig
-from training import network_of, training_model
+from recipe.fit import network_of, training_model
 
 pytestmark = [pytest.mark.slow]
 
@@ -49,8 +48,7 @@ def test_quick_benchmark_measures_each_contender_from_its_own_curve(quick_benchm
 
 
 def test_an_ours_is_on_the_front_unless_a_peer_is_faster_and_at_least_as_accurate():
-    sys.path.insert(0, str(PROJECT_ROOT / "bench"))
-    import benchmark
+    from bench import report
 
     def run(seconds, accuracy):
         return {"train_seconds": seconds, "test_accuracy": accuracy}
@@ -62,7 +60,7 @@ def test_an_ours_is_on_the_front_unless_a_peer_is_faster_and_at_least_as_accurat
         "peer-x": run(5, 0.99),  # faster than ours-a and as accurate
         "peer-y": run(30, 0.994),  # as accurate as neither ours-b (faster) nor slower than ours-c
     }
-    assert benchmark.peers_ahead(results) == {"ours-a": ["peer-x"], "ours-b": [], "ours-c": ["peer-x"]}
+    assert report.peers_ahead(results) == {"ours-a": ["peer-x"], "ours-b": [], "ours-c": ["peer-x"]}
 
 
 def test_quick_benchmark_table_shows_the_json_figures(quick_benchmark):
@@ -97,8 +95,7 @@ def test_several_seeds_give_each_figure_as_their_mean_and_the_accuracys_range(tm
 
 
 def test_our_test_accuracy_is_read_as_predict_py_reads_it_not_from_the_sigmoid_outputs():
-    sys.path.insert(0, str(PROJECT_ROOT / "bench"))
-    import benchmark
+    from bench import benchmark
 
     model_config = ModelConfig()  # the default: 10 sigmoid outputs
     model = training_model(model_config, augment=False)
@@ -117,24 +114,28 @@ def test_our_test_accuracy_is_read_as_predict_py_reads_it_not_from_the_sigmoid_o
     assert clock.points[-1][1] == 1.0
 
 
-@pytest.mark.parametrize("script", sorted(path.name for path in (PROJECT_ROOT / "bench").glob("*.py")))
+BENCH_SCRIPTS = [
+    path.name for path in (PROJECT_ROOT / "bench").glob("*.py") if "__main__" in path.read_text()
+]
+
+
+@pytest.mark.parametrize("script", sorted(BENCH_SCRIPTS))
 def test_every_bench_script_starts_and_explains_itself(script):
     result = run_script(f"bench/{script}", "--help")
     assert result.returncode == 0 and "usage:" in result.stdout, result.stderr[-2000:]
 
 
 def test_number_sets_hold_the_digits_they_claim_in_the_way_they_claim(mnist):
-    sys.path.insert(0, str(PROJECT_ROOT / "bench"))
-    import number_reading
+    from bench import number_sets
 
     digits, labels = mnist.x_test[:200], mnist.y_test[:200]
-    for name, (length, _) in number_reading.NUMBER_SETS.items():
-        numbers = number_reading.number_set(name, digits, labels, 5)
+    for name, (length, _) in number_sets.NUMBER_SETS.items():
+        numbers = number_sets.number_set(name, digits, labels, 5)
         assert len(numbers) == 5 and all(len(truth) == length and truth.isdigit() for _, truth in numbers)
-        assert numbers == number_reading.number_set(name, digits, labels, 5)  # the same for every reader
+        assert numbers == number_sets.number_set(name, digits, labels, 5)  # the same for every reader
     # Touching digits leave no column of paper between some of them; apart, nearly all have paper around.
     for name, apart in (("touching", False), ("5 digits", True)):
-        for image, _ in number_reading.number_set(name, digits, labels, 5):
+        for image, _ in number_sets.number_set(name, digits, labels, 5):
             columns = np.flatnonzero(((255 - np.asarray(image)) > 60).any(axis=0))
             runs = 1 + np.count_nonzero(np.diff(columns) > 1)
             assert runs >= 4 if apart else runs < 5

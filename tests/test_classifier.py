@@ -22,13 +22,13 @@ import onnx
 import onnxruntime
 import pytest
 
-import outputs
 from conftest import PROJECT_ROOT, nan_past_ink, onnx_digit_model, run_script, wait_until, with_config
 from data import normalize_images
-from local_server import local_server, running_server
+from ground import outputs
+from ground.saved_network import ModelError, load_trained_model
+from harness.local_server import local_server, running_server
 from reader.classifier import load_classifier
-from reader.guards import MAX_RESTARTS
-from trained import ModelError, load_trained_model
+from server.guards import MAX_RESTARTS
 
 
 def onnx_path(exported):

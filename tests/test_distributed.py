@@ -13,8 +13,8 @@ from keras_tuner.src import protos
 
 import train
 from conftest import TINY_TRAINING, assert_tensorboard_logs, run_script, start_script
-from local_server import free_ports
-from settings import resolve
+from harness.local_server import free_ports
+from recipe.settings import resolve
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 

@@ -8,7 +8,7 @@ import pytest
 
 import evaluate
 from conftest import run_script
-from outputs import folder_lock
+from ground.outputs import folder_lock
 
 
 @pytest.fixture(scope="module")

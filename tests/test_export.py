@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 
 import export
-import outputs
 from conftest import run_script
 from data import normalize_images
+from ground import outputs
 
 
 def test_every_format_answers_like_the_keras_model_on_all_test_digits(exported):
@@ -69,7 +69,7 @@ def test_a_format_failing_its_check_is_not_written_and_the_others_are(trained_ru
 def test_a_model_holding_training_augmentation_is_refused(tmp_path):
     inputs = keras.Input((28, 28))
     x = keras.layers.Reshape((28, 28, 1))(inputs)
-    x = keras.layers.RandomTranslation(0.1, 0.1)(x)  # as models saved before training.py held it
+    x = keras.layers.RandomTranslation(0.1, 0.1)(x)  # as models saved before recipe/fit.py held it
     logits = keras.layers.Dense(10, name="logits")(keras.layers.Flatten()(x))
     path = tmp_path / "old.keras"
     keras.Model(inputs, keras.layers.Activation("sigmoid", name="digit")(logits)).save(path)

@@ -4,15 +4,7 @@ import numpy as np
 import pytest
 
 from data import BLANK, FRAME_WIDTH, INK_THRESHOLD, LINE_CLASSES, LINE_HEIGHT, MAX_LINE_SYMBOLS
-from lines import (
-    NOT_A_DIGIT,
-    PADDING,
-    WIDTH_STEP,
-    LineAccuracy,
-    LineComposer,
-    ctc_loss,
-    greedy_labels,
-)
+from recipe.lines import NOT_A_DIGIT, PADDING, WIDTH_STEP, LineAccuracy, LineComposer, ctc_loss, greedy_labels
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 from data import FRAME_WIDTH, LINE_CLASSES, LINE_HEIGHT, normalize_images
 from model import PREDICTION_CHUNK, ModelConfig, build_model, probabilities_function, probability_model
-from settings import ARCH_DEFAULTS
+from recipe.settings import ARCH_DEFAULTS
 
 
 def layer_types(model):

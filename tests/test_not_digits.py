@@ -1,4 +1,4 @@
-"""not_digits.py: the images a network learns to read as no digit, made from the training split."""
+"""recipe/not_digits.py: the images a network learns to read as no digit, made from the training split."""
 
 import string
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-import not_digits
 from data import DIGIT_BOX, IMAGE_SIZE, cropped_to_ink, normalize_images
+from recipe import not_digits
 
 
 @pytest.fixture(scope="module")

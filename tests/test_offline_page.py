@@ -14,11 +14,12 @@ from PIL import Image
 
 import data
 import export
-import outputs
-from conftest import DESKTOP, PHONE, chromium, draw, shown_for
-from local_server import static_server
-from model import LOGITS_LAYER
-from page_corpus import (
+from conftest import chromium, draw, shown_for
+from ground import outputs
+from ground.saved_network import threshold_of
+from harness.chromium import DESKTOP, PHONE
+from harness.local_server import static_server
+from harness.page_corpus import (
     READ_IN_BROWSER,
     READ_NUMBER_IN_BROWSER,
     answers_in,
@@ -32,9 +33,9 @@ from page_corpus import (
     refused_lines,
     said,
 )
+from model import LOGITS_LAYER
 from reader import browser
 from reader.classifier import load_classifier, load_line_model
-from trained import threshold_of
 
 MAX_FOLDER_BYTES = 25_000_000  # the bound on the folder a phone downloads once
 SEVEN = [(0.25, 0.2), (0.75, 0.2), (0.4, 0.9)]  # the bar, then the diagonal
@@ -77,8 +78,10 @@ def test_an_export_without_a_line_model_names_none_and_tells_how_to_add_one(web_
     config = json.loads((web_folder / "config.json").read_text())
     model, out = trained_run.folder / "model.keras", web_folder.parent
     assert config["line_model"] is None and not (web_folder / browser.LINE_MODEL).exists()
-    assert config["messages"]["no_line_model"] == export.without_line(model, out)
-    assert f"python export.py --model {model} --out {out} --line-model " in export.without_line(model, out)
+    assert config["messages"]["no_line_model"] == export.WITHOUT_LINE.format(model=model, out=out)
+    assert (
+        f"`python export.py --model {model} --out {out} --line-model " in config["messages"]["no_line_model"]
+    )
 
 
 def test_where_npm_is_missing_the_web_folder_is_reported_in_one_line_and_not_written(
@@ -86,7 +89,7 @@ def test_where_npm_is_missing_the_web_folder_is_reported_in_one_line_and_not_wri
 ):
     monkeypatch.setattr(browser, "RUNTIME_DIST", tmp_path / "not-installed")
     monkeypatch.setattr(browser.shutil, "which", lambda name: None)
-    problem = export.web_folder(tmp_path, {"onnx": {"path": "model.onnx"}}, 0.9, "tiny")
+    problem = export.web_folder(tmp_path, browser.PageModel(tmp_path / "model.onnx", 0.9, "tiny"))
     said = capsys.readouterr().err
     assert problem.startswith("npm is not installed") and "npm ci" in problem
     assert said == f"error: web: {problem}; not written\n" and not (tmp_path / "web").exists()

@@ -1,4 +1,4 @@
-"""outputs.py: everything the project writes into an output folder."""
+"""ground/outputs.py: everything the project writes into an output folder."""
 
 import importlib
 import json
@@ -8,8 +8,8 @@ import matplotlib.image
 import pytest
 from matplotlib.figure import Figure
 
-import outputs
-from outputs import OutputError, atomic_path, keep_settings
+from ground import outputs
+from ground.outputs import OutputError, atomic_path, keep_settings
 
 
 def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):

@@ -1,12 +1,12 @@
-"""quiet_tensorflow.py: TensorFlow's C++ start-up notices are held back; its warnings and errors are not;
-oneDNN is on for x86 CPUs unless the user says otherwise."""
+"""ground/quiet_tensorflow.py: TensorFlow's C++ start-up notices are held back; its warnings and
+errors are not; oneDNN is on for x86 CPUs unless the user says otherwise."""
 
 import platform
 
 import pytest
 
 from conftest import run_script
-from quiet_tensorflow import ONEDNN, X86, with_onednn_default, without_notices
+from ground.quiet_tensorflow import ONEDNN, X86, with_onednn_default, without_notices
 
 IMPORT = (
     "from quiet_tensorflow import import_tensorflow_quietly; "

@@ -5,10 +5,10 @@ import pytest
 from PIL import Image
 
 from conftest import ZERO_TOUCHING_A_ONE, digit_row, encoded, written
+from ground.saved_network import calibrate
 from reader.deadline import Deadline, ReadingTimeout
 from reader.page import ImageError, read_image
 from reader.reading import read_number, reading
-from trained import calibrate
 
 
 def probabilities_with(confidences, correct):

@@ -1,6 +1,5 @@
 """The README's Python snippet runs as written: train, evaluate and read an image from Python."""
 
-import os
 import re
 import subprocess
 import sys
@@ -26,7 +25,6 @@ def test_the_from_python_snippet_trains_evaluates_and_reads_a_seven(tmp_path, mn
     result = subprocess.run(
         [sys.executable, "-c", snippet("## From Python")],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
         capture_output=True,
         text=True,
         timeout=300,

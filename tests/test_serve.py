@@ -9,14 +9,16 @@ import pytest
 from fastapi import Request
 from fastapi.testclient import TestClient
 from PIL import Image
+from uvicorn.main import STARTUP_FAILURE
 
 from conftest import blobs, digit_row, encoded, nan_past_ink, spelling, wait_until
 from model import ModelConfig, build_model
 from reader.classifier import LineModel, keras_classifier, load_classifier
 from reader.deadline import ReadingAbandoned, ReadingTimeout
-from reader.guards import MAX_UPLOAD_BYTES, delivering
-from serve import DECODES_AT_ONCE, STARTUP_FAILURE, answer, app_of, create_app, parse_args
 from serve import main as serve_main
+from serve import parse_args
+from server.app import DECODES_AT_ONCE, answer, app_of, create_app
+from server.guards import MAX_UPLOAD_BYTES, delivering
 
 
 @pytest.fixture(scope="module")

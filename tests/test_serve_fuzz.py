@@ -18,7 +18,7 @@ from conftest import (
     progressive_jpeg_bomb,
 )
 from reader.classifier import keras_classifier
-from serve import DECODES_AT_ONCE, create_app
+from server.app import DECODES_AT_ONCE, create_app
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -12,10 +12,10 @@ import time
 import pytest
 
 from conftest import wait_until
-from local_server import free_ports
+from harness.local_server import free_ports
 from reader.classifier import keras_classifier
-from reader.guards import MAX_CLIENT_CONNECTIONS, MAX_CONNECTIONS, guarded_server
-from serve import create_app
+from server.app import create_app
+from server.guards import MAX_CLIENT_CONNECTIONS, MAX_CONNECTIONS, guarded_server
 
 pytestmark = [pytest.mark.network]
 

@@ -1,14 +1,14 @@
-"""settings.py: the per-architecture defaults, settings files and the flags named after the fields."""
+"""recipe/settings.py: the per-architecture defaults, settings files and the flags named after the fields."""
 
 import argparse
 import dataclasses
 
 import pytest
 
-import settings
 from model import ModelConfig
-from settings import ARCH_DEFAULTS, Settings, resolve
-from training import TrainConfig
+from recipe import settings
+from recipe.config import TrainConfig
+from recipe.settings import ARCH_DEFAULTS, Settings, resolve
 
 
 def test_nothing_given_is_the_users_design():

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import outputs
 import train
 from conftest import PROJECT_ROOT, TINY_TRAINING, assert_tensorboard_logs, run_script
 from data import MNIST_SHA256, normalize_images
-from trained import load_trained_model
-from training import completed_epochs
+from ground import outputs
+from ground.saved_network import load_trained_model
+from recipe.callbacks import completed_epochs
 
 
 def test_training_lowers_loss_on_a_real_slice(trained_run):
@@ -319,7 +319,8 @@ def test_gpu_requirements_resolve_to_tensorflow_with_cuda_and_not_the_cpu_wheel(
         capture_output=True,
         text=True,
     )
-    [install] = [line.split() for line in planned.stdout.splitlines() if " pip install " in line]
+    requirements = [line for line in planned.stdout.splitlines() if " -r " in line]
+    [install] = [line.split() for line in requirements]
     report = tmp_path / "report.json"
     resolved = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--report", str(report)]

@@ -1,29 +1,23 @@
-"""training.py: the recipe every script trains through."""
+"""recipe/fit.py: the recipe every script trains through."""
 
 import keras
 import numpy as np
 import pytest
 
-import not_digits
-import training
-from augmentation import RandomAffine
 from model import ModelConfig, probabilities_function, probability_model
-from training import (
-    BACKUP_FILES,
-    PREVIOUS,
+from recipe import callbacks, not_digits
+from recipe.augmentation import RandomAffine
+from recipe.callbacks import BACKUP_FILES, PREVIOUS, RunProgress, completed_epochs
+from recipe.config import TrainConfig, TrainingError, training_split
+from recipe.devices import training_precision
+from recipe.fit import (
     DigitAccuracy,
-    RunProgress,
-    TrainConfig,
-    TrainingError,
     build_for_training,
-    completed_epochs,
     fit,
     network_of,
     train,
     training_images,
     training_model,
-    training_precision,
-    training_split,
 )
 
 SMALL = ModelConfig(hidden=(16,), dropout=0.0)
@@ -211,7 +205,7 @@ def test_a_network_trained_with_images_that_are_not_digits_is_unsure_of_new_ones
 
 def test_before_each_epoch_the_run_says_how_long_it_has_left(monkeypatch, capsys):
     ends = iter([0.0, 10.0, 14.0, 18.0])  # the fit starts; its epochs end, the first slowed by tracing
-    monkeypatch.setattr(training.time, "perf_counter", lambda: next(ends))
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: next(ends))
     progress = RunProgress(epochs=10)
     progress.on_train_begin()
     progress.on_epoch_begin(0)

@@ -13,10 +13,10 @@ import pytest
 import train
 import tune
 from conftest import run_script, start_script
+from ground.outputs import folder_lock
 from model import build_model
-from outputs import folder_lock
-from settings import ARCH_DEFAULTS, resolve
-from training import StopOnSignal
+from recipe.callbacks import StopOnSignal
+from recipe.settings import ARCH_DEFAULTS, resolve
 
 # Hyperband with 3 epochs at most runs 6 trials of 1 to 3 epochs: seconds on 1,500 images.
 SMALL_SEARCH = ["--limit", "1500", "--max-epochs", "3"]

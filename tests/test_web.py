@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DESKTOP, PHONE, chromium, digit_row, draw, shown_for
-from local_server import running_server
-from reader.guards import MAX_UPLOAD_BYTES
+from conftest import chromium, digit_row, draw, shown_for
+from harness.chromium import DESKTOP, PHONE
+from harness.local_server import running_server
+from server.guards import MAX_UPLOAD_BYTES
 
 
 @pytest.fixture(scope="module")

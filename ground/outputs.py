@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from data import DEFAULT_DATA_PATH
+
 if TYPE_CHECKING:  # matplotlib is imported by what draws, not by predict.py and serve.py
     from matplotlib.figure import Figure
 
@@ -50,6 +52,22 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if not action.option_strings or text.endswith("]") or action.default in (None, argparse.SUPPRESS):
             return text
         return f"{text} [{'off' if action.default is False else '%(default)s'}]"
+
+
+def add_folder_flags(
+    parser, out: Path | str, fresh: str | None = None, data_use: str = "", out_help: str = "output folder"
+) -> None:
+    """The flags the scripts share, added to `parser` (or an argument group): --data (MNIST, for
+    `data_use`), --out (`out`: a default folder, or in brackets where it is found at run time) and,
+    where an interrupted run resumes, --fresh (`fresh`: what it discards)."""
+    shipped = DEFAULT_DATA_PATH.relative_to(DEFAULT_DATA_PATH.parents[1])
+    parser.add_argument("--data", type=Path, help=f"mnist.npz or a folder of IDX files{data_use} [{shipped}]")
+    if isinstance(out, Path):
+        parser.add_argument("--out", type=Path, default=out, help=out_help)
+    else:
+        parser.add_argument("--out", type=Path, help=f"{out_help} [{out}]")
+    if fresh:
+        parser.add_argument("--fresh", action="store_true", help=f"discard {fresh} in --out")
 
 
 class OutputError(Exception):

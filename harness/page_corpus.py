@@ -15,7 +15,7 @@ Digits:
   half of them JPEGs;
 - pens: MNIST test digits written with a thicker or thinner pen (grey dilation or erosion).
 
-Numbers (lines.LineComposer's lines of 1-12 MNIST test digits, as a line model trains on: sizes,
+Numbers (recipe.lines.LineComposer's lines of 1-12 MNIST test digits, as a line model trains on: sizes,
 slants, gaps, touching neighbours, pen lifts, now and then a mark that is not a digit):
 - lines: dark on white, enlarged 2.5 times, as scanned;
 - number photos: on grey paper darkening across the page, with noise, half of them JPEGs;
@@ -228,7 +228,7 @@ def refused_lines() -> dict[str, bytes]:
 
 def number_corpus(mnist) -> dict[str, bytes]:
     """The numbers' files by name (kind-index), from MNIST's test digits and seed 0."""
-    from lines import LineComposer  # which imports TensorFlow: the digits' corpus does without
+    from recipe.lines import LineComposer  # which imports TensorFlow: the digits' corpus does without
 
     composer = LineComposer.of(mnist.x_test, mnist.y_test, seed=0)
     rng = np.random.default_rng(0)
@@ -244,7 +244,7 @@ def number_corpus(mnist) -> dict[str, bytes]:
 def large_number_corpus(mnist) -> dict[str, bytes]:
     """Photos of numbers larger than the work side, which each reader shrinks with its own filter
     (from MNIST's test digits, seed 1)."""
-    from lines import LineComposer
+    from recipe.lines import LineComposer
 
     composer = LineComposer.of(mnist.x_test, mnist.y_test, seed=1)
     rng = np.random.default_rng(1)

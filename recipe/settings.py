@@ -19,9 +19,9 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
+from ground.outputs import read_json
 from model import ModelConfig
-from outputs import read_json
-from training import TrainConfig
+from recipe.config import TrainConfig
 
 # Values a training step computes and keeps for its gradients: a billion float32 are 4 GB (the
 # default CNN's batch holds 12 million).
@@ -54,7 +54,7 @@ DEFAULT_ARCH = "mlp"
 # time than the digits alone took: the images that are not digits add a fifth to each epoch
 # (bench/NOTES.md). bfloat16 made the CNN's convolutions 1.4-1.6x
 # faster; the MLP it made only 1.07x faster, with validation 0.05 points lower (bench/NOTES.md).
-# The line model (lines.py): small convolutions, since they cost most of a step; batches of 32
+# The line model (recipe/lines.py): small convolutions, since they cost most of a step; batches of 32
 # lines, since more steps break CTC's early "all blank" sooner; 4 epochs, near the 10-minute budget
 # (12.8 minutes on the shared 2-core machine it was tuned on; 6 read 2-8 points more numbers right
 # in 17.8, bench/NOTES.md, 2026-12-03).

@@ -1,11 +1,12 @@
 """Training on several workers at once (MultiWorkerMirroredStrategy) with a custom training loop.
 
-    network, history = multiworker.train(model_config, config, (x_fit, y_fit), validation, strategy, stopper)
+    network, history = multiworker.train(model_config, train_config, (x_fit, y_fit), validation_data,
+                                         [StopOnSignal()], strategy=strategy)
 
 A workaround, kept apart so it can go: Keras 3.15's `Model.fit` fails under
 MultiWorkerMirroredStrategy (it reduces per-replica input batches and scalar logs along an axis
-they lack). Delete this module, and call `training.train` for every strategy, once
-tests/test_distributed.py passes with `fit`. Until then it trains what `training.train` would:
+they lack). Delete this module, and call `recipe.fit.train` (whose arguments are these) for every
+strategy, once tests/test_distributed.py passes with `fit`. Until then it trains what it would:
 the same training model, loss, optimizer and input pipeline; each step's gradients are summed
 across workers, so every worker ends with the same weights. It has no backup: an interrupted
 multi-worker run starts over.
@@ -13,21 +14,20 @@ multi-worker run starts over.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from model import ModelConfig
-from training import (
+from recipe.callbacks import RunProgress, progress_mode
+from recipe.config import TrainConfig, TrainingError, steps_per_epoch
+from recipe.fit import (
     LOSS,
-    RunProgress,
-    StopOnSignal,
-    TrainConfig,
     build_for_training,
     digits_read_right,
     network_of,
-    progress_mode,
-    steps_per_epoch,
     training_batches,
     training_images,
 )
@@ -35,34 +35,38 @@ from training import (
 
 def train(
     model_config: ModelConfig,
-    config: TrainConfig,
-    training: tuple[np.ndarray, np.ndarray],
-    validation: tuple[np.ndarray, np.ndarray] | None,
-    strategy: tf.distribute.MultiWorkerMirroredStrategy,
-    stopper: StopOnSignal,
+    train_config: TrainConfig,
+    train_data: tuple[np.ndarray, np.ndarray],
+    validation_data: tuple[np.ndarray, np.ndarray] | None,
     callbacks: list[keras.callbacks.Callback] = (),
+    backup: Path | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
-    """`training.train` for several workers; `batch_size` is per replica. `callbacks` are told of
-    the training's start and end and of each epoch's start and end, with its logs (e.g.
-    TensorBoard)."""
-    x_fit, y_fit = training
-    model = build_for_training(model_config, config, len(x_fit), strategy)
-    batch_size = config.batch_size * strategy.num_replicas_in_sync
+    """recipe.fit.train for several workers (`strategy`: a MultiWorkerMirroredStrategy);
+    `batch_size` is per replica. `callbacks` are told of the training's start and end, of each
+    epoch's start and end with its logs (e.g. TensorBoard), and of each step's end (a StopOnSignal
+    among them stops it). A multi-worker run keeps no backup: one given is a TrainingError."""
+    if backup is not None:
+        raise TrainingError("a multi-worker run cannot resume: it keeps no backup")
+    strategy = strategy or tf.distribute.get_strategy()
+    x_fit, y_fit = train_data
+    model = build_for_training(model_config, train_config, len(x_fit), strategy)
+    batch_size = train_config.batch_size * strategy.num_replicas_in_sync
     with strategy.scope():
         model.optimizer.build(model.trainable_variables)
     steps = Steps(model, strategy, batch_size)
-    images, targets = training_images(x_fit, y_fit, config)
-    batches = iter(
-        strategy.experimental_distribute_dataset(training_batches(images, targets, batch_size, config.seed))
-    )
-    metrics = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if validation else [])
+    images, targets = training_images(x_fit, y_fit, train_config)
+    batches = training_batches(images, targets, batch_size, train_config.seed)
+    batches = iter(strategy.experimental_distribute_dataset(batches))
+    metrics = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if validation_data else [])
     history = {name: [] for name in metrics}
-    told = keras.callbacks.CallbackList([*callbacks, RunProgress(config.epochs)], model=model)
+    told = keras.callbacks.CallbackList([*callbacks, RunProgress(train_config.epochs)], model=model)
     told.on_train_begin()
-    for epoch in range(config.epochs):
+    for epoch in range(train_config.epochs):
         told.on_epoch_begin(epoch)
-        print(f"Epoch {epoch + 1}/{config.epochs}")  # as Model.fit shows it
-        logs = steps.epoch(batches, steps_per_epoch(len(images), batch_size), validation, stopper, metrics)
+        print(f"Epoch {epoch + 1}/{train_config.epochs}")  # as Model.fit shows it
+        epoch_steps = steps_per_epoch(len(images), batch_size)
+        logs = steps.epoch(batches, epoch_steps, validation_data, told, metrics)
         for name in metrics:
             history[name].append(float(logs[name]))
         told.on_epoch_end(epoch, {name: float(value) for name, value in logs.items()})
@@ -105,16 +109,18 @@ class Steps:
         losses, correct, _ = self.loss_and_correct(x, y, training=False)
         return tf.reduce_sum(losses), correct
 
-    def epoch(self, batches, steps: int, validation, stopper: StopOnSignal, metrics: list[str]) -> dict:
-        """One epoch of `steps` steps, shown as Keras shows it; its logs, validation included."""
+    def epoch(
+        self, batches, steps: int, validation, told: keras.callbacks.CallbackList, metrics: list[str]
+    ) -> dict:
+        """One epoch of `steps` steps, shown as Keras shows it, each step's end `told`; its logs,
+        validation included."""
         progress = keras.utils.Progbar(steps, verbose=progress_mode(), stateful_metrics=metrics)
         loss_sum = correct = digits = 0.0
         for step in range(1, steps + 1):
             step_loss, step_correct, step_digits = self.train_step(batches)
             loss_sum, correct = loss_sum + float(step_loss), correct + float(step_correct)
             digits += float(step_digits)
-            if stopper.requested:
-                raise KeyboardInterrupt
+            told.on_train_batch_end(step)  # where a StopOnSignal raises KeyboardInterrupt
             seen = step * self.batch_size
             logs = {"loss": loss_sum / seen, "accuracy": correct / max(digits, 1.0)}
             if step == steps and validation:

@@ -10,7 +10,7 @@ pen is heavier or lighter, fast writers lift the pen across a stroke, and neighb
 into each other. So each line is 1 to MAX_LINE_SYMBOLS digits written that way from the digits it
 is given (the training split's for training, the validation split's for validation, the test set's
 for measuring), with now and then a mark that is not a digit (a letter, a symbol, a scribble from
-not_digits.py) labelled NOT_A_DIGIT. It is then brought to data.line_style's form, as the reader
+recipe/not_digits.py) labelled NOT_A_DIGIT. It is then brought to data.line_style's form, as the reader
 brings a real line. The same seed and index give the same line, so training is reproducible and a
 resumed run sees the lines it would have seen.
 """
@@ -40,7 +40,7 @@ from data import (
     cropped_to_ink,
     line_style,
 )
-from not_digits import letter, stroke, symbol
+from recipe.not_digits import letter, stroke, symbol
 
 NOT_A_DIGIT = NOT_A_DIGIT_SYMBOL
 PADDING = -1  # after a line's labels, up to MAX_LINE_SYMBOLS
@@ -137,7 +137,7 @@ def line_batch(images: list[np.ndarray], labels: list[list[int]]) -> tuple[np.nd
 
 
 def mark_ink(rng: np.random.Generator) -> np.ndarray:
-    """A mark that is not a digit (a letter, a symbol or a scribble, not_digits.py), cropped."""
+    """A mark that is not a digit (a letter, a symbol or a scribble, recipe/not_digits.py), cropped."""
     make = (letter, symbol, stroke)[int(rng.choice(3, p=(0.5, 0.25, 0.25)))]
     while True:
         ink, _ = make(rng, None, None)

@@ -4,14 +4,24 @@
     python export.py --model artifacts/cnn/model.keras --out artifacts/cnn-export
     python export.py --line-model artifacts/line/model.keras    # the page reads numbers too
 
-Writes into --out a SavedModel in TF Serving's layout (saved_model/mnist/<version>/, versions count
-up from 1), model.onnx, model.tflite, export.json (each file's sha256, its input and output
-contract, the checks, the source run's record) and web/, the page that reads in the browser with
-model.onnx, offline once visited (docs/offline-page.md; with --line-model it reads numbers too).
-Before a file is moved into place it must give the Keras model's reading of all 10,000 test images
-(a line model's: of 500 lines of test digits), probabilities within 1e-4, and the same answer
-twice; a format that fails is reported and the others still written. A line model is exported to
-ONNX alone. docs/deploy.md has the contracts and the figures.
+Writes into --out:
+- saved_model/mnist/<version>/: a SavedModel in TF Serving's layout (versions count up from 1,
+  never overwritten), signature `serving_default`;
+- model.onnx (ONNX, for onnxruntime) and model.tflite (LiteRT, for phones and ai-edge-litert);
+- export.json: each file's sha256, the input and output contract, the checks and the run.json of
+  the model they came from;
+- web/: the page that reads in the browser with model.onnx, offline once visited, on any static
+  host (docs/offline-page.md); its runtime comes from npm (`npm ci` in runtime/, run here if needed).
+  With --line-model it reads numbers too (a .keras line model exported into line/ first, as below).
+Every format takes float32 images (n, 28, 28) in [0, 1], as the reader and data.normalize_images make
+them, and returns the ten probabilities (the softmax of the logits). Before a file is moved
+into place it must give the Keras model's digit on all 10,000 test images, probabilities within
+1e-4, and the same answer twice. A format that fails is reported and the others still written.
+
+A line model (train.py --arch line) is exported to ONNX alone, the format the reader reads without
+TensorFlow: it takes lines float32 (n, 32, w) in data.line_style's form and returns each frame's
+probabilities (n, w / 4, 12), and must read every one of 500 lines composed from the test digits as
+the Keras model does, probabilities within 1e-4, the same answer twice.
 """
 
 from __future__ import annotations
@@ -21,7 +31,6 @@ from ground.quiet_tensorflow import import_tensorflow_quietly
 import_tensorflow_quietly()
 
 import argparse
-import dataclasses
 import os
 import shutil
 import sys
@@ -47,7 +56,7 @@ from ground.saved_network import (
     threshold_of,
 )
 from model import probability_model
-from reader.browser import PageModel, RuntimeMissing, how_to_add_line_model, line_page_model, write_web_folder
+from reader.browser import PageModel, RuntimeMissing, line_page_model, write_web_folder
 from recipe import lines
 
 TOLERANCE = 1e-4  # largest difference in any probability from the Keras model's
@@ -56,6 +65,12 @@ TEST_LINES = 500  # composed from the test digits, to check a line model's expor
 LINE_BATCH = 50
 SERVING_NAME = "mnist"  # TF Serving's model name: saved_model/mnist/<version>/
 LINE_FOLDER = "line"  # where --line-model's .keras file is exported, beside the digit model's formats
+# What the page says in place of number mode when it has no line model: how to give it one.
+WITHOUT_LINE = (
+    "Numbers need a line model, which this export does not have: train one with `python train.py --arch "
+    "line --out artifacts/line`, then export with it: `python export.py --model {model} --out {out} "
+    "--line-model artifacts/line/model.keras`."
+)
 # The converters Keras's own `model.export` uses; their known failures on Keras 3 models.
 UPSTREAM = {
     "onnx": "tf2onnx via keras export; see onnx/tensorflow-onnx#2329",
@@ -87,12 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", type=Path, default=Path("artifacts/model.keras"), help="the .keras file train.py saved"
     )
     outputs.add_folder_flags(parser, Path("artifacts/export"), data_use=" for the checks")
-    parser.add_argument(
-        "--line-model",
-        type=Path,
-        help="a line model (train.py --arch line's .keras file, or its model.onnx from export.py), "
-        "for the page in web/ to read numbers with [none: digits only]",
-    )
+    line_help = "a line model (train.py --arch line's .keras, or its export's model.onnx) for web/'s numbers"
+    parser.add_argument("--line-model", type=Path, help=f"{line_help} [none: digits only]")
     return parser
 
 
@@ -240,11 +251,12 @@ def export(model_path: Path, out: Path, data: Path | None = None, line_path: Pat
     images = normalize_images(mnist.x_test)
     reference = probabilities.predict(images, batch_size=BATCH, verbose=0)
     written, failed = export_all(probabilities, out, images, reference)
-    line_page, line_failure = line_model_for_page(line, out, mnist)
+    line_page, line_failure = line_model_for_page(line, out, mnist) if line else (None, None)
     if line_failure:
         failed["line_model"] = line_failure
     threshold = threshold_of(outputs.record_of(model_path))
-    web = web_folder(out, written, threshold, network.name, line_page, how_to_add_line_model(model_path, out))
+    digits = PageModel(out / written["onnx"]["path"], threshold, network.name) if "onnx" in written else None
+    web = web_folder(out, digits, line_page, WITHOUT_LINE.format(model=model_path, out=out))
     if web:
         failed["web"] = web
     record = outputs.run_record(
@@ -340,12 +352,10 @@ def export_all(
     return written, failed
 
 
-def line_model_for_page(line: PageModel | None, out: Path, mnist) -> tuple[PageModel | None, str | None]:
+def line_model_for_page(line: PageModel, out: Path, mnist) -> tuple[PageModel | None, str | None]:
     """The `line` model as the page reads it, from an .onnx file: its own, or its export into
     out/line/ (checked by export_line) if it is a .keras file; and why it is not there, if that
     export failed."""
-    if line is None:
-        return None, None
     if line.threshold is None:
         print(f"note: {line.path} has no calibrated threshold, so the page says no number is not sure")
     if line.path.suffix.lower() == ".onnx":
@@ -354,24 +364,18 @@ def line_model_for_page(line: PageModel | None, out: Path, mnist) -> tuple[PageM
         export_line(load_keras_file(line.path), line.path, out / LINE_FOLDER, mnist)
     except ExportError:
         return None, f"{line.path} could not be exported to ONNX (see above), so the page reads no numbers"
-    return dataclasses.replace(line, path=out / LINE_FOLDER / FORMATS["onnx"][1]), None
+    return PageModel(out / LINE_FOLDER / FORMATS["onnx"][1], line.threshold, line.name), None
 
 
 def web_folder(
-    out: Path,
-    written: dict,
-    threshold: float | None,
-    name: str,
-    line: PageModel | None = None,
-    without: str = "",
+    out: Path, digits: PageModel | None, line: PageModel | None = None, without: str = ""
 ) -> str | None:
-    """Write out/web/, the page reading model.onnx in the browser, and numbers with the `line`
-    model if any (else it says `without`); why it was not written, if not."""
-    if "onnx" not in written:
+    """Write out/web/, the page reading with the `digits` model (None: model.onnx was not written),
+    and numbers with the `line` model (None: it says `without`); why it was not written, if not."""
+    if digits is None:
         problem = "it reads model.onnx, which was not written"
     else:
         try:
-            digits = PageModel(out / written["onnx"]["path"], threshold, name)
             write_web_folder(out / "web", digits, line, without)
             reads = "digits and numbers" if line else "digits"
             print(f"web: {out / 'web'} (the page, reading {reads} in the browser: docs/offline-page.md)")

@@ -6,7 +6,7 @@ harness/page_corpus.py.
     python export.py --line-model artifacts/line/model.keras    # artifacts/model.keras -> artifacts/export
     python bench/offline_page.py --web artifacts/export/web     # prints its tables
 
-The folder is served by `python -m http.server` on 127.0.0.1; Chromium is Debian's (tests/conftest.py's
+The folder is served by `python -m http.server` on 127.0.0.1; Chromium is Debian's (harness/chromium.py's
 flags). "First reading" runs from the page's navigation start (a fresh browser, no cache) to the
 end of its first reading of a scan: it includes loading the runtime's WebAssembly and the model.
 Numbers are read by the page's own numberOf, and by reader.sequence.read_line with the same line
@@ -40,10 +40,6 @@ from harness.page_corpus import (
 )
 from reader.browser import LINE_MODEL
 from reader.classifier import load_classifier, load_line_model
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-BATCH = 50
 
 
 def browser_answers(url: str, files: dict[str, bytes], numbers: dict[str, bytes]) -> tuple[float, dict, dict]:

@@ -15,7 +15,7 @@ Digits:
   half of them JPEGs;
 - pens: MNIST test digits written with a thicker or thinner pen (grey dilation or erosion).
 
-Numbers (lines.LineComposer's lines of 1-12 MNIST test digits, as a line model trains on: sizes,
+Numbers (recipe.lines.LineComposer's lines of 1-12 MNIST test digits, as a line model trains on: sizes,
 slants, gaps, touching neighbours, pen lifts, now and then a mark that is not a digit):
 - lines: dark on white, enlarged 2.5 times, as scanned;
 - number photos: on grey paper darkening across the page, with noise, half of them JPEGs;

@@ -7,7 +7,7 @@ modules that own them), its runtime (ONNX Runtime Web, from npm) and the folder 
     write_web_folder(Path("artifacts/export/web"), digits, line, without_line="how to add one")
 
 web/ holds the page; web/reader.js ports reader.page's, data.mnist_style's, data.line_style's,
-ctc.py's and reader.sequence's steps to JavaScript and takes each number from the config written
+ground.ctc's and reader.sequence's steps to JavaScript and takes each number from the config written
 here, so that no number is typed twice. The runtime's files come from runtime/package-lock.json
 (`npm ci` there installs them).
 """
@@ -60,7 +60,6 @@ PAGE_FILES = (
 CONFIG = "config.json"
 DIGIT_MODEL = "model.onnx"
 LINE_MODEL = "line_model.onnx"
-TRAINED_LINE_MODEL = Path("artifacts/line/model.keras")  # where docs/line-reader.md's command saves one
 NPM_SECONDS = 300
 
 
@@ -105,7 +104,7 @@ def reader_constants() -> dict:
         "line_span": page.LINE_SPAN,
         "line_thinness": page.LINE_THINNESS,
         "line_max_share": page.LINE_MAX_SHARE,
-        # a number's line, read by a line model (data.line_style, ctc.py, reader/sequence.py)
+        # a number's line, read by a line model (data.line_style, ground/ctc.py, reader/sequence.py)
         "line_height": LINE_HEIGHT,
         "line_ink_height": LINE_INK_HEIGHT,
         "line_margin": LINE_MARGIN,
@@ -179,16 +178,6 @@ def ensure_runtime() -> None:
     if done.returncode != 0 or not runtime_installed():
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeMissing(f"`npm ci` in {RUNTIME_DIR} failed ({last})")
-
-
-def how_to_add_line_model(model_path: Path, out: Path) -> str:
-    """What the page says in place of number mode when an export has no line model: how to give it
-    one, the commands in full."""
-    return (
-        "Numbers need a line model, which this export does not have: train one with "
-        f"`python train.py --arch line --out {TRAINED_LINE_MODEL.parent}`, then export with it: "
-        f"`python export.py --model {model_path} --out {out} --line-model {TRAINED_LINE_MODEL}`."
-    )
 
 
 def write_web_folder(

@@ -14,7 +14,7 @@ from PIL import Image
 
 import data
 import export
-from conftest import chromium, draw, oversized_photo, shown_for
+from conftest import chromium, draw, shown_for
 from ground import outputs
 from ground.saved_network import threshold_of
 from harness.chromium import DESKTOP, PHONE
@@ -50,7 +50,6 @@ def web_folder(exported):
     return folder / "web"
 
 
-@pytest.mark.slow
 def test_the_web_folder_holds_the_page_the_plain_wasm_runtime_and_the_model_and_lists_them(
     web_folder, exported
 ):
@@ -64,7 +63,6 @@ def test_the_web_folder_holds_the_page_the_plain_wasm_runtime_and_the_model_and_
     assert size <= MAX_FOLDER_BYTES, f"{size:,} bytes"
 
 
-@pytest.mark.slow
 def test_the_page_config_holds_the_python_readers_constants_and_the_calibrated_threshold(
     web_folder, exported
 ):
@@ -80,9 +78,10 @@ def test_an_export_without_a_line_model_names_none_and_tells_how_to_add_one(web_
     config = json.loads((web_folder / "config.json").read_text())
     model, out = trained_run.folder / "model.keras", web_folder.parent
     assert config["line_model"] is None and not (web_folder / browser.LINE_MODEL).exists()
-    how_to = browser.how_to_add_line_model(model, out)
-    assert config["messages"]["no_line_model"] == how_to
-    assert f"python export.py --model {model} --out {out} --line-model " in how_to
+    assert config["messages"]["no_line_model"] == export.WITHOUT_LINE.format(model=model, out=out)
+    assert (
+        f"`python export.py --model {model} --out {out} --line-model " in config["messages"]["no_line_model"]
+    )
 
 
 def test_where_npm_is_missing_the_web_folder_is_reported_in_one_line_and_not_written(
@@ -90,7 +89,7 @@ def test_where_npm_is_missing_the_web_folder_is_reported_in_one_line_and_not_wri
 ):
     monkeypatch.setattr(browser, "RUNTIME_DIST", tmp_path / "not-installed")
     monkeypatch.setattr(browser.shutil, "which", lambda name: None)
-    problem = export.web_folder(tmp_path, {"onnx": {"path": "model.onnx"}}, 0.9, "tiny")
+    problem = export.web_folder(tmp_path, browser.PageModel(tmp_path / "model.onnx", 0.9, "tiny"))
     said = capsys.readouterr().err
     assert problem.startswith("npm is not installed") and "npm ci" in problem
     assert said == f"error: web: {problem}; not written\n" and not (tmp_path / "web").exists()
@@ -198,7 +197,7 @@ def test_bad_input_gets_the_server_pages_messages_and_no_uncaught_exception(stat
             "cannot open it",
             {"name": "notes.png", "mimeType": "image/png", "buffer": b"shopping: milk, eggs\n"},
         ),
-        ("under 30.0 MB", str(oversized_photo(tmp_path))),
+        ("under 30.0 MB", {"name": "huge.jpg", "mimeType": "image/jpeg", "buffer": b"\xff" * 50_000_000}),
         ("cannot open it", {"name": "photo.heic", "mimeType": "image/heic", "buffer": b"\0" * 2_000_000}),
         (python_message(blank.read_bytes()), str(blank)),
         (python_message(specks.read_bytes()), str(specks)),  # "" where the reader reads a digit

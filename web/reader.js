@@ -2,7 +2,7 @@
 // page (reader/page.py) -> MNIST's 28x28 form (data.mnist_style) -> float input in [0, 1]
 // (data.normalize_images) -> the ONNX model -> the reading (reader/reading.py). A number: its ink
 // -> the line form (data.line_style) -> the ONNX line model -> CTC's decoding and confidences
-// (ctc.py) -> the number, its digits' boxes and readings (reader/sequence.py's read_line). Every
+// (ground/ctc.py) -> the number, its digits' boxes and readings (reader/sequence.py's read_line). Every
 // number comes from the config export.py writes (reader/browser.py), never from here. Arrays are
 // row-major Float32Array images { data, width, height }, as NumPy's float32 ones.
 //
@@ -13,7 +13,7 @@
 // - The browser decodes the file (any format it can draw) and applies its EXIF orientation; the
 //   server's guards against hostile files (JPEG scans, decompression bombs) are the browser's job.
 // - A gap's sureness adds its two neighbours' probabilities in the order they stand, not in the
-//   order of ctc.py's Python set: the sum may differ in the last bit of a double.
+//   order of ground/ctc.py's Python set: the sum may differ in the last bit of a double.
 // Everything else follows the Python step by step: Pillow's resampling filters, SciPy's Gaussian,
 // grey closing/opening, labelling, distance transform and dilation, NumPy's percentiles and its
 // rounding half to even.
@@ -572,7 +572,7 @@ const inkReader = (() => {
     return { ink, bounds, line: lineStyle(ink), size: [width, height] };
   }
 
-  // --- ctc.py: greedy decoding, and how sure the model is of each symbol and of the whole line. ---
+  // --- ground/ctc.py: greedy decoding, and how sure the model is of each symbol and of the whole line. ---
   // `rows`: the model's probabilities, LINE_CLASSES per frame. NumPy's argmax: the first largest.
   function argmax(rows, from, count, step) {
     let best = 0;

@@ -9,7 +9,7 @@ from conftest import run_script
 from ground.quiet_tensorflow import ONEDNN, X86, with_onednn_default, without_notices
 
 IMPORT = (
-    "from quiet_tensorflow import import_tensorflow_quietly; "
+    "from ground.quiet_tensorflow import import_tensorflow_quietly; "
     "import_tensorflow_quietly(); import keras; print('ready')"
 )
 

@@ -17,11 +17,14 @@ run: $(VENV)/.installed-run$(if $(GPU),-gpu)
 	@echo "numbers written fast (pen lifts, touching digits): train a line reader too, with"
 	@echo "  $(BIN)/python train.py --arch line --out artifacts/line   (docs/line-reader.md)"
 
+# On every core, whole files to each worker, so that a file's fixtures (a trained run) are made once.
+PARALLEL := --numprocesses auto --dist loadfile
+
 test: $(VENV)/.installed-dev $(RUNTIME)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PARALLEL)
 
 test-fast: $(VENV)/.installed-dev $(RUNTIME)
-	$(BIN)/python -m pytest -m "not slow and not browser and not network"
+	$(BIN)/python -m pytest $(PARALLEL) -m "not slow and not browser and not network"
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -128,14 +128,16 @@ def pen(digit: np.ndarray, thicker: bool, size: int) -> bytes:
     return saved(Image.fromarray(page))
 
 
-def parity_corpus(mnist) -> dict[str, bytes]:
-    """The corpus's files by name (kind-index), from MNIST's test digits and seed 0."""
+def parity_corpus(mnist, share: float = 1.0) -> dict[str, bytes]:
+    """The corpus's files by name (kind-index), from MNIST's test digits and seed 0: `share` of
+    each kind (the tests read a part, the bench all of it)."""
     rng = np.random.default_rng(0)
     digits = iter(mnist.x_test)
-    files = {f"scan-{i:03d}": scan(next(digits)) for i in range(SCANS)}
-    files |= {f"strokes-{i:03d}": strokes(rng) for i in range(STROKES)}
-    files |= {f"photo-{i:03d}": photo(next(digits), rng, jpeg=i % 2 == 1) for i in range(PHOTOS)}
-    files |= {f"pen-{i:03d}": pen(next(digits), i % 2 == 0, 3 + 2 * (i % 3)) for i in range(PENS)}
+    scans, strokes_, photos, pens = (round(count * share) for count in (SCANS, STROKES, PHOTOS, PENS))
+    files = {f"scan-{i:03d}": scan(next(digits)) for i in range(scans)}
+    files |= {f"strokes-{i:03d}": strokes(rng) for i in range(strokes_)}
+    files |= {f"photo-{i:03d}": photo(next(digits), rng, jpeg=i % 2 == 1) for i in range(photos)}
+    files |= {f"pen-{i:03d}": pen(next(digits), i % 2 == 0, 3 + 2 * (i % 3)) for i in range(pens)}
     return files
 
 
@@ -226,18 +228,20 @@ def refused_lines() -> dict[str, bytes]:
     return {f"refused-{name}": saved(page) for name, page in pages.items()}
 
 
-def number_corpus(mnist) -> dict[str, bytes]:
-    """The numbers' files by name (kind-index), from MNIST's test digits and seed 0."""
+def number_corpus(mnist, share: float = 1.0) -> dict[str, bytes]:
+    """The numbers' files by name (kind-index), from MNIST's test digits and seed 0: `share` of
+    the lines, photos and pads, and every refused page."""
     from recipe.lines import LineComposer  # which imports TensorFlow: the digits' corpus does without
 
     composer = LineComposer.of(mnist.x_test, mnist.y_test, seed=0)
     rng = np.random.default_rng(0)
-    files = {f"line-{i:03d}": line_scan(composer.line(rng).image) for i in range(LINES)}
+    lines, photos, pads = (round(count * share) for count in (LINES, NUMBER_PHOTOS, PADS))
+    files = {f"line-{i:03d}": line_scan(composer.line(rng).image) for i in range(lines)}
     files |= {
         f"numphoto-{i:03d}": number_photo(composer.line(rng).image, rng, i % 2 == 1, big=False)
-        for i in range(NUMBER_PHOTOS)
+        for i in range(photos)
     }
-    files |= {f"pad-{i:03d}": drawn_number(rng) for i in range(PADS)}
+    files |= {f"pad-{i:03d}": drawn_number(rng) for i in range(pads)}
     return files | {"specks-000": specks()} | refused_lines()
 
 

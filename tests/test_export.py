@@ -90,6 +90,7 @@ def line_export(line_model_file, tmp_path_factory):
     return record, folder
 
 
+@pytest.mark.slow
 def test_a_line_model_is_exported_to_onnx_reading_every_test_line_as_keras_does(line_export):
     record, folder = line_export
     assert set(record["formats"]) == {"onnx"} and record["failed"] == {}
@@ -99,6 +100,7 @@ def test_a_line_model_is_exported_to_onnx_reading_every_test_line_as_keras_does(
     assert record["input"]["shape"] == [None, 32, None] and record["output"]["shape"] == [None, None, 12]
 
 
+@pytest.mark.slow
 def test_the_exported_line_model_reads_without_tensorflow(line_export):
     _, folder = line_export
     script = (

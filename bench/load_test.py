@@ -4,6 +4,7 @@
     python bench/load_test.py --requests 200 --concurrency 4 --model artifacts/model.keras
     python bench/load_test.py --model artifacts/export/model.onnx --workers 2
     python bench/load_test.py --route number --model artifacts/export/model.onnx    # 6-digit numbers
+    python bench/load_test.py --route number --line-model artifacts/line-export/model.onnx   # line reader
     python bench/load_test.py --route number --serve-from ../other-checkout         # another version
 
 Starts serve.py on a free 127.0.0.1 port, sends real MNIST test digits as PNGs (with --route
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", type=Path, default=PROJECT_ROOT / "artifacts" / "model.keras")
     parser.add_argument("--workers", type=int, default=1, help="serve.py's --workers")
     parser.add_argument("--route", choices=ROUTES, default="predict", help="/api/predict or /api/number")
+    parser.add_argument("--line-model", type=Path, help="serve.py's --line-model: numbers read as lines")
     parser.add_argument(
         "--serve-from", type=Path, default=PROJECT_ROOT, help="the checkout whose serve.py to start"
     )
@@ -105,7 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
     jobs = [pngs[i % len(pngs)] for i in range(args.requests)]
     shares = [jobs[i :: args.concurrency] for i in range(args.concurrency)]
     try:
-        with running_server(args.model, workers=args.workers, project=args.serve_from) as url:
+        line_flags = ("--line-model", str(args.line_model)) if args.line_model else ()
+        with running_server(args.model, *line_flags, workers=args.workers, project=args.serve_from) as url:
             port = urllib.parse.urlsplit(url).port
             deadline = time.monotonic() + args.timeout
             started = time.perf_counter()
@@ -125,6 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
         "requests": len(outcomes),
         "concurrency": args.concurrency,
         "model": str(args.model),
+        "line_model": str(args.line_model) if args.line_model else None,
         "workers": args.workers,
         "route": f"/api/{args.route}",
         "served_from": str(args.serve_from),

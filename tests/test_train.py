@@ -204,7 +204,7 @@ def test_bad_dataset_is_one_line_without_traceback(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {broken} is not a readable .npz")
 
 
-def start_and_stop_after_first_epoch(argv, stop_signal, epochs=1):
+def start_and_stop_after_epochs(argv, stop_signal, epochs=1):
     """Start train.py and send `stop_signal` once its first `epochs` are backed up."""
     process = subprocess.Popen(
         [sys.executable, "train.py", *argv],
@@ -233,7 +233,7 @@ def killed_run(tmp_path_factory):
     """What a RESUMABLE run leaves in its folder when it is killed after two epochs: a backup of each
     (the last and the one before). Killed once; each test that resumes it works on a copy."""
     folder = tmp_path_factory.mktemp("killed")
-    start_and_stop_after_first_epoch(RESUMABLE + ["--out", str(folder)], signal.SIGKILL, epochs=2)
+    start_and_stop_after_epochs(RESUMABLE + ["--out", str(folder)], signal.SIGKILL, epochs=2)
     return folder
 
 
@@ -243,25 +243,32 @@ def resumable_copy(killed_run, folder):
     return RESUMABLE + ["--out", str(folder)]
 
 
-@pytest.mark.parametrize(
-    "stop_signal", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["kill", "term", "ctrl-c"]
-)
-@pytest.mark.slow
-def test_stopped_training_resumes_and_ends_with_all_epochs(tmp_path, stop_signal):
-    argv = RESUMABLE + ["--out", str(tmp_path)]
-    stopped = start_and_stop_after_first_epoch(argv, stop_signal)
-    assert not (tmp_path / "model.keras").exists()
-    if stop_signal != signal.SIGKILL:
-        assert stopped.returncode == 130
-        assert "run the same command again to resume" in stopped.stderr.splitlines()[-1]
-    result = run_script("train.py", *argv)
+def assert_resumed_to_the_end(result: subprocess.CompletedProcess, folder: Path) -> None:
+    """A RESUMABLE run resumed in `folder` after a stop: all its epochs, its backup gone."""
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resuming after epoch" in result.stdout and "training on " in result.stdout
-    record = json.loads((tmp_path / "run.json").read_text())
+    record = json.loads((folder / "run.json").read_text())
     assert record["epochs_run"] == 6 and 1 <= record["resumed_from_epoch"] < 6
-    assert len(json.loads((tmp_path / "history.json").read_text())["loss"]) == 6
-    assert not (tmp_path / ".backup").exists()
-    load_trained_model(tmp_path / "model.keras")
+    assert len(json.loads((folder / "history.json").read_text())["loss"]) == 6
+    assert not (folder / ".backup").exists()
+    load_trained_model(folder / "model.keras")
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["term", "ctrl-c"])
+@pytest.mark.slow
+def test_stopped_training_says_how_to_resume_and_ends_with_all_epochs(tmp_path, stop_signal):
+    argv = RESUMABLE + ["--out", str(tmp_path)]
+    stopped = start_and_stop_after_epochs(argv, stop_signal)
+    assert not (tmp_path / "model.keras").exists() and stopped.returncode == 130
+    assert "run the same command again to resume" in stopped.stderr.splitlines()[-1]
+    assert_resumed_to_the_end(run_script("train.py", *argv), tmp_path)
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_and_ends_with_all_epochs(killed_run, tmp_path):
+    argv = resumable_copy(killed_run, tmp_path)
+    assert not (tmp_path / "model.keras").exists()
+    assert_resumed_to_the_end(run_script("train.py", *argv), tmp_path)
 
 
 @pytest.mark.slow
@@ -397,7 +404,7 @@ def test_a_line_runs_json_as_config_reproduces_its_weights(line_run, tmp_path):
 @pytest.mark.slow
 def test_stopped_line_training_resumes_and_ends_with_all_epochs(tmp_path):
     argv = [*TINY_LINE, "--epochs", "3", "--out", str(tmp_path)]
-    start_and_stop_after_first_epoch(argv, signal.SIGKILL)
+    start_and_stop_after_epochs(argv, signal.SIGKILL)
     result = run_script("train.py", *argv)
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads((tmp_path / "run.json").read_text())

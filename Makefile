@@ -14,7 +14,7 @@ RUNTIME := runtime/node_modules/.package-lock.json
 run: $(VENV)/.installed-run$(if $(GPU),-gpu)
 	$(BIN)/python train.py
 	$(BIN)/python evaluate.py
-	@echo "numbers written fast (pen lifts, touching digits): train a line reader too, with"
+	@echo "to read whole numbers best (pen lifts, touching digits), train a line reader too, with"
 	@echo "  $(BIN)/python train.py --arch line --out artifacts/line   (docs/line-reader.md)"
 
 # On every core, whole files to each worker, so that a file's fixtures (a trained run) are made once.

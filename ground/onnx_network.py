@@ -90,11 +90,11 @@ def onnx_session(path: Path):
 
 
 def onnx_runs(
-    path: Path, fits: Callable, answer_shape: Callable, check: np.ndarray, noun: str
+    opened: tuple, fits: Callable, answer_shape: Callable, check: np.ndarray, noun: str
 ) -> Probabilities:
-    """The ONNX model at `path` as a probabilities function, `fits(entry, exit_)` or ValueError
-    (what it maps to what), run ONNX_CHUNK inputs at a time, each answer checked (ModelRunError);
-    its messages call an input a `noun` ("image", "line").
+    """An ONNX model `opened` (onnx_session's session, input and output) as a probabilities
+    function, `fits(entry, exit_)` or ValueError (what it maps to what), run ONNX_CHUNK inputs at a
+    time, each answer checked (ModelRunError); its messages call an input a `noun` ("image", "line").
     It reads `check` (real inputs, repeated to fill) in batches of CHECK_BATCHES first: a file can load and
     still fail, answer NaN or ask for gigabytes when it runs, and that must be one clear error at
     start-up, not a failure of every reading."""
@@ -102,7 +102,7 @@ def onnx_runs(
 
     # What a run raises: onnxruntime's error classes share no base but Exception.
     run_errors = (failures.Fail, failures.InvalidArgument, failures.RuntimeException, failures.NotImplemented)
-    session, entry, exit_ = onnx_session(path)
+    session, entry, exit_ = opened
     fits(entry, exit_)
 
     def run(inputs: np.ndarray) -> np.ndarray:
@@ -128,24 +128,26 @@ def onnx_runs(
     return checked(probabilities_of, answer_shape)
 
 
+def classifier_fits(entry, exit_) -> None:
+    """ValueError unless an ONNX file's input and output are a digit classifier's: any number of
+    28x28 images to 10 digits."""
+    if onnx_is_line(entry, exit_):
+        raise ValueError(f"it is a line model, not a digit classifier: {LINE_USE}")
+    if not (
+        entry.type == exit_.type == "tensor(float)"
+        and not isinstance(entry.shape[0], int)  # any number of images at once, not a fixed batch
+        and entry.shape[1:] == [IMAGE_SIZE, IMAGE_SIZE]
+        and exit_.shape[1:] == [NUM_CLASSES]
+    ):
+        raise ValueError(
+            f"it maps {entry.shape} {entry.type} to {exit_.shape}, not 28x28 images to 10 digits"
+        )
+
+
 def onnx_probabilities(path: Path) -> Probabilities:
     """An ONNX digit classifier's probabilities function on onnxruntime's CPU provider, checked
     (onnx_runs) on real digits."""
-
-    def fits(entry, exit_) -> None:
-        if onnx_is_line(entry, exit_):
-            raise ValueError(f"it is a line model, not a digit classifier: {LINE_USE}")
-        if not (
-            entry.type == exit_.type == "tensor(float)"
-            and not isinstance(entry.shape[0], int)  # any number of images at once, not a fixed batch
-            and entry.shape[1:] == [IMAGE_SIZE, IMAGE_SIZE]
-            and exit_.shape[1:] == [NUM_CLASSES]
-        ):
-            raise ValueError(
-                f"it maps {entry.shape} {entry.type} to {exit_.shape}, not 28x28 images to 10 digits"
-            )
-
-    return onnx_runs(path, fits, classifier_answer, check_digits(), "image")
+    return onnx_runs(onnx_session(path), classifier_fits, classifier_answer, check_digits(), "image")
 
 
 def onnx_is_line(entry, exit_) -> bool:
@@ -161,18 +163,28 @@ def onnx_is_line(entry, exit_) -> bool:
     )
 
 
+def line_fits(entry, exit_) -> None:
+    """ValueError unless an ONNX file's input and output are a line model's (onnx_is_line)."""
+    if not onnx_is_line(entry, exit_):
+        raise ValueError(
+            f"it maps {entry.shape} {entry.type} to {exit_.shape}, not lines to frames of symbols: "
+            "export a line model (`python train.py --arch line`, then export.py)"
+        )
+
+
 def onnx_line_probabilities(path: Path) -> Probabilities:
     """An ONNX line model's function on onnxruntime's CPU provider: float32 lines (n, LINE_HEIGHT,
     w) -> probabilities (n, w / FRAME_WIDTH, LINE_CLASSES), checked (onnx_runs) on a real number."""
+    return onnx_runs(onnx_session(path), line_fits, line_answer, check_line()[np.newaxis], "line")
 
-    def fits(entry, exit_) -> None:
-        if not onnx_is_line(entry, exit_):
-            raise ValueError(
-                f"it maps {entry.shape} {entry.type} to {exit_.shape}, not lines to frames of symbols: "
-                "export a line model (`python train.py --arch line`, then export.py)"
-            )
 
-    return onnx_runs(path, fits, line_answer, check_line()[np.newaxis], "line")
+def onnx_reader(path: Path) -> tuple[bool, Probabilities]:
+    """Whichever export.py wrote at `path`, from one session: whether it is a line model, and its
+    probabilities function as onnx_line_probabilities or onnx_probabilities gives it."""
+    opened = onnx_session(path)
+    if onnx_is_line(*opened[1:]):
+        return True, onnx_runs(opened, line_fits, line_answer, check_line()[np.newaxis], "line")
+    return False, onnx_runs(opened, classifier_fits, classifier_answer, check_digits(), "image")
 
 
 def export_source(path: Path) -> dict:

@@ -17,13 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ground.onnx_network import (
-    export_source,
-    onnx_is_line,
-    onnx_line_probabilities,
-    onnx_probabilities,
-    onnx_session,
-)
+from ground.onnx_network import export_source, onnx_reader
 from ground.outputs import record_of
 from ground.saved_network import (
     LINE_USE,
@@ -93,11 +87,7 @@ def load_model_file(path: str | Path) -> Classifier | LineModel:
     """Whatever train.py or export.py saved at `path`: a digit classifier or a line model."""
     path = Path(path)
     if path.suffix.lower() == ".onnx":
-        try:
-            line = path.is_file() and onnx_is_line(*onnx_session(path)[1:])
-        except Exception:  # onnxruntime's errors share no base: onnx_classifier says what is wrong
-            line = False
-        return onnx_line_model(path) if line else onnx_classifier(path)
+        return onnx_model(path)
     import_tensorflow(path)
     network = load_keras_file(path)
     threshold = threshold_of(record_of(path))
@@ -129,37 +119,22 @@ def keras_classifier(network, threshold: float | None = None) -> Classifier:
     return Classifier(network.name, checked(probabilities_function(network)), threshold, activation)
 
 
-def onnx_classifier(path: Path) -> Classifier:
+def onnx_model(path: Path) -> Classifier | LineModel:
     """An .onnx file written by export.py, with the source run's threshold from export.json."""
     if not path.is_file():
         raise ModelError(f"no exported model at {path}: run `python export.py` first")
     try:
-        probabilities_of = onnx_probabilities(path)
+        line, probabilities_of = onnx_reader(path)
     except Exception as exc:  # onnxruntime's own error classes (InvalidProtobuf, Fail...) share no base
         raise ModelError(
             f"cannot load {path} ({reason(exc)}): export it again with `python export.py`"
         ) from None
     source = export_source(path)
     name, run = source.get("name"), source.get("run")
+    name = name if isinstance(name, str) else path.stem
+    if line:
+        return LineModel(name, probabilities_of, threshold_of(run))
     activation = recorded(run, "model", "output_activation")
     return Classifier(
-        name if isinstance(name, str) else path.stem,
-        probabilities_of,
-        threshold_of(run),
-        activation if isinstance(activation, str) else None,
-    )
-
-
-def onnx_line_model(path: Path) -> LineModel:
-    """An .onnx line model written by export.py, with the source run's threshold from export.json."""
-    try:
-        probabilities_of = onnx_line_probabilities(path)
-    except Exception as exc:  # onnxruntime's own error classes share no base
-        raise ModelError(
-            f"cannot load {path} ({reason(exc)}): export it again with `python export.py`"
-        ) from None
-    source = export_source(path)
-    name = source.get("name")
-    return LineModel(
-        name if isinstance(name, str) else path.stem, probabilities_of, threshold_of(source.get("run"))
+        name, probabilities_of, threshold_of(run), activation if isinstance(activation, str) else None
     )

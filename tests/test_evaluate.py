@@ -1,14 +1,18 @@
 import json
 import os
 import shutil
+import warnings
 
 import matplotlib.image
 import numpy as np
 import pytest
+from sklearn.exceptions import UndefinedMetricWarning
 
 import evaluate
 from conftest import run_script
 from ground.outputs import folder_lock
+from ground.saved_network import LOGITS_LAYER
+from model import ModelConfig, build_model
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +61,12 @@ def test_a_trained_models_accuracy_is_printed(trained_run, capsys, tmp_path):
     assert "most confused pairs: " in out and "precision" in out
 
 
-@pytest.mark.slow
 def test_missing_model_prints_one_line_and_exits_nonzero(tmp_path):
-    result = run_script("evaluate.py", "--model", str(tmp_path / "model.keras"))
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"error: no trained model at {tmp_path / 'model.keras'}: run `python train.py` first"
+    with pytest.raises(SystemExit) as exit:
+        evaluate.main(["--model", str(tmp_path / "model.keras")])
+    assert (
+        exit.value.code
+        == f"error: no trained model at {tmp_path / 'model.keras'}: run `python train.py` first"
     )
 
 
@@ -90,3 +93,15 @@ def test_the_error_shares_show_each_error_as_a_share_of_its_digit_with_the_diago
     assert (3, 5) not in shown  # no error: nothing written
     assert errors.mask[np.diag_indices(10)].all() and not errors.mask[4, 9]  # errors on a scale of their own
     assert diagonal[4, 4] > 0 and diagonal[4, 9] is np.ma.masked  # the diagonal alone, in grey
+
+
+def test_a_digit_the_model_never_reads_has_precision_zero_and_raises_no_warning(mnist, tmp_path):
+    model = build_model(ModelConfig(hidden=(8,)))
+    logits = model.get_layer(LOGITS_LAYER)
+    kernel, bias = logits.get_weights()
+    bias[:], bias[7] = 0.0, 5.0
+    logits.set_weights([np.zeros_like(kernel), bias])  # every image read as 7
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UndefinedMetricWarning)
+        metrics = evaluate.measure(model, mnist, "sevens", tmp_path, top_pairs=5)
+    assert metrics["per_class"]["3"]["precision"] == 0.0 and metrics["per_class"]["7"]["recall"] == 1.0

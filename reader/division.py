@@ -17,11 +17,11 @@ from itertools import islice, product
 import numpy as np
 from scipy import ndimage
 
-from data import INK_THRESHOLD
+from data import INK_THRESHOLD, MAX_LINE_SYMBOLS
 from reader.deadline import NO_DEADLINE, Deadline
 from reader.page import EIGHT_NEIGHBOURS, NO_STROKE, WORK_SIDE, ImageError
 
-MAX_DIGITS = 12  # in one written number
+MAX_DIGITS = MAX_LINE_SYMBOLS  # in one written number, read by division or by the line model
 OVERLAP = 0.5  # pieces overlapping by this share of the narrower one's width are tried as one digit
 # Touching ink is tried as up to one digit per this share of the number's height of its width: a
 # little under MNIST's narrowest usual digits but for 1s (2s and 0s average 0.9, 9s 0.7).

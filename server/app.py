@@ -47,6 +47,7 @@ from reader.classifier import (
     load_line_model,
 )
 from reader.deadline import READING_SECONDS, Deadline, ReadingTimeout
+from reader.division import MAX_DIGITS
 from reader.page import FORMAT_NAMES, ImageError, mnist_style_digit, read_image
 from reader.reading import read_number, reading
 from server.guards import (
@@ -195,7 +196,7 @@ async def predict(request: Request, model: Model, file: UploadFile | None = File
 
 @image_route(
     "/api/number",
-    "Read a number of up to 12 digits written on one line",
+    f"Read a number of up to {MAX_DIGITS} digits written on one line",
     "Returns `number` (the digits as a string, ✕ for a mark that is not a digit) and each digit's "
     "box, reading and image as the model saw it, left to right; `not_sure` is true if any digit is, "
     "and a part that is `not_a_digit` says so. `reader` says what read it: `line` (the line model, "

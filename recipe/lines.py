@@ -59,7 +59,9 @@ SLANT = 0.35  # shear: x shifted by up to 0.35 y, either way, one slant per line
 BASELINE = 0.12  # of the digit height, up or down, per symbol
 PEN_CHANGE = 0.4  # of the lines: written a pixel heavier or lighter
 PEN_LIFT = 0.15  # of the digits: a stroke cut across, as fast writers leave it
-TOUCHING = 0.2  # of the gaps: the neighbours touch or overlap by up to a quarter of a digit's width
+# Of the gaps: the neighbours touch or overlap by up to a quarter of a digit's width. A writer who
+# runs digits together does it all along a line, so each line's share is drawn from 0 to twice this.
+TOUCHING = 0.35
 WIDE = 0.15  # of the gaps: wider than a digit's half height, up to one and a half heights
 
 
@@ -189,9 +191,10 @@ def composed(pieces: list[np.ndarray], labels: list[int], rng: np.random.Generat
     """Symbols' ink side by side on one line, gaps and baselines at random, in data.line_style's
     form, with where each symbol's columns ended up."""
     lefts, left = [], 0.0
+    touching = rng.uniform(0, 2 * TOUCHING)
     for index, piece in enumerate(pieces):
         if index:
-            left += gap(rng, pieces[index - 1].shape[1], piece.shape[1])
+            left += gap(rng, pieces[index - 1].shape[1], piece.shape[1], touching)
         lefts.append(round(max(left, lefts[-1] + 1 if lefts else 0)))
         left = lefts[-1] + piece.shape[1]
     width = max(lefts[i] + piece.shape[1] for i, piece in enumerate(pieces))
@@ -223,12 +226,13 @@ def wide_enough(image: np.ndarray, symbols: int) -> np.ndarray:
     return np.pad(image, ((0, 0), (0, max(0, least - image.shape[1]))))
 
 
-def gap(rng: np.random.Generator, before: int, after: int) -> float:
-    """px between two neighbours' boxes: negative where they touch or overlap."""
+def gap(rng: np.random.Generator, before: int, after: int, touching: float) -> float:
+    """px between two neighbours' boxes: negative where they touch or overlap, as a `touching`
+    share of a line's gaps do."""
     kind = rng.random()
-    if kind < TOUCHING:
+    if kind < touching:
         return -rng.uniform(0, 0.25) * min(before, after)
-    if kind < TOUCHING + WIDE:
+    if kind < touching + WIDE:
         return rng.uniform(0.5, 1.5) * DIGIT_HEIGHT
     return rng.uniform(0.05, 0.5) * DIGIT_HEIGHT
 

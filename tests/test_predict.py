@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import predict
-from conftest import PROJECT_ROOT, even_odds, nan_past_ink, run_script
+from conftest import PROJECT_ROOT, even_odds, nan_past_ink
 from data import normalize_images
 from model import probability_model
 from reader.page import MAX_FILE_BYTES, mnist_style_digit
@@ -51,31 +51,31 @@ def test_text_output_and_preprocessed_images(untrained_run, rerendered, tmp_path
     assert np.asarray(Image.open(seen / "000.png")).shape == (28, 28)
 
 
-@pytest.mark.slow
-def test_bad_files_are_reported_and_the_rest_still_predicted(untrained_run, rerendered, tmp_path):
+def test_bad_files_are_reported_and_the_rest_still_predicted(untrained_run, rerendered, tmp_path, capsys):
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "notes.png").write_text("not an image")
     Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
-    result = run_script(
-        "predict.py",
-        str(rerendered / "001.png"),
-        str(tmp_path / "empty.png"),
-        str(tmp_path / "notes.png"),
-        str(tmp_path / "blank.png"),
-        str(tmp_path / "missing.png"),
-        "--model",
-        str(untrained_run.folder / "model.keras"),
-    )
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stdout.startswith(f"{rerendered / '001.png'}: ")
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    files = [rerendered / "001.png", *(tmp_path / name for name in ("empty.png", "notes.png", "blank.png"))]
+    with pytest.raises(SystemExit) as exit:
+        predict.main(
+            [
+                *map(str, files),
+                str(tmp_path / "missing.png"),
+                "--model",
+                str(untrained_run.folder / "model.keras"),
+            ]
+        )
+    said = capsys.readouterr()
+    assert exit.value.code == 1 and said.out.startswith(f"{rerendered / '001.png'}: ")
+    errors = [line for line in said.err.splitlines() if line.startswith("error: ")]
     assert [line.split(": ")[1] for line in errors] == [
         str(tmp_path / name) for name in ("empty.png", "notes.png", "blank.png", "missing.png")
     ]
 
 
-@pytest.mark.slow
-def test_a_file_failing_in_any_way_is_only_that_files_error_in_the_json(untrained_run, rerendered, tmp_path):
+def test_a_file_failing_in_any_way_is_only_that_files_error_in_the_json(
+    untrained_run, rerendered, tmp_path, capsys
+):
     pixels = np.full((100, 100), 255.0, dtype=np.float32)
     pixels[50, 50] = np.nan
     Image.fromarray(pixels, mode="F").save(tmp_path / "nan.tif")
@@ -85,16 +85,13 @@ def test_a_file_failing_in_any_way_is_only_that_files_error_in_the_json(untraine
         huge.write(b"\x89PNG\r\n\x1a\n")
         huge.truncate(MAX_FILE_BYTES + 1)
     names = ("nan.tif", "fifo.png", "huge.png")
-    result = run_script(
-        "predict.py",
-        str(rerendered / "001.png"),
-        *(str(tmp_path / name) for name in names),
-        "--json",
-        "--model",
-        str(untrained_run.folder / "model.keras"),
-    )
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    printed = json.loads(result.stdout)
+    with pytest.raises(SystemExit) as exit:
+        predict.main(
+            [str(rerendered / "001.png"), *(str(tmp_path / name) for name in names), "--json"]
+            + ["--model", str(untrained_run.folder / "model.keras")]
+        )
+    assert exit.value.code == 1
+    printed = json.loads(capsys.readouterr().out)
     assert [entry["file"] for entry in printed["predictions"]] == [str(rerendered / "001.png")]
     errors = {Path(entry["file"]).name: entry["error"] for entry in printed["errors"]}
     assert list(errors) == list(names)
@@ -139,18 +136,17 @@ def test_flags_out_of_range_are_usage_errors(tmp_path, capsys, flags, says):
     assert (tmp_path / "FILE").read_text() == "keep me"
 
 
-@pytest.mark.slow
-def test_folder_without_images_is_an_error(untrained_run, tmp_path):
-    result = run_script("predict.py", str(tmp_path), "--model", str(untrained_run.folder / "model.keras"))
-    assert result.returncode == 1
-    assert "folder holds no PNG, JPEG, BMP, GIF, WebP or TIFF files" in result.stderr
+def test_folder_without_images_is_an_error(untrained_run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        predict.main([str(tmp_path), "--model", str(untrained_run.folder / "model.keras")])
+    assert exit.value.code == 1
+    assert "folder holds no PNG, JPEG, BMP, GIF, WebP or TIFF files" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_missing_model_says_to_train_first(tmp_path):
-    result = run_script("predict.py", "digit.png", "--model", str(tmp_path / "model.keras"))
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "run `python train.py` first" in result.stderr
+    with pytest.raises(SystemExit) as exit:
+        predict.main(["digit.png", "--model", str(tmp_path / "model.keras")])
+    assert "run `python train.py` first" in exit.value.code and "\n" not in exit.value.code
 
 
 @pytest.mark.slow

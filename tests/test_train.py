@@ -243,10 +243,12 @@ def resumable_copy(killed_run, folder):
     return RESUMABLE + ["--out", str(folder)]
 
 
-def assert_resumed_to_the_end(result: subprocess.CompletedProcess, folder: Path) -> None:
-    """A RESUMABLE run resumed in `folder` after a stop: all its epochs, its backup gone."""
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "resuming after epoch" in result.stdout and "training on " in result.stdout
+def resumed_to_the_end(argv: list[str], folder: Path, capsys) -> None:
+    """Runs train.py's main on a RESUMABLE run stopped in `folder`: it resumes and ends with all its
+    epochs, its backup gone. In this process, as the stop was tested in its own."""
+    train.main(argv)
+    said = capsys.readouterr().out
+    assert "resuming after epoch" in said and "training on " in said
     record = json.loads((folder / "run.json").read_text())
     assert record["epochs_run"] == 6 and 1 <= record["resumed_from_epoch"] < 6
     assert len(json.loads((folder / "history.json").read_text())["loss"]) == 6
@@ -254,30 +256,37 @@ def assert_resumed_to_the_end(result: subprocess.CompletedProcess, folder: Path)
     load_trained_model(folder / "model.keras")
 
 
+def refused(argv: list[str]) -> str:
+    """The one-line error train.py's main exits with for `argv`."""
+    with pytest.raises(SystemExit) as exit_:
+        train.main(argv)
+    assert isinstance(exit_.value.code, str) and "\n" not in exit_.value.code
+    return exit_.value.code
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["term", "ctrl-c"])
 @pytest.mark.slow
-def test_stopped_training_says_how_to_resume_and_ends_with_all_epochs(tmp_path, stop_signal):
+def test_stopped_training_says_how_to_resume_and_ends_with_all_epochs(tmp_path, stop_signal, capsys):
     argv = RESUMABLE + ["--out", str(tmp_path)]
     stopped = start_and_stop_after_epochs(argv, stop_signal)
     assert not (tmp_path / "model.keras").exists() and stopped.returncode == 130
     assert "run the same command again to resume" in stopped.stderr.splitlines()[-1]
-    assert_resumed_to_the_end(run_script("train.py", *argv), tmp_path)
+    resumed_to_the_end(argv, tmp_path, capsys)
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_and_ends_with_all_epochs(killed_run, tmp_path):
+def test_killed_training_resumes_and_ends_with_all_epochs(killed_run, tmp_path, capsys):
     argv = resumable_copy(killed_run, tmp_path)
     assert not (tmp_path / "model.keras").exists()
-    assert_resumed_to_the_end(run_script("train.py", *argv), tmp_path)
+    resumed_to_the_end(argv, tmp_path, capsys)
 
 
 @pytest.mark.slow
-def test_other_settings_refuse_to_resume_until_fresh(killed_run, tmp_path):
+def test_other_settings_refuse_to_resume_until_fresh(killed_run, tmp_path, capsys):
     argv = resumable_copy(killed_run, tmp_path)
-    other = run_script("train.py", *argv, "--lr", "0.01")
-    assert other.returncode == 1 and "holds work done with other settings" in other.stderr
-    fresh = run_script("train.py", *argv, "--epochs", "1", "--fresh")
-    assert fresh.returncode == 0 and "resuming" not in fresh.stdout
+    assert "holds work done with other settings" in refused([*argv, "--lr", "0.01"])
+    train.main([*argv, "--epochs", "1", "--fresh"])
+    assert "resuming" not in capsys.readouterr().out
     assert json.loads((tmp_path / "run.json").read_text())["resumed_from_epoch"] == 0
 
 
@@ -286,42 +295,40 @@ def test_a_damaged_backup_without_an_earlier_one_says_to_start_afresh(killed_run
     argv = resumable_copy(killed_run, tmp_path)
     (tmp_path / ".backup" / "training_metadata.json").write_text("")  # as a full disk leaves it
     (tmp_path / ".backup" / "training_metadata.json.bkp").unlink(missing_ok=True)
-    damaged = run_script("train.py", *argv)
-    assert damaged.returncode == 1 and "Traceback" not in damaged.stderr
-    assert damaged.stderr.strip().splitlines()[-1].startswith("error: the backup in ")
-    assert "add --fresh to start over" in damaged.stderr
-    assert run_script("train.py", *argv, "--fresh").returncode == 0
+    damaged = refused(argv)
+    assert damaged.startswith("error: the backup in ") and "add --fresh to start over" in damaged
+    train.main([*argv, "--fresh"])
+    assert json.loads((tmp_path / "run.json").read_text())["resumed_from_epoch"] == 0
 
 
 @pytest.mark.slow
-def test_a_damaged_last_backup_gives_way_to_the_epoch_before(killed_run, tmp_path):
+def test_a_damaged_last_backup_gives_way_to_the_epoch_before(killed_run, tmp_path, capsys):
     argv = resumable_copy(killed_run, tmp_path)
     weights = tmp_path / ".backup" / "latest.weights.h5"
     h5py.File(weights, "w").close()  # the disk filled up before any layer's weights were written
-    result = run_script("train.py", *argv)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "is damaged" in result.stdout and "resuming from the one before" in result.stdout
-    assert "<function" not in result.stdout  # the damage's cause is named, not a Python object
+    train.main(argv)
+    said = capsys.readouterr().out
+    assert "is damaged" in said and "resuming from the one before" in said
+    assert "<function" not in said  # the damage's cause is named, not a Python object
     assert json.loads((tmp_path / "run.json").read_text())["epochs_run"] == 6
     load_trained_model(tmp_path / "model.keras")
 
 
 @pytest.mark.slow
-def test_a_second_run_on_the_same_folder_says_it_is_in_use_and_touches_nothing(tmp_path):
+def test_a_second_run_on_the_same_folder_says_it_is_in_use_and_touches_nothing(tmp_path, capsys):
     argv = RESUMABLE + ["--epochs", "30", "--out", str(tmp_path)]
     first = subprocess.Popen([sys.executable, "train.py", *argv], cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while completed_epochs(tmp_path / ".backup") < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
-        second = run_script("train.py", *argv)
+        second = refused(argv)
         assert first.poll() is None, "the first run ended before the second started"
     finally:
         first.kill()
         first.wait()
-    assert second.returncode == 1 and "Traceback" not in second.stderr
-    assert f"is in use by another run (process {first.pid})" in second.stderr
-    assert "resuming" not in second.stdout
+    assert f"is in use by another run (process {first.pid})" in second
+    assert "resuming" not in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -335,41 +342,6 @@ def test_the_devices_trained_on_are_in_the_record(trained_run):
 
     assert len(trained_run.record["devices"]["gpus"]) == len(tf.config.list_physical_devices("GPU"))
     assert trained_run.record["devices"]["cpu_threads"] >= 1
-
-
-def planned_installs(target: str, venv: Path) -> list[str]:
-    """The arguments of the `pip install -r ...` that `make TARGET GPU=1` would run, not running it."""
-    planned = subprocess.run(
-        ["make", "-n", target, "GPU=1", f"VENV={venv}"], cwd=PROJECT_ROOT, capture_output=True, text=True
-    )
-    [install] = [line.split() for line in planned.stdout.splitlines() if " -r " in line]
-    return install[install.index("install") + 1 :]
-
-
-def test_make_run_with_gpu_installs_the_gpu_requirements_and_not_the_tests_tools(tmp_path):
-    install = planned_installs("run", tmp_path / "venv")
-    assert "requirements-gpu.txt" in install and "requirements.txt" not in install
-    assert "requirements-dev.txt" not in install
-
-
-@pytest.mark.slow
-def test_gpu_requirements_resolve_to_tensorflow_with_cuda_and_not_the_cpu_wheel(tmp_path):
-    # What `make test GPU=1` installs (`make run GPU=1` the same without the tests' tools), resolved
-    # without installing it: one resolution, since each copies gigabytes of CUDA wheels.
-    report = tmp_path / "report.json"
-    resolved = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--report", str(report)]
-        + planned_installs("test", tmp_path / "venv"),
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert resolved.returncode == 0, resolved.stderr[-2000:]
-    installs = {item["metadata"]["name"]: item for item in json.loads(report.read_text())["install"]}
-    assert installs["tensorflow"].get("requested_extras") == ["and-cuda"]
-    assert "tensorflow-cpu" not in installs and any(name.startswith("nvidia-cudnn") for name in installs)
-    assert "pytest" in installs
 
 
 # A line model small enough to train in seconds on 1,500 digits.
@@ -405,8 +377,7 @@ def test_a_line_runs_json_as_config_reproduces_its_weights(line_run, tmp_path):
 def test_stopped_line_training_resumes_and_ends_with_all_epochs(tmp_path):
     argv = [*TINY_LINE, "--epochs", "3", "--out", str(tmp_path)]
     start_and_stop_after_epochs(argv, signal.SIGKILL)
-    result = run_script("train.py", *argv)
-    assert result.returncode == 0, result.stderr[-2000:]
+    train.main(argv)
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["epochs_run"] == 3 and 1 <= record["resumed_from_epoch"] < 3
 

@@ -299,6 +299,19 @@ def test_json_piped_into_a_reader_that_stops_ends_quietly(rerendered, tmp_path):
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
 
 
+def test_from_the_command_line_a_missing_file_is_one_error_line_and_exit_1(tmp_path):
+    model = even_odds(tmp_path / "model.onnx")  # an .onnx file: predict.py starts without TensorFlow
+    missing = tmp_path / "missing.png"
+    result = subprocess.run(
+        [sys.executable, "predict.py", str(missing), "--model", str(model)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == f"error: {missing}: cannot read it (No such file or directory)"
+
+
 def test_a_file_name_holding_a_newline_cannot_forge_a_reading_line(
     untrained_run, rerendered, tmp_path, capsys
 ):

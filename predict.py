@@ -39,6 +39,7 @@ from reader.classifier import (
     unsure_never,
 )
 from reader.deadline import READING_SECONDS, Deadline, ReadingTimeout
+from reader.division import MAX_DIGITS
 from reader.page import FORMAT_NAMES, IMAGE_SUFFIXES, ImageError, page_ink, read_image_file
 from reader.reading import read_digits, read_number
 
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"{MODEL_HELP}; with --number, a line model too ({LINE_MODEL_HELP})",
     )
     parser.add_argument(
-        "--number", action="store_true", help="read each image as a number of up to 12 digits"
+        "--number", action="store_true", help=f"read each image as a number of up to {MAX_DIGITS} digits"
     )
     parser.add_argument("--top", type=int, default=3, help="how many likeliest digits to list (1-10)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")

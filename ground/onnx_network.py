@@ -144,10 +144,14 @@ def classifier_fits(entry, exit_) -> None:
         )
 
 
+def classifier_runs(opened: tuple) -> Probabilities:
+    """An opened ONNX digit classifier's probabilities function, checked (onnx_runs) on real digits."""
+    return onnx_runs(opened, classifier_fits, classifier_answer, check_digits(), "image")
+
+
 def onnx_probabilities(path: Path) -> Probabilities:
-    """An ONNX digit classifier's probabilities function on onnxruntime's CPU provider, checked
-    (onnx_runs) on real digits."""
-    return onnx_runs(onnx_session(path), classifier_fits, classifier_answer, check_digits(), "image")
+    """An ONNX digit classifier's probabilities function on onnxruntime's CPU provider (classifier_runs)."""
+    return classifier_runs(onnx_session(path))
 
 
 def onnx_is_line(entry, exit_) -> bool:
@@ -172,19 +176,23 @@ def line_fits(entry, exit_) -> None:
         )
 
 
+def line_runs(opened: tuple) -> Probabilities:
+    """An opened ONNX line model's function: float32 lines (n, LINE_HEIGHT, w) -> probabilities
+    (n, w / FRAME_WIDTH, LINE_CLASSES), checked (onnx_runs) on a real number."""
+    return onnx_runs(opened, line_fits, line_answer, check_line()[np.newaxis], "line")
+
+
 def onnx_line_probabilities(path: Path) -> Probabilities:
-    """An ONNX line model's function on onnxruntime's CPU provider: float32 lines (n, LINE_HEIGHT,
-    w) -> probabilities (n, w / FRAME_WIDTH, LINE_CLASSES), checked (onnx_runs) on a real number."""
-    return onnx_runs(onnx_session(path), line_fits, line_answer, check_line()[np.newaxis], "line")
+    """An ONNX line model's function on onnxruntime's CPU provider (line_runs)."""
+    return line_runs(onnx_session(path))
 
 
 def onnx_reader(path: Path) -> tuple[bool, Probabilities]:
     """Whichever export.py wrote at `path`, from one session: whether it is a line model, and its
-    probabilities function as onnx_line_probabilities or onnx_probabilities gives it."""
+    checked probabilities function."""
     opened = onnx_session(path)
-    if onnx_is_line(*opened[1:]):
-        return True, onnx_runs(opened, line_fits, line_answer, check_line()[np.newaxis], "line")
-    return False, onnx_runs(opened, classifier_fits, classifier_answer, check_digits(), "image")
+    line = onnx_is_line(*opened[1:])
+    return line, (line_runs if line else classifier_runs)(opened)
 
 
 def export_source(path: Path) -> dict:

@@ -70,6 +70,48 @@ def test_several_seeds_give_each_figure_as_their_mean_and_the_accuracys_range(qu
         assert f"{row} | {combined['train_seconds']:.1f} |" in table
 
 
+def seed_run(accuracy: float, seconds: float, to_98: float | None) -> dict:
+    """One seed's result as a benchmark worker reports it (the fields over_seeds combines)."""
+    return {
+        "epochs": 1,
+        "precision": "float32",
+        "test_accuracy": accuracy,
+        "train_seconds": seconds,
+        "seconds_to_98": to_98,
+        "seconds_to_99": None,
+        "samples_per_second": 1800 / seconds,
+    }
+
+
+def test_a_contenders_seeds_combine_into_means_none_where_any_never_got_there():
+    from bench.report import over_seeds
+
+    runs = [seed_run(0.99, 10.0, 4.0), seed_run(0.97, 20.0, None)]
+    combined = over_seeds(runs)
+    assert combined["epochs"] == 1 and isinstance(combined["epochs"], int)
+    assert combined["test_accuracy"] == pytest.approx(0.98) and combined["train_seconds"] == 15.0
+    assert combined["samples_per_second"] == pytest.approx((180 + 90) / 2)
+    assert combined["seconds_to_98"] is None and combined["precision"] == "float32"
+    assert combined["test_accuracy_range"] == [0.97, 0.99] and combined["runs"] == runs
+
+
+def test_with_one_seed_the_table_gives_each_figure_without_a_range():
+    from bench.report import markdown, over_seeds
+
+    result = {**over_seeds([seed_run(0.99, 10.0, 4.0)]), "gflops": 1.5, "ceiling_fraction": 0.01}
+    machine = {
+        "cpu": "a CPU",
+        "cores": 2,
+        "tensorflow": "2",
+        "keras": "3",
+        "scikit-learn": "1",
+        "python": "3.11",
+    }
+    table = markdown({"ours-mlp": result}, {"float32": 150.0, "bfloat16": 300.0}, machine, quick=True)
+    assert "| ours-mlp | float32 | 99.00% | 10.0 | 4.0 | — | 180 | 1.5 | 0.01 |" in table
+    assert "mean over" not in table
+
+
 def test_an_ours_is_on_the_front_unless_a_peer_is_faster_and_at_least_as_accurate():
     from bench import report
 

@@ -516,3 +516,15 @@ def test_a_worker_that_keeps_dying_is_left_down_and_a_failed_restart_stops_only_
         os.kill(third, signal.SIGKILL)  # and then no worker is left
         wait_until(lambda: server.process.poll() is not None, 30, "the server to stop")
         assert server.process.returncode == 1 and "no worker is left" in server.logged()
+
+
+def test_an_onnx_file_is_opened_once_when_it_loads(tmp_path, monkeypatch):
+    sessions = []
+    open_session = onnxruntime.InferenceSession
+    monkeypatch.setattr(
+        onnxruntime,
+        "InferenceSession",
+        lambda *args, **kwargs: sessions.append(args[0]) or open_session(*args, **kwargs),
+    )
+    model = load_classifier(even_odds(tmp_path / "model.onnx"))
+    assert sessions == [str(tmp_path / "model.onnx")] and model.threshold is None

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import predict
-from conftest import PROJECT_ROOT, even_odds, nan_past_ink
+from conftest import PROJECT_ROOT, even_odds, nan_past_ink, run_script
 from data import normalize_images
 from model import probability_model
 from reader.page import MAX_FILE_BYTES, mnist_style_digit
@@ -302,12 +302,7 @@ def test_json_piped_into_a_reader_that_stops_ends_quietly(rerendered, tmp_path):
 def test_from_the_command_line_a_missing_file_is_one_error_line_and_exit_1(tmp_path):
     model = even_odds(tmp_path / "model.onnx")  # an .onnx file: predict.py starts without TensorFlow
     missing = tmp_path / "missing.png"
-    result = subprocess.run(
-        [sys.executable, "predict.py", str(missing), "--model", str(model)],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-    )
+    result = run_script("predict.py", str(missing), "--model", str(model))
     assert result.returncode == 1 and result.stdout == "" and "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == f"error: {missing}: cannot read it (No such file or directory)"
 

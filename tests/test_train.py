@@ -243,7 +243,7 @@ def resumable_copy(killed_run, folder):
     return RESUMABLE + ["--out", str(folder)]
 
 
-def resumed_to_the_end(argv: list[str], folder: Path, capsys) -> None:
+def assert_resumes_to_the_end(argv: list[str], folder: Path, capsys) -> None:
     """Runs train.py's main on a RESUMABLE run stopped in `folder`: it resumes and ends with all its
     epochs, its backup gone. In this process, as the stop was tested in its own."""
     train.main(argv)
@@ -271,14 +271,14 @@ def test_stopped_training_says_how_to_resume_and_ends_with_all_epochs(tmp_path, 
     stopped = start_and_stop_after_epochs(argv, stop_signal)
     assert not (tmp_path / "model.keras").exists() and stopped.returncode == 130
     assert "run the same command again to resume" in stopped.stderr.splitlines()[-1]
-    resumed_to_the_end(argv, tmp_path, capsys)
+    assert_resumes_to_the_end(argv, tmp_path, capsys)
 
 
 @pytest.mark.slow
 def test_killed_training_resumes_and_ends_with_all_epochs(killed_run, tmp_path, capsys):
     argv = resumable_copy(killed_run, tmp_path)
     assert not (tmp_path / "model.keras").exists()
-    resumed_to_the_end(argv, tmp_path, capsys)
+    assert_resumes_to_the_end(argv, tmp_path, capsys)
 
 
 @pytest.mark.slow

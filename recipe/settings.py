@@ -57,13 +57,14 @@ DEFAULT_ARCH = "mlp"
 # The line model (recipe/lines.py): batches of 64 lines, which cost little more a step than 32 (its
 # GRU steps through the frames one by one whatever the batch) and so read twice the lines an hour;
 # a fourth convolution block, nearly free a step and 3.7 validation points better at equal time;
-# 16 epochs, where the validation curve flattens (bench/NOTES.md, 2026-12-03).
+# 20 epochs: at 16 its training and validation lines were still read alike and rising, and four
+# more read 2.4 validation points more, inside 5x the MLP's time (bench/NOTES.md, 2026-12-03).
 ARCH_DEFAULTS = {
     "mlp": Settings(ModelConfig(), TrainConfig()),
     "cnn": Settings(ModelConfig(arch="cnn", hidden=(256,)), TrainConfig(epochs=22, precision="auto")),
     "line": Settings(
         ModelConfig(arch="line", hidden=(128,), filters=(16, 32, 64, 96), output_activation="softmax"),
-        TrainConfig(epochs=16, batch_size=64, lr=3e-3, not_digits=0.05, precision="auto"),
+        TrainConfig(epochs=20, batch_size=64, lr=3e-3, not_digits=0.05, precision="auto"),
     ),
 }
 

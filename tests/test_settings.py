@@ -113,7 +113,7 @@ def test_every_field_is_a_flag_and_only_given_flags_override():
 def test_help_shows_each_architectures_default():
     helps = {action.dest: action.help for action in parser_with_flags()._actions}
     assert helps["model.hidden"].endswith("[mlp: 1024,512; cnn: 256; line: 128]")
-    assert helps["training.epochs"].endswith("[mlp: 25; cnn: 22; line: 16]")
+    assert helps["training.epochs"].endswith("[mlp: 25; cnn: 22; line: 20]")
     assert helps["training.lr"].endswith("[mlp: 0.002; cnn: 0.002; line: 0.003]")
     assert helps["model.dropout"].endswith("[0.1]")
     assert helps["model.arch"].endswith("[mlp]") and helps["training.limit"].endswith("[all]")

@@ -1,7 +1,12 @@
 """Shared fixtures: the real MNIST loaded once, one tiny real training run and its exports, its
 network saved untrained (for tests that need a model file, not a good one), and MNIST test digits
 saved as a user's scans; and the helpers many tests use: encoding an image, a row of digits, a
-page of drawn strokes, running a script."""
+page of drawn strokes, running a script.
+
+Keras is imported where a fixture needs it: pytest-xdist's controller, which runs no test, imports
+this file too, and TensorFlow's start-up there would hold up every worker's."""
+
+from __future__ import annotations
 
 import contextlib
 import io
@@ -16,15 +21,17 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import keras
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 from data import BLANK, FRAME_WIDTH, INK_THRESHOLD, LINE_CLASSES, load_mnist
 from harness.chromium import CHROMIUM, CHROMIUM_FLAGS
+
+if TYPE_CHECKING:
+    import keras
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Small enough to train in seconds, large enough that the loss visibly falls.
@@ -49,6 +56,15 @@ class SavedRun(NamedTuple):
     folder: Path  # where both are, as train.py's --out
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items):
+    """Every test that needs the tiny trained run, or anything made from it, is slow: the fast tier
+    trains nothing (a test that only needs a model file takes untrained_run)."""
+    for item in items:
+        if "trained_run" in item.fixturenames:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def mnist():
     return load_mnist()
@@ -69,6 +85,8 @@ def untrained_run(tmp_path_factory, mnist) -> SavedRun:
     """The tiny run's network as train.py builds it but never trained, saved as train.py saves it,
     with a run record whose "not sure" threshold is calibrated on its validation split: for tests
     that need a model that loads and reads, not one that reads right (its answers are near chance)."""
+    import keras
+
     import train
     from ground import outputs
     from model import build_model
@@ -324,9 +342,12 @@ def png_inflating_past_its_pixels(side: int, extra_megabytes: int) -> bytes:
     """A blank grey PNG, `side` px square, whose compressed image data goes on to inflate to
     `extra_megabytes` more than its pixels hold."""
     header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    compressor = zlib.compressobj(9)
+    # Run-length matching finds the zeros' runs as deflate's longest matches at level 9's ratio
+    # (over 1000:1), in a fraction of the time of its general search.
+    compressor = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS, 9, zlib.Z_RLE)
     rows = compressor.compress(bytes((side + 1) * side))
-    rows += b"".join(compressor.compress(bytes(2**20)) for _ in range(extra_megabytes)) + compressor.flush()
+    megabyte = bytes(2**20)
+    rows += b"".join(compressor.compress(megabyte) for _ in range(extra_megabytes)) + compressor.flush()
     return (
         b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", rows) + png_chunk(b"IEND", b"")
     )

@@ -114,9 +114,9 @@ def test_the_exported_line_model_reads_without_tensorflow(line_export):
 
 
 def test_a_line_model_for_the_page_must_be_one_and_go_with_a_digit_classifier(
-    trained_run, line_model_file, tmp_path
+    untrained_run, line_model_file, tmp_path
 ):
-    digits, line, out = str(trained_run.folder / "model.keras"), str(line_model_file), tmp_path / "export"
+    digits, line, out = str(untrained_run.folder / "model.keras"), str(line_model_file), tmp_path / "export"
     with pytest.raises(SystemExit, match="is a digit classifier, not a line model"):
         export.main(["--model", digits, "--out", str(out), "--line-model", digits])
     with pytest.raises(SystemExit, match="is a line model: --line-model goes with a digit classifier"):

@@ -29,11 +29,11 @@ def test_a_line_read_has_the_numbers_json_and_says_the_line_model_read_it():
         assert not item["not_sure"] and not item["not_a_digit"]
 
 
-def test_division_says_it_read_the_number_too(trained_run, written_number):
+def test_division_says_it_read_the_number_too(untrained_run, written_number):
     from reader.classifier import keras_classifier
     from reader.page import read_image_file
 
-    classifier = keras_classifier(trained_run.model)
+    classifier = keras_classifier(untrained_run.model)
     number, _ = read_number(classifier.probabilities_of, read_image_file(written_number), None)
     assert number["reader"] == "division"
 
@@ -86,12 +86,12 @@ def test_a_line_model_file_loads_as_one(line_model_file):
 
 
 def test_a_line_model_given_as_a_classifier_and_a_classifier_as_a_line_model_are_clear_errors(
-    line_model_file, trained_run
+    line_model_file, untrained_run
 ):
     with pytest.raises(ModelError, match="is a line model .* not a digit classifier"):
         load_classifier(line_model_file)
     with pytest.raises(ModelError, match="is a digit classifier, not a line model: train one with"):
-        load_line_model(trained_run.folder / "model.keras")
+        load_line_model(untrained_run.folder / "model.keras")
 
 
 def bidirectional_layers(config: dict) -> list[dict]:

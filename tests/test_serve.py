@@ -105,17 +105,17 @@ def test_a_number_is_read_digit_by_digit(trained_client, mnist):
     assert trained_client.post("/api/number", content=b"not an image").status_code == 400
 
 
-def test_with_a_line_model_numbers_are_read_as_whole_lines_by_it(trained_run):
+def test_with_a_line_model_numbers_are_read_as_whole_lines_by_it(untrained_run):
     line = LineModel("spelling", spelling([4, 0, 2]), 0.5)
-    with TestClient(create_app(keras_classifier(trained_run.model), line_model=line)) as client:
+    with TestClient(create_app(keras_classifier(untrained_run.model), line_model=line)) as client:
         body = client.post("/api/number", content=encoded(blobs(3)[0])).json()
         assert body["number"] == "402" and body["reader"] == "line" and not body["not_sure"]
         assert all(item["preprocessed"].startswith("data:image/png;base64,") for item in body["digits"])
         assert client.get("/api/model").json()["line_model"] == {"name": "spelling", "not_sure_below": 0.5}
 
 
-def test_a_classifier_given_as_the_line_model_stops_the_server_with_one_line(trained_run):
-    classifier = str(trained_run.folder / "model.keras")
+def test_a_classifier_given_as_the_line_model_stops_the_server_with_one_line(untrained_run):
+    classifier = str(untrained_run.folder / "model.keras")
     with pytest.raises(SystemExit, match="is a digit classifier, not a line model"):
         serve_main(["--model", classifier, "--line-model", classifier, "--port", "0"])
 

@@ -473,11 +473,24 @@ def test_two_server_processes_answer_from_an_onnx_export_like_the_keras_model(
 
 
 def worker_pids(parent: int) -> set[int]:
-    """serve.py's worker processes: its children that multiprocessing spawned to serve."""
+    """serve.py's worker processes: its children that multiprocessing spawned to serve, and that
+    are still alive by the time /proc is read (a thread or a child may end while it is listed)."""
     children = set()
     for task in Path(f"/proc/{parent}/task").iterdir():
-        children.update(int(pid) for pid in (task / "children").read_text().split())
-    return {pid for pid in children if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()}
+        children.update(int(pid) for pid in proc_text(task / "children").split())
+    return {
+        pid
+        for pid in children
+        if (command := proc_text(Path(f"/proc/{pid}/cmdline"))) and "resource_tracker" not in command
+    }
+
+
+def proc_text(path: Path) -> str:
+    """A /proc file's text, or "" where its process or thread has ended meanwhile."""
+    try:
+        return path.read_text(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
 
 
 def replacement(parent: int, dead: int, others: set[int]) -> int:

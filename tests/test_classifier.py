@@ -380,10 +380,12 @@ def test_an_onnx_model_asking_a_gigabyte_a_run_is_refused_at_load(tmp_path):
 def serving_python(tmp_path_factory) -> str:
     """The Python of a new virtual environment holding requirements-serve.txt and nothing else."""
     environment = tmp_path_factory.mktemp("serving-venv")
-    subprocess.run([sys.executable, "-m", "venv", str(environment)], check=True)
+    # Without a pip of its own: this environment's pip installs into it (--python), quicker than a new one.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(environment)], check=True)
     python = str(environment / "bin" / "python")
     installed = subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", "-r", "requirements-serve.txt"],
+        [sys.executable, "-m", "pip", "--python", python, "install", "--quiet"]
+        + ["-r", "requirements-serve.txt"],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

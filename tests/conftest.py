@@ -56,6 +56,14 @@ class SavedRun(NamedTuple):
     folder: Path  # where both are, as train.py's --out
 
 
+def pytest_configure():
+    """Under pytest-xdist, each worker's TensorFlow, and the scripts its tests start, computes on the
+    worker's share of the cores: a thread per core in every worker makes them fight over each core."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items):
     """Every test that needs the tiny trained run, or anything made from it, is slow: the fast tier

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from bench.contenders import CONTENDERS
 from bench.report import front_figure, markdown, over_seeds
 from data import NUM_CLASSES, load_mnist, normalize_images
 from ground.outputs import library_versions
-from ground.quiet_tensorflow import import_tensorflow_quietly
+from ground.quiet_tensorflow import import_tensorflow_quietly, usable_cores
 from model import ModelConfig, probabilities_function
 from recipe import settings
 from recipe.config import training_split
@@ -230,7 +229,7 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), **library_versions()}
+    return {"cpu": cpu, "cores": usable_cores(), "os": platform.platform(), **library_versions()}
 
 
 def seed_list(text: str) -> list[int]:

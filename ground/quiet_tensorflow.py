@@ -12,7 +12,8 @@ TF_CPP_MIN_LOG_LEVEL=0 everything shows, as TensorFlow prints it.
 TensorFlow turns its oneDNN kernels on only where the CPU has the newest vector instructions
 (AVX-512's VNNI or BF16, AVX-VNNI, AMX); on an older AVX2 CPU its own matrix code is the slower one
 (bench/NOTES.md), so oneDNN is turned on for every x86 CPU. TF_ENABLE_ONEDNN_OPTS set by the user
-wins.
+wins. Its threads within an op are a usable core each unless TF_NUM_INTRAOP_THREADS says otherwise
+(intra_op_threads, as run records state it).
 """
 
 from __future__ import annotations
@@ -29,6 +30,18 @@ LOG_RECORD = re.compile(r"[IWEF]\d{4} [\d:.]+ +\d+ [^ \]]+:\d+\] ")
 ABSL_NOTICE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
 ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
 X86 = ("x86_64", "AMD64")  # platform.machine() on Linux and macOS, and on Windows
+INTRA_OP_THREADS = "TF_NUM_INTRAOP_THREADS"  # TensorFlow's threads within one op, read at its first op
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: a container or `taskset` may allow fewer than the machine has."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def intra_op_threads() -> int:
+    """The threads TensorFlow runs each op on: INTRA_OP_THREADS where it is set, else a usable core each."""
+    threads = os.environ.get(INTRA_OP_THREADS, "")
+    return int(threads) if threads.isdigit() and int(threads) > 0 else usable_cores()
 
 
 def with_onednn_default(environ: MutableMapping[str, str], machine: str) -> None:

@@ -5,11 +5,11 @@ and the tf.distribute strategy spreading a run over them.
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import tensorflow as tf
 
+from ground.quiet_tensorflow import intra_op_threads
 from recipe.config import TrainConfig
 
 # The CPU flags of bfloat16 arithmetic (Linux's names). Without them oneDNN emulates bfloat16,
@@ -48,10 +48,9 @@ def devices(config: TrainConfig) -> dict:
         tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
         for gpu in tf.config.list_physical_devices("GPU")
     ]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "gpus": gpus,
-        "cpu_threads": tf.config.threading.get_intra_op_parallelism_threads() or cores,
+        "cpu_threads": tf.config.threading.get_intra_op_parallelism_threads() or intra_op_threads(),
         "precision": training_precision(config, gpus=len(gpus)),
     }
 

@@ -28,6 +28,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from data import BLANK, FRAME_WIDTH, INK_THRESHOLD, LINE_CLASSES, load_mnist
+from ground.quiet_tensorflow import INTRA_OP_THREADS, usable_cores
 from harness.chromium import CHROMIUM, CHROMIUM_FLAGS
 
 if TYPE_CHECKING:
@@ -61,13 +62,13 @@ def pytest_configure():
     worker's share of the cores: a thread per core in every worker makes them fight over each core."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+        os.environ.setdefault(INTRA_OP_THREADS, str(max(1, usable_cores() // workers)))
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items):
     """Every test that needs the tiny trained run, or anything made from it, is slow: the fast tier
-    trains nothing (a test that only needs a model file takes untrained_run)."""
+    never waits for that run (a test that only needs a model file takes untrained_run)."""
     for item in items:
         if "trained_run" in item.fixturenames:
             item.add_marker(pytest.mark.slow)

@@ -6,7 +6,15 @@ import platform
 import pytest
 
 from conftest import run_script
-from ground.quiet_tensorflow import ONEDNN, X86, with_onednn_default, without_notices
+from ground.quiet_tensorflow import (
+    INTRA_OP_THREADS,
+    ONEDNN,
+    X86,
+    intra_op_threads,
+    usable_cores,
+    with_onednn_default,
+    without_notices,
+)
 
 IMPORT = (
     "from ground.quiet_tensorflow import import_tensorflow_quietly; "
@@ -72,3 +80,17 @@ def test_the_scripts_import_tensorflow_with_that_choice(monkeypatch):
     show = IMPORT.replace("print('ready')", f"import os; print(os.environ.get('{ONEDNN}'))")
     expected = "1" if platform.machine() in X86 else "None"
     assert run_script("-c", show).stdout == expected + "\n"
+
+
+def test_the_usable_cores_are_those_the_process_may_run_on_not_all_the_machine_has():
+    on_one_core = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+    counted = run_script(
+        "-c", on_one_core + "from ground.quiet_tensorflow import usable_cores; print(usable_cores())"
+    )
+    assert counted.stdout == "1\n", counted.stderr
+
+
+@pytest.mark.parametrize("setting, expected", [("3", 3), ("", None), ("0", None), ("many", None)])
+def test_tensorflows_threads_are_the_users_setting_or_a_usable_core_each(monkeypatch, setting, expected):
+    monkeypatch.setenv(INTRA_OP_THREADS, setting)
+    assert intra_op_threads() == (expected or usable_cores())

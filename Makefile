@@ -30,11 +30,8 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# pip as pinned, not the one the venv module brings (23.2 beside Python 3.11.7): a newer one resolves
-# the GPU set in half the time.
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet pip==26.3
 
 # ONNX Runtime Web for the page that reads in the browser, at the lockfile's versions (export.py
 # copies it into DIR/web/; the page's tests read with it). `make run` does not need it.
@@ -42,7 +39,10 @@ $(RUNTIME): runtime/package.json runtime/package-lock.json
 	cd runtime && npm ci --no-audit --no-fund
 
 # The tests' tools go beside the run's TensorFlow (CPU or, with GPU=1, CUDA), never a second one.
+# pip as pinned, not the one the venv module brings (23.2 beside Python 3.11.7): a newer one resolves
+# the GPU set in half the time.
 $(VENV)/.installed-%: requirements.txt requirements-gpu.txt requirements-libraries.txt requirements-serve.txt requirements-dev.txt pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet pip==26.3
 	$(BIN)/python -m pip install --quiet -r $(RUN_REQUIREMENTS) $(if $(filter dev,$*),-r requirements-dev.txt)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $@

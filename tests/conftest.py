@@ -128,6 +128,12 @@ def exported(trained_run, tmp_path_factory) -> tuple[dict, Path]:
         return record, folder
 
 
+def onnx_path(exported: tuple[dict, Path]) -> Path:
+    """The ONNX model in `exported`'s folder."""
+    record, folder = exported
+    return folder / record["formats"]["onnx"]["path"]
+
+
 @pytest.fixture(scope="session")
 def rerendered(tmp_path_factory, mnist):
     """200 real MNIST test digits saved as dark-on-light 200x200 PNGs, as a user's scans would be."""

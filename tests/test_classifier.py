@@ -16,10 +16,11 @@ import onnx
 import onnxruntime
 import pytest
 
-from conftest import even_odds, nan_past_ink, onnx_digit_model, onnx_path, with_config
+from conftest import onnx_path
 from data import normalize_images
 from ground import outputs
 from ground.saved_network import ModelError, load_trained_model
+from hostile_files import even_odds, nan_past_ink, onnx_digit_model, with_config
 from reader.classifier import load_classifier
 
 

@@ -13,8 +13,9 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from conftest import OTHER_FORMATS, PROJECT_ROOT, encoded, progressive_jpeg_bomb
+from conftest import PROJECT_ROOT, encoded
 from data import DIGIT_BOX
+from hostile_files import OTHER_FORMATS, progressive_jpeg_bomb
 from reader.page import MAX_JPEG_SCANS, MAX_PIXELS, ImageError, long_runs, mnist_style_digit, read_image
 
 

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 import predict
-from conftest import PROJECT_ROOT, even_odds, nan_past_ink, run_script
+from conftest import PROJECT_ROOT, run_script
 from data import normalize_images
+from hostile_files import even_odds, nan_past_ink
 from model import probability_model
 from reader.page import MAX_FILE_BYTES, mnist_style_digit
 

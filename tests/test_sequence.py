@@ -9,8 +9,9 @@ from onnx.helper import make_node
 from PIL import Image
 
 import predict
-from conftest import LINE_MODEL_SHAPES, SURE, blobs, encoded, onnx_digit_model, spelling, with_config
+from conftest import SURE, blobs, encoded, spelling
 from data import FRAME_WIDTH, LINE_CLASSES, NOT_A_DIGIT_SYMBOL
+from hostile_files import LINE_MODEL_SHAPES, onnx_digit_model, with_config
 from reader import ImageError, ModelError, read_image, read_number
 from reader.classifier import LineModel, load_classifier, load_line_model, load_model_file
 

@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from uvicorn.main import STARTUP_FAILURE
 
-from conftest import blobs, digit_row, encoded, nan_past_ink, spelling, wait_until
+from conftest import blobs, digit_row, encoded, spelling, wait_until
+from hostile_files import nan_past_ink
 from model import ModelConfig, build_model
 from reader.classifier import LineModel, keras_classifier, load_classifier
 from reader.deadline import ReadingAbandoned, ReadingTimeout

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import (
+from conftest import encoded
+from hostile_files import (
     OTHER_FORMATS,
-    encoded,
     png_inflating_past_its_pixels,
     png_of_many_chunks,
     progressive_jpeg_bomb,
